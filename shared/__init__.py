@@ -1,0 +1,81 @@
+"""What every service needs and nothing more: token verification, errors, logging, health, settings."""
+
+from __future__ import annotations
+
+from shared.errors import (
+    ApiError,
+    BadGateway,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    GatewayTimeout,
+    HeadersTooLarge,
+    InvalidToken,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationFailed,
+    error_response,
+)
+from shared.jwks import JWKSCache, JWKSConfig, JWKSFetchError, parse_jwks
+from shared.logs import configure_logging, request_id
+from shared.service import build_app, read_json_object, serve
+from shared.settings import (
+    Secret,
+    SettingsError,
+    env_bool,
+    env_environment,
+    env_float,
+    env_int,
+    env_list,
+    env_secret,
+    env_str,
+)
+from shared.tokens import AccessClaims, TokenPolicy
+from shared.verifier import TokenVerifier, VerifierSettings, bearer_token, open_verifier
+
+__all__ = [
+    "AccessClaims",
+    "ApiError",
+    "BadGateway",
+    "BadRequest",
+    "Conflict",
+    "Forbidden",
+    "GatewayTimeout",
+    "HeadersTooLarge",
+    "InvalidToken",
+    "JWKSCache",
+    "JWKSConfig",
+    "JWKSFetchError",
+    "NotFound",
+    "PayloadTooLarge",
+    "Secret",
+    "ServiceUnavailable",
+    "SettingsError",
+    "TokenPolicy",
+    "TokenVerifier",
+    "TooManyRequests",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "ValidationFailed",
+    "VerifierSettings",
+    "bearer_token",
+    "build_app",
+    "configure_logging",
+    "env_bool",
+    "env_environment",
+    "env_float",
+    "env_int",
+    "env_list",
+    "env_secret",
+    "env_str",
+    "error_response",
+    "open_verifier",
+    "parse_jwks",
+    "read_json_object",
+    "request_id",
+    "serve",
+]

@@ -1,0 +1,195 @@
+"""An asynchronous JWKS cache: the only way a verifier learns public keys.
+
+It loads before the service reports ready, refreshes on a schedule, refetches at most once
+per cooldown for an unknown ``kid`` (concurrent misses share that one fetch), and keeps the
+last good keys for ``max_stale`` seconds when fetching fails, then fails closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from joserfc.jwk import RSAKey
+
+from shared.tokens import ALGORITHM, loads_strict
+
+logger = logging.getLogger(__name__)
+
+MIN_RSA_BITS = 2048
+
+
+class JWKSFetchError(Exception):
+    """The JWKS could not be fetched or parsed; the message is safe to log."""
+
+
+@dataclass(frozen=True)
+class JWKSConfig:
+    """Where the keys live and how hard to hold on to them."""
+
+    url: str
+    refresh_interval: float = 300.0
+    refetch_cooldown: float = 30.0
+    max_stale: float = 3600.0
+    timeout: float = 3.0
+    max_bytes: int = 64 * 1024
+    retry_interval: float = 1.0
+
+
+def parse_jwks(body: bytes) -> dict[str, RSAKey]:
+    """Public RS256 signing keys by ``kid``. Entries of other types or uses are skipped."""
+    try:
+        document = loads_strict(body)
+    except (ValueError, UnicodeDecodeError):
+        raise JWKSFetchError("JWKS is not valid JSON") from None
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise JWKSFetchError("JWKS has no keys array")
+    keys: dict[str, RSAKey] = {}
+    for entry in document["keys"]:
+        if not isinstance(entry, dict) or entry.get("kty") != "RSA":
+            continue
+        if entry.get("use", "sig") != "sig" or entry.get("alg", ALGORITHM) != ALGORITHM:
+            continue
+        kid, n, e = entry.get("kid"), entry.get("n"), entry.get("e")
+        if not (isinstance(kid, str) and kid and isinstance(n, str) and isinstance(e, str)):
+            continue
+        try:
+            # Only the public members: a JWKS that leaks "d" must not turn us into a signer.
+            key = RSAKey.import_key({"kty": "RSA", "n": n, "e": e})
+        except Exception:  # a malformed entry must not poison the good ones
+            logger.warning("skipped an unreadable JWKS entry", extra={"kid": kid[:64]})
+            continue
+        if key.raw_value.key_size < MIN_RSA_BITS:
+            logger.warning("skipped a JWKS key under %d bits", MIN_RSA_BITS, extra={"kid": kid[:64]})
+            continue
+        keys[kid] = key
+    if not keys:
+        raise JWKSFetchError("JWKS has no usable RS256 keys")
+    return keys
+
+
+class JWKSCache:
+    """Holds the issuer's public keys for one process. Open with :meth:`start`, close with :meth:`aclose`."""
+
+    def __init__(
+        self, config: JWKSConfig, client: httpx.AsyncClient, *, clock: Callable[[], float] = time.monotonic
+    ):
+        self.config = config
+        self._client = client
+        self._clock = clock
+        self._keys: dict[str, RSAKey] = {}
+        self._fetched_at: float | None = None
+        self._last_attempt: float | None = None
+        self._last_error: str | None = None
+        self._inflight: asyncio.Task[None] | None = None
+        self._scheduler: asyncio.Task[None] | None = None
+        self.fetch_count = 0
+        self.failure_count = 0
+
+    @property
+    def ready(self) -> bool:
+        """True while the cache holds keys that are not older than ``max_stale``."""
+        return bool(self._keys) and self.age is not None and self.age <= self.config.max_stale
+
+    @property
+    def age(self) -> float | None:
+        """Seconds since the last successful fetch, or None before the first."""
+        return None if self._fetched_at is None else self._clock() - self._fetched_at
+
+    def status(self) -> dict[str, Any]:
+        """A summary for readiness probes; holds no key material."""
+        return {
+            "ready": self.ready,
+            "keys": len(self._keys),
+            "age_seconds": None if self.age is None else round(self.age, 1),
+            "fetches": self.fetch_count,
+            "failures": self.failure_count,
+            "last_error": self._last_error,
+        }
+
+    async def start(self) -> None:
+        """Try one load now and keep the schedule running; never raises on fetch failure."""
+        await self.refresh()
+        self._scheduler = asyncio.create_task(self._run_schedule(), name="jwks-refresh")
+
+    async def aclose(self) -> None:
+        for task in (self._scheduler, self._inflight):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def keys(self) -> Mapping[str, RSAKey]:
+        """The usable keys: empty once they are older than ``max_stale`` (fail closed)."""
+        return self._keys if self.ready else {}
+
+    async def key_for(self, kid: str) -> RSAKey | None:
+        """The key for ``kid``; an unknown ``kid`` triggers at most one refetch per cooldown."""
+        key = self.keys().get(kid)
+        if key is not None:
+            return key
+        last = self._last_attempt
+        if (
+            self._inflight is None
+            and last is not None
+            and self._clock() - last < self.config.refetch_cooldown
+        ):
+            return None
+        await self.refresh()
+        return self.keys().get(kid)
+
+    async def refresh(self) -> None:
+        """Fetch now, or join the fetch already under way."""
+        if self._inflight is None:
+            self._inflight = asyncio.create_task(self._fetch(), name="jwks-fetch")
+            self._inflight.add_done_callback(self._clear_inflight)
+        await asyncio.shield(self._inflight)
+
+    def _clear_inflight(self, task: asyncio.Task[None]) -> None:
+        if self._inflight is task:
+            self._inflight = None
+
+    async def _fetch(self) -> None:
+        self._last_attempt = self._clock()
+        self.fetch_count += 1
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                body = await self._download()
+            keys = parse_jwks(body)
+        except (JWKSFetchError, httpx.HTTPError, TimeoutError) as exc:
+            self.failure_count += 1
+            self._last_error = str(exc) or type(exc).__name__
+            logger.warning(
+                "JWKS fetch failed; keeping %d cached keys",
+                len(self._keys),
+                extra={"error": self._last_error},
+            )
+            return
+        self._keys = keys
+        self._fetched_at = self._clock()
+        self._last_error = None
+
+    async def _download(self) -> bytes:
+        async with self._client.stream("GET", self.config.url, follow_redirects=False) as response:
+            if response.status_code != 200:
+                raise JWKSFetchError(f"JWKS answered HTTP {response.status_code}")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self.config.max_bytes:
+                    raise JWKSFetchError(f"JWKS is larger than {self.config.max_bytes} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+    async def _run_schedule(self) -> None:
+        while True:
+            wait = self.config.refresh_interval if self._keys else self.config.retry_interval
+            await asyncio.sleep(wait)
+            await self.refresh()

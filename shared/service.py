@@ -1,0 +1,80 @@
+"""Service defaults: every service's app gets the same middleware, error handling and health routes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.routing import BaseRoute
+
+from shared.errors import BadRequest, UnsupportedMediaType, exception_handlers
+from shared.health import ReadinessCheck, health_routes
+from shared.logs import configure_logging
+from shared.middleware import LimitsMiddleware, RequestContextMiddleware
+from shared.tokens import loads_strict
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+DEFAULT_MAX_HEADER_BYTES = 8 * 1024
+
+
+class Lifespan(Protocol):
+    def __call__(self, app: Starlette) -> AbstractAsyncContextManager[Any]: ...
+
+
+def build_app(
+    routes: Sequence[BaseRoute],
+    *,
+    lifespan: Lifespan,
+    readiness: ReadinessCheck,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+) -> Starlette:
+    """A Starlette app with the shared defaults around the service's own ``routes``."""
+    return Starlette(
+        routes=[*health_routes(readiness), *routes],
+        lifespan=lifespan,
+        exception_handlers=exception_handlers(),
+        middleware=[
+            Middleware(RequestContextMiddleware),
+            Middleware(LimitsMiddleware, max_body_bytes=max_body_bytes, max_header_bytes=max_header_bytes),
+        ],
+    )
+
+
+async def read_json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 415/400 error saying what is wrong."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType("the request body must be application/json")
+    body = await request.body()
+    try:
+        document = loads_strict(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the request body is not valid JSON", code="malformed_json") from None
+    if not isinstance(document, dict):
+        raise BadRequest("the request body must be a JSON object", code="malformed_json")
+    return document
+
+
+def serve(
+    factory: str, *, service: str, host: str, port: int, workers: int = 1, log_level: str = "info"
+) -> None:
+    """Run ``factory`` (``"package.module:function"``) under uvicorn with JSON logs."""
+    configure_logging(service, log_level)
+    uvicorn.run(
+        factory,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=5,
+    )

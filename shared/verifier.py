@@ -1,0 +1,109 @@
+"""Verify bearer access tokens with the issuer's public keys alone."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jws import JWSRegistry
+from starlette.requests import Request
+
+from shared.errors import InvalidToken, ServiceUnavailable, Unauthorized
+from shared.jwks import JWKSCache, JWKSConfig
+from shared.settings import env_float, env_int, env_str
+from shared.tokens import ALGORITHM, AccessClaims, StrictJSONDecoder, TokenPolicy, check_claims, read_header
+
+# With registry= given, joserfc ignores algorithms=: the allowlist must live here.
+_REGISTRY = JWSRegistry(algorithms=[ALGORITHM])
+
+
+class TokenVerifier:
+    """Checks a compact JWS against :class:`TokenPolicy` and the keys in a :class:`JWKSCache`.
+
+    Raises :class:`InvalidToken` (401) for any bad token and :class:`ServiceUnavailable` (503)
+    when no keys can be had, so an outage is never reported as the caller's fault.
+    """
+
+    def __init__(self, policy: TokenPolicy, keys: JWKSCache, *, clock: Callable[[], float] = time.time):
+        self.policy = policy
+        self._keys = keys
+        self._clock = clock
+
+    @property
+    def ready(self) -> bool:
+        """True while usable keys are cached."""
+        return self._keys.ready
+
+    def status(self) -> dict[str, Any]:
+        """Readiness detail: the key cache's state, never key material."""
+        return self._keys.status()
+
+    async def verify(self, token: str) -> AccessClaims:
+        """The verified claims of ``token``."""
+        kid = read_header(token, self.policy)
+        key = await self._keys.key_for(kid)
+        if key is None:
+            if not self._keys.ready:
+                raise ServiceUnavailable("signing keys are unavailable")
+            raise InvalidToken("unknown_kid")
+        try:
+            decoded = jwt.decode(token, key, registry=_REGISTRY, decoder_cls=StrictJSONDecoder)
+        except (JoseError, ValueError):
+            raise InvalidToken("signature") from None
+        return check_claims(decoded.claims, self.policy, self._clock())
+
+    async def verify_request(self, request: Request) -> AccessClaims:
+        """The claims of the request's ``Authorization: Bearer`` token."""
+        return await self.verify(bearer_token(request))
+
+
+def bearer_token(request: Request) -> str:
+    """The token from exactly one ``Authorization: Bearer <token>`` header."""
+    values = request.headers.getlist("authorization")
+    if not values:
+        raise Unauthorized("an access token is required", headers={"WWW-Authenticate": "Bearer"})
+    scheme, _, token = values[0].partition(" ")
+    if len(values) > 1 or scheme.lower() != "bearer" or not token.strip() or " " in token.strip():
+        raise InvalidToken("authorization_header")
+    return token.strip()
+
+
+@dataclass(frozen=True)
+class VerifierSettings:
+    """How a resource service finds and trusts the issuer's keys."""
+
+    issuer: str
+    jwks: JWKSConfig
+    leeway: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> VerifierSettings:
+        return cls(
+            issuer=env_str(environ, "TOKEN_ISSUER", "http://localhost:8000"),
+            jwks=JWKSConfig(
+                url=env_str(environ, "JWKS_URL", "http://127.0.0.1:8001/.well-known/jwks.json"),
+                refresh_interval=env_float(environ, "JWKS_REFRESH_SECONDS", 300.0, minimum=1.0),
+                refetch_cooldown=env_float(environ, "JWKS_REFETCH_COOLDOWN_SECONDS", 30.0),
+                max_stale=env_float(environ, "JWKS_MAX_STALE_SECONDS", 3600.0, minimum=1.0),
+                timeout=env_float(environ, "JWKS_TIMEOUT_SECONDS", 3.0, minimum=0.1),
+            ),
+            leeway=env_int(environ, "TOKEN_LEEWAY_SECONDS", 10, maximum=30),
+        )
+
+
+@asynccontextmanager
+async def open_verifier(settings: VerifierSettings, audience: str) -> AsyncIterator[TokenVerifier]:
+    """A verifier for ``audience`` whose key cache is loading; closed on exit."""
+    async with httpx.AsyncClient(timeout=settings.jwks.timeout, follow_redirects=False) as client:
+        cache = JWKSCache(settings.jwks, client)
+        await cache.start()
+        try:
+            yield TokenVerifier(TokenPolicy(settings.issuer, audience, leeway=settings.leeway), cache)
+        finally:
+            await cache.aclose()
