@@ -1,0 +1,88 @@
+"""Composition root for auth: wires settings, Redis, keys and routes into one Starlette app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from itsdangerous import Signer
+from starlette.applications import Starlette
+from starlette.requests import Request
+
+from services.auth import domain
+from services.auth.keys import load_keys
+from services.auth.passwords import Passwords
+from services.auth.routes import AuthContext, routes
+from services.auth.settings import Settings
+from services.auth.store import SessionStore, UserStore, connect
+from shared import ApiError, Conflict, build_app
+
+logger = logging.getLogger(__name__)
+
+DEMO_ACCOUNTS = (("alice@example.com", "user"), ("admin@example.com", "admin"))
+
+
+def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> Starlette:
+    """The auth application. Keys load and Redis connects when the lifespan starts."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        keys = load_keys(settings.keys_dir)
+        client = connect(settings.redis_url.value, settings.redis_timeout)
+        policy = domain.SessionPolicy(
+            idle=settings.session_idle_timeout, absolute=settings.session_absolute_timeout
+        )
+        context = AuthContext(
+            settings=settings,
+            users=UserStore(client),
+            sessions=SessionStore(client, policy),
+            passwords=Passwords(),
+            keys=keys,
+            cookie_signer=Signer(settings.session_secret.value, salt="session-cookie"),
+            clock=clock,
+        )
+        seeding = asyncio.create_task(_seed_demo_users(context)) if settings.dev else None
+        logger.info("auth ready to sign with kid %s; %d key(s) published", keys.active_kid, len(keys.keys))
+        try:
+            yield {"auth": context}
+        finally:
+            if seeding is not None:
+                seeding.cancel()
+            await client.aclose()
+
+    async def readiness(request: Request) -> dict[str, Any]:
+        context: AuthContext = request.state.auth
+        try:
+            redis_ok = await context.sessions.ping()
+        except ApiError:
+            redis_ok = False
+        return {"redis": redis_ok, "signing_key": context.keys.active_kid in context.keys.keys}
+
+    return build_app(routes, lifespan=lifespan, readiness=readiness)
+
+
+async def _seed_demo_users(context: AuthContext) -> None:
+    """Dev only: create the documented demo accounts, retrying until Redis answers."""
+    password = context.settings.demo_password
+    if password is None:
+        return
+    while True:
+        try:
+            for email, role in DEMO_ACCOUNTS:
+                if await context.users.by_email(email) is None:
+                    with contextlib.suppress(Conflict):  # another worker created it first
+                        await context.users.create(email, role, await context.passwords.hash(password.value))
+                        logger.info("created demo user %s (%s)", email, role)
+            return
+        except ApiError:
+            await asyncio.sleep(1.0)
+
+
+def app_from_env() -> Starlette:
+    """The uvicorn factory: settings from the process environment."""
+    return create_app(Settings.from_env(os.environ))

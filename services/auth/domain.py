@@ -1,0 +1,198 @@
+"""Pure rules of identity: credentials, session lifetimes, cross-site checks and token claims.
+
+Nothing here performs I/O or reads a clock; callers pass ``now`` in (seconds since the epoch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from shared import BadRequest, Forbidden, ValidationFailed
+
+ROLES = ("user", "admin")
+MAX_EMAIL_LENGTH = 254
+MAX_PASSWORD_LENGTH = 1024
+MIN_PASSWORD_LENGTH = 12
+SESSION_ID_BYTES = 32
+CLIENT_ID = "gateway-web"
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True)
+class User:
+    """A stored account; ``id`` is stable across email and password changes."""
+
+    id: str
+    email: str
+    role: str
+    password_hash: str
+
+    def public(self) -> dict[str, str]:
+        return {"id": self.id, "email": self.email, "role": self.role}
+
+
+@dataclass(frozen=True)
+class Session:
+    """A server-side session, stored under :func:`session_key` of its secret id."""
+
+    handle: str
+    user_id: str
+    created_at: float
+    last_seen: float
+    csrf_token: str
+    user_agent: str = ""
+    ip: str = ""
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    """How long a session lives: ``idle`` seconds without use, ``absolute`` seconds at most."""
+
+    idle: int
+    absolute: int
+
+    def expires_at(self, session: Session) -> float:
+        """When the session dies if nobody touches it again."""
+        return min(session.last_seen + self.idle, session.created_at + self.absolute)
+
+    def is_live(self, session: Session, now: float) -> bool:
+        return now < self.expires_at(session)
+
+    def ttl(self, session: Session, now: float) -> int:
+        """Seconds the store should keep the record, rounded up; 0 means already dead."""
+        remaining = self.expires_at(session) - now
+        return max(0, int(remaining) + (remaining % 1 > 0))
+
+    def touched(self, session: Session, now: float) -> Session:
+        """The session after a use at ``now`` (the idle timer slides, the absolute one does not)."""
+        return Session(
+            handle=session.handle,
+            user_id=session.user_id,
+            created_at=session.created_at,
+            last_seen=now,
+            csrf_token=session.csrf_token,
+            user_agent=session.user_agent,
+            ip=session.ip,
+        )
+
+
+def new_session_id() -> str:
+    """A fresh session id: 256 bits from the OS CSPRNG."""
+    return secrets.token_urlsafe(SESSION_ID_BYTES)
+
+
+def session_handle(session_id: str) -> str:
+    """The hash under which a session is stored and named; a Redis dump never yields a cookie."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def new_session(session_id: str, user: User, now: float, *, user_agent: str, ip: str) -> Session:
+    return Session(
+        handle=session_handle(session_id),
+        user_id=user.id,
+        created_at=now,
+        last_seen=now,
+        csrf_token=secrets.token_urlsafe(32),
+        user_agent=user_agent[:256],
+        ip=ip[:64],
+    )
+
+
+def csrf_matches(session: Session, presented: str | None) -> bool:
+    return presented is not None and hmac.compare_digest(session.csrf_token.encode(), presented.encode())
+
+
+def check_same_origin(origin: str | None, fetch_site: str | None, public_origin: str) -> None:
+    """Refuse an unsafe request that a browser says came from another origin.
+
+    SameSite=Strict alone does not stop a page on another port of the same host (same site,
+    different origin), so the Origin must match exactly; without Origin, only
+    ``Sec-Fetch-Site: same-origin`` will do, and a request with neither is refused.
+    """
+    if origin is not None:
+        if origin != public_origin:
+            raise Forbidden("cross-origin request refused", code="cross_origin")
+        return
+    if fetch_site != "same-origin":
+        raise Forbidden("the request must carry an Origin header", code="origin_required")
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def validate_credentials(body: dict[str, Any]) -> tuple[str, str]:
+    """The email and password of a login body, or a 4xx saying what is wrong."""
+    unknown = set(body) - {"email", "password"}
+    if unknown:
+        raise ValidationFailed(f"unknown member: {sorted(unknown)[0]}")
+    email, password = body.get("email"), body.get("password")
+    if not isinstance(email, str) or not isinstance(password, str):
+        raise ValidationFailed("email and password are required strings")
+    if not email or len(email) > MAX_EMAIL_LENGTH or not password or len(password) > MAX_PASSWORD_LENGTH:
+        raise ValidationFailed("email or password has an invalid length")
+    return normalize_email(email), password
+
+
+def validate_new_account(email: str, role: str, password: str) -> str:
+    """The normalized email of an account about to be created, or ValidationFailed."""
+    email = normalize_email(email)
+    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL.match(email):
+        raise ValidationFailed("email is not a valid address")
+    if role not in ROLES:
+        raise ValidationFailed(f"role must be one of {', '.join(ROLES)}")
+    validate_new_password(password)
+    return email
+
+
+def validate_new_password(password: str) -> None:
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        raise ValidationFailed(f"password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters")
+
+
+def requested_audience(body: dict[str, Any], allowed: tuple[str, ...]) -> str:
+    """The audience of a token request, which must be one configured service."""
+    unknown = set(body) - {"audience"}
+    if unknown:
+        raise ValidationFailed(f"unknown member: {sorted(unknown)[0]}")
+    audience = body.get("audience")
+    if not isinstance(audience, str):
+        raise ValidationFailed("audience is a required string")
+    if audience not in allowed:
+        raise BadRequest("unknown audience", code="invalid_audience")
+    return audience
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """What a token is minted for: who, through which session, for which service."""
+
+    issuer: str
+    audience: str
+    user: User
+    session: Session
+    ttl: int
+
+
+def access_token_claims(request: TokenRequest, now: float) -> dict[str, Any]:
+    """The RFC 9068 claim set of one access token."""
+    iat = int(now)
+    return {
+        "iss": request.issuer,
+        "sub": request.user.id,
+        "aud": request.audience,
+        "iat": iat,
+        "nbf": iat,
+        "exp": iat + request.ttl,
+        "jti": uuid.uuid4().hex,
+        "client_id": CLIENT_ID,
+        # An opaque handle derived from the stored key, never the cookie value itself.
+        "sid": request.session.handle[:32],
+        "role": request.user.role,
+    }

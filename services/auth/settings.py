@@ -1,0 +1,95 @@
+"""Auth configuration, read once from the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from shared import (
+    Secret,
+    SettingsError,
+    env_bool,
+    env_environment,
+    env_float,
+    env_int,
+    env_list,
+    env_secret,
+    env_str,
+)
+
+DEMO_PASSWORD = "correct-horse-battery-staple"  # noqa: S105 - documented dev-only demo password
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything auth needs. Secrets are :class:`Secret`, so a repr never shows them."""
+
+    environment: str
+    host: str
+    port: int
+    workers: int
+    log_level: str
+    redis_url: Secret
+    redis_timeout: float
+    issuer: str
+    public_origin: str
+    keys_dir: Path
+    session_secret: Secret
+    audiences: tuple[str, ...]
+    access_token_ttl: int
+    session_idle_timeout: int
+    session_absolute_timeout: int
+    cookie_secure: bool
+    jwks_max_age: int
+    demo_password: Secret | None
+
+    @property
+    def dev(self) -> bool:
+        return self.environment == "dev"
+
+    @property
+    def cookie_name(self) -> str:
+        # __Host- makes the browser refuse the cookie unless Secure, Path=/ and host-only.
+        return "__Host-session" if self.cookie_secure else "session"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        environment = env_environment(environ)
+        dev = environment == "dev"
+        public_origin = env_str(environ, "PUBLIC_ORIGIN", "http://localhost:8000").rstrip("/")
+        origin_parts = urlsplit(public_origin)
+        if origin_parts.scheme not in ("http", "https") or not origin_parts.netloc or origin_parts.path:
+            raise SettingsError(f"PUBLIC_ORIGIN must be scheme://host[:port], got {public_origin!r}")
+        cookie_secure = env_bool(environ, "COOKIE_SECURE", True)
+        if not cookie_secure and not dev:
+            raise SettingsError("COOKIE_SECURE=false is only allowed with APP_ENV=dev")
+        idle = env_int(environ, "SESSION_IDLE_TIMEOUT_SECONDS", 30 * 60, minimum=1)
+        absolute = env_int(environ, "SESSION_ABSOLUTE_TIMEOUT_SECONDS", 24 * 3600, minimum=1)
+        if idle > absolute:
+            raise SettingsError(
+                "SESSION_IDLE_TIMEOUT_SECONDS must not exceed SESSION_ABSOLUTE_TIMEOUT_SECONDS"
+            )
+        audiences = env_list(environ, "TOKEN_AUDIENCES", ("orders",))
+        return cls(
+            environment=environment,
+            host=env_str(environ, "AUTH_HOST", "127.0.0.1"),
+            port=env_int(environ, "AUTH_PORT", 8001, minimum=1, maximum=65535),
+            workers=env_int(environ, "AUTH_WORKERS", 1, minimum=1, maximum=64),
+            log_level=env_str(environ, "LOG_LEVEL", "info"),
+            # The URL may carry a password, so it is handled as a secret.
+            redis_url=Secret(env_str(environ, "REDIS_URL", "redis://127.0.0.1:6379/0")),
+            redis_timeout=env_float(environ, "REDIS_TIMEOUT_SECONDS", 0.5, minimum=0.05),
+            issuer=env_str(environ, "TOKEN_ISSUER", "http://localhost:8000"),
+            public_origin=public_origin,
+            keys_dir=Path(env_str(environ, "AUTH_KEYS_DIR", "var/keys")),
+            session_secret=env_secret(environ, "SESSION_SECRET", dev=dev),
+            audiences=audiences,
+            access_token_ttl=env_int(environ, "ACCESS_TOKEN_TTL_SECONDS", 300, minimum=30, maximum=900),
+            session_idle_timeout=idle,
+            session_absolute_timeout=absolute,
+            cookie_secure=cookie_secure,
+            jwks_max_age=env_int(environ, "JWKS_MAX_AGE_SECONDS", 300, minimum=0, maximum=86400),
+            demo_password=Secret(env_str(environ, "DEMO_PASSWORD", DEMO_PASSWORD)) if dev else None,
+        )
