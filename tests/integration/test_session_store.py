@@ -1,0 +1,139 @@
+"""The session and user stores against a real server: lifetimes, indexes and hashing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from services.auth import domain
+from services.auth.domain import SessionPolicy, User
+from services.auth.store import SessionStore, UserStore, connect
+from shared import Conflict, ServiceUnavailable
+
+NOW = 1_800_000_000.0
+ALICE = User(id="u-alice", email="alice@example.com", role="user", password_hash="x")
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = connect(redis_url, 0.5)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def sessions(client: aioredis.Redis) -> SessionStore:
+    return SessionStore(client, SessionPolicy(idle=1800, absolute=86400))
+
+
+async def _new(sessions: SessionStore, now: float = NOW) -> tuple[str, domain.Session]:
+    session_id = domain.new_session_id()
+    session = domain.new_session(session_id, ALICE, now, user_agent="pytest", ip="127.0.0.1")
+    await sessions.create(session, now)
+    return session_id, session
+
+
+async def test_created_session_is_found_by_its_handle(sessions: SessionStore) -> None:
+    _, session = await _new(sessions)
+    assert await sessions.get(session.handle, NOW + 1) == session
+
+
+async def test_session_is_stored_under_a_hash_never_the_raw_id(
+    sessions: SessionStore, client: aioredis.Redis
+) -> None:
+    session_id, _ = await _new(sessions)
+    dump = []
+    async for key in client.scan_iter():
+        dump.append(str(key))
+        value = await client.dump(key)
+        assert session_id.encode() not in (value or b"")
+    assert all(session_id not in key for key in dump)
+    assert f"session:{domain.session_handle(session_id)}" in dump
+
+
+async def test_idle_session_expires_server_side(sessions: SessionStore) -> None:
+    _, session = await _new(sessions)
+    assert await sessions.get(session.handle, NOW + 1799) is not None
+    assert await sessions.get(session.handle, NOW + 1800) is None
+    # Expired on sight means deleted, not merely hidden.
+    assert await sessions.get(session.handle, NOW) is None
+
+
+async def test_touch_slides_the_idle_timer(sessions: SessionStore) -> None:
+    _, session = await _new(sessions)
+    touched = await sessions.touch(session, NOW + 1000)
+    assert touched.last_seen == NOW + 1000
+    assert await sessions.get(session.handle, NOW + 2500) is not None
+
+
+async def test_absolute_timeout_wins_over_activity(sessions: SessionStore) -> None:
+    _, session = await _new(sessions)
+    now = NOW
+    while now < NOW + 86400 - 1500:
+        now += 1500
+        current = await sessions.get(session.handle, now)
+        assert current is not None
+        session = await sessions.touch(current, now)
+    assert await sessions.get(session.handle, NOW + 86400) is None
+
+
+async def test_redis_ttl_follows_the_policy(sessions: SessionStore, client: aioredis.Redis) -> None:
+    import time
+
+    now = time.time()
+    _, session = await _new(sessions, now)
+    ttl = await client.ttl(f"session:{session.handle}")
+    assert 1795 <= ttl <= 1800
+    # Near the absolute limit, the TTL shrinks to what is left of it.
+    await sessions.touch(session, now + 86400 - 60)
+    assert 0 < await client.ttl(f"session:{session.handle}") <= 60
+
+
+async def test_delete_removes_session_and_index_entry(sessions: SessionStore, client: aioredis.Redis) -> None:
+    _, session = await _new(sessions)
+    await sessions.delete(session.handle, session.user_id)
+    assert await sessions.get(session.handle, NOW) is None
+    assert not await client.sismember(f"user-sessions:{ALICE.id}", session.handle)
+
+
+async def test_delete_all_for_user_revokes_every_session(sessions: SessionStore) -> None:
+    created = [await _new(sessions) for _ in range(3)]
+    other = domain.new_session(
+        domain.new_session_id(), User("u-bob", "bob@example.com", "user", "x"), NOW, user_agent="", ip=""
+    )
+    await sessions.create(other, NOW)
+    assert await sessions.delete_all_for_user(ALICE.id) == 3
+    for _, session in created:
+        assert await sessions.get(session.handle, NOW) is None
+    assert await sessions.get(other.handle, NOW) is not None
+
+
+async def test_malformed_record_is_discarded(sessions: SessionStore, client: aioredis.Redis) -> None:
+    await client.hset("session:bogus", mapping={"user_id": "u", "created_at": "not-a-number"})
+    assert await sessions.get("bogus", NOW) is None
+    assert not await client.exists("session:bogus")
+
+
+async def test_user_email_is_unique(client: aioredis.Redis) -> None:
+    users = UserStore(client)
+    created = await users.create("carol@example.com", "user", "hash")
+    with pytest.raises(Conflict):
+        await users.create("carol@example.com", "admin", "hash2")
+    assert await users.by_email("carol@example.com") == created
+    assert await users.by_id(created.id) == created
+
+
+async def test_store_answers_503_quickly_when_redis_is_unreachable() -> None:
+    import time
+
+    from deploy.redis_server import free_port
+
+    client = connect(f"redis://127.0.0.1:{free_port()}/0", 0.5)
+    store = SessionStore(client, SessionPolicy(idle=10, absolute=20))
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable):
+        await store.get("anything", NOW)
+    assert time.monotonic() - started < 2.0
+    await client.aclose()
