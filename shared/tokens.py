@@ -7,9 +7,9 @@ The signature itself is checked by :mod:`shared.verifier` with joserfc.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,11 +70,6 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
-def loads_strict(data: bytes) -> Any:
-    """JSON without duplicate members and without NaN/Infinity, which JSON does not have."""
-    return json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-
-
 class StrictJSONDecoder(json.JSONDecoder):
     """:func:`loads_strict` as a decoder class, for joserfc's ``decoder_cls``."""
 
@@ -82,15 +77,31 @@ class StrictJSONDecoder(json.JSONDecoder):
         kwargs.update(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
         super().__init__(**kwargs)
 
+    def decode(self, s: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().decode(s, *args, **kwargs)
+        except RecursionError:
+            # A few KiB of brackets nest deeper than the interpreter allows: bad input, not a crash.
+            raise ValueError("JSON nested too deeply") from None
+
+
+def loads_strict(data: bytes) -> Any:
+    """JSON without duplicate members, NaN/Infinity (which JSON does not have) or runaway nesting."""
+    return json.loads(data, cls=StrictJSONDecoder)
+
+
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+
 
 def b64url_decode(segment: str) -> bytes:
-    """Strict base64url without padding, as JWS requires."""
-    if "=" in segment or not segment.isascii():
-        raise ValueError("padding or non-ASCII in base64url")
-    try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
-        raise ValueError("bad base64url") from None
+    """Strict base64url without padding, as JWS requires, in its one canonical spelling."""
+    if not _BASE64URL.fullmatch(segment) or len(segment) % 4 == 1:
+        raise ValueError("not unpadded base64url")
+    data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    # Non-zero leftover bits would give one token many spellings.
+    if base64.urlsafe_b64encode(data).rstrip(b"=") != segment.encode():
+        raise ValueError("non-canonical base64url")
+    return data
 
 
 def read_header(token: str, policy: TokenPolicy) -> str:
