@@ -192,4 +192,8 @@ class JWKSCache:
         while True:
             wait = self.config.refresh_interval if self._keys else self.config.retry_interval
             await asyncio.sleep(wait)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:
+                # The schedule must outlive any single surprise, or the keys silently go stale.
+                logger.exception("JWKS refresh failed unexpectedly")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +64,8 @@ def env_float(environ: Mapping[str, str], name: str, default: float, *, minimum:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if not value >= minimum:  # also rejects NaN
-        raise SettingsError(f"{name} must be >= {minimum}, got {raw}")
+    if not math.isfinite(value) or value < minimum:
+        raise SettingsError(f"{name} must be a finite number >= {minimum}, got {raw}")
     return value
 
 
@@ -85,7 +86,10 @@ def env_list(environ: Mapping[str, str], name: str, default: tuple[str, ...]) ->
     raw = environ.get(name)
     if raw is None or raw.strip() == "":
         return default
-    return tuple(item.strip() for item in raw.split(",") if item.strip())
+    items = tuple(item.strip() for item in raw.split(",") if item.strip())
+    if not items:
+        raise SettingsError(f"{name} must list at least one value")
+    return items
 
 
 def env_environment(environ: Mapping[str, str]) -> str:
@@ -109,6 +113,8 @@ def env_secret(
             value = Path(file_name).read_text().strip()
         except OSError as exc:
             raise SettingsError(f"{name}_FILE cannot be read: {exc.strerror}") from None
+        if not value:
+            raise SettingsError(f"{name}_FILE names an empty file")
     else:
         value = env_str(environ, name)
     if not dev and (value in placeholders or len(value) < 32):

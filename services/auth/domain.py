@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import uuid
@@ -67,7 +68,7 @@ class SessionPolicy:
     def ttl(self, session: Session, now: float) -> int:
         """Seconds the store should keep the record, rounded up; 0 means already dead."""
         remaining = self.expires_at(session) - now
-        return max(0, int(remaining) + (remaining % 1 > 0))
+        return max(0, math.ceil(remaining))
 
     def touched(self, session: Session, now: float) -> Session:
         """The session after a use at ``now`` (the idle timer slides, the absolute one does not)."""

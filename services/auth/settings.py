@@ -60,7 +60,12 @@ class Settings:
         dev = environment == "dev"
         public_origin = env_str(environ, "PUBLIC_ORIGIN", "http://localhost:8000").rstrip("/")
         origin_parts = urlsplit(public_origin)
-        if origin_parts.scheme not in ("http", "https") or not origin_parts.netloc or origin_parts.path:
+        if (
+            origin_parts.scheme not in ("http", "https")
+            or not origin_parts.hostname
+            or "@" in origin_parts.netloc
+            or f"{origin_parts.scheme}://{origin_parts.netloc}" != public_origin
+        ):
             raise SettingsError(f"PUBLIC_ORIGIN must be scheme://host[:port], got {public_origin!r}")
         cookie_secure = env_bool(environ, "COOKIE_SECURE", True)
         if not cookie_secure and not dev:
@@ -86,7 +91,7 @@ class Settings:
             keys_dir=Path(env_str(environ, "AUTH_KEYS_DIR", "var/keys")),
             session_secret=env_secret(environ, "SESSION_SECRET", dev=dev),
             audiences=audiences,
-            access_token_ttl=env_int(environ, "ACCESS_TOKEN_TTL_SECONDS", 300, minimum=30, maximum=900),
+            access_token_ttl=env_int(environ, "ACCESS_TOKEN_TTL_SECONDS", 300, minimum=30, maximum=300),
             session_idle_timeout=idle,
             session_absolute_timeout=absolute,
             cookie_secure=cookie_secure,

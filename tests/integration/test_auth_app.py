@@ -55,7 +55,9 @@ def client(redis_url: str, keys_dir: Path) -> Iterator[TestClient]:
         yield test_client
 
 
-def login(client: TestClient, email: str = "alice@example.com", password: str = DEMO_PASSWORD, **kw: Any) -> httpx.Response:
+def login(
+    client: TestClient, email: str = "alice@example.com", password: str = DEMO_PASSWORD, **kw: Any
+) -> httpx.Response:
     headers = {**SAME_ORIGIN, **kw.pop("headers", {})}
     return client.post("/login", json={"email": email, "password": password}, headers=headers, **kw)
 
@@ -96,11 +98,13 @@ def test_login_sets_a_host_only_secure_httponly_strict_cookie(client: TestClient
     attributes = {part.strip().split("=")[0].lower() for part in raw.split(";")}
     assert raw.startswith("__Host-session=")
     assert {"httponly", "secure", "path", "samesite"} <= attributes
-    assert "samesite=strict" in raw.lower() and "path=/" in raw.lower()
+    assert "samesite=strict" in raw.lower()
+    assert "path=/" in raw.lower()
     assert "domain" not in attributes
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
-    assert body["user"]["email"] == "alice@example.com" and body["user"]["role"] == "user"
+    assert body["user"]["email"] == "alice@example.com"
+    assert body["user"]["role"] == "user"
     assert len(body["csrf_token"]) >= 32
     assert "password_hash" not in json.dumps(body)
 
@@ -109,7 +113,11 @@ def test_wrong_password_and_unknown_email_look_the_same(client: TestClient) -> N
     wrong = login(client, password="not-the-password")
     unknown = login(client, email="nobody@example.com")
     assert wrong.status_code == unknown.status_code == 401
-    assert wrong.json() == unknown.json() == {"error": "invalid_credentials", "detail": "email or password is wrong"}
+    assert (
+        wrong.json()
+        == unknown.json()
+        == {"error": "invalid_credentials", "detail": "email or password is wrong"}
+    )
 
     def median_seconds(email: str, password: str) -> float:
         samples = []
@@ -138,14 +146,21 @@ def test_token_is_an_rfc9068_access_token(client: TestClient) -> None:
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
-    assert body["token_type"] == "Bearer" and body["expires_in"] == 300
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 300
     header, claims = claims_of(body["access_token"])
     assert set(header) == {"alg", "kid", "typ"}
-    assert header["alg"] == "RS256" and header["typ"] == "at+jwt"
-    assert claims["iss"] == ORIGIN and claims["aud"] == "orders" and claims["sub"] == caller.user["id"]
-    assert claims["exp"] == claims["iat"] + 300 and claims["nbf"] == claims["iat"]
-    assert claims["role"] == "user" and claims["client_id"]
-    assert claims["sid"] and claims["sid"] not in caller.cookie
+    assert header["alg"] == "RS256"
+    assert header["typ"] == "at+jwt"
+    assert claims["iss"] == ORIGIN
+    assert claims["aud"] == "orders"
+    assert claims["sub"] == caller.user["id"]
+    assert claims["exp"] == claims["iat"] + 300
+    assert claims["nbf"] == claims["iat"]
+    assert claims["role"] == "user"
+    assert claims["client_id"]
+    assert claims["sid"]
+    assert claims["sid"] not in caller.cookie
     assert caller.mint().json()["access_token"] != body["access_token"]
     jwks = client.get("/.well-known/jwks.json").json()
     key = RSAKey.import_key(next(k for k in jwks["keys"] if k["kid"] == header["kid"]))
@@ -158,8 +173,11 @@ def test_token_refuses_cross_origin_and_missing_origin(client: TestClient) -> No
     assert caller.mint(Origin="http://127.0.0.1:8000").status_code == 403
     no_origin = {k: v for k, v in caller.headers().items() if k != "Origin"}
     response = client.post("/token", json={"audience": "orders"}, headers=no_origin)
-    assert response.status_code == 403 and response.json()["error"] == "origin_required"
-    cross_site = client.post("/token", json={"audience": "orders"}, headers={**no_origin, "Sec-Fetch-Site": "same-site"})
+    assert response.status_code == 403
+    assert response.json()["error"] == "origin_required"
+    cross_site = client.post(
+        "/token", json={"audience": "orders"}, headers={**no_origin, "Sec-Fetch-Site": "same-site"}
+    )
     assert cross_site.status_code == 403
     same_origin = client.post(
         "/token", json={"audience": "orders"}, headers={**no_origin, "Sec-Fetch-Site": "same-origin"}
@@ -233,7 +251,9 @@ def test_jwks_publishes_public_members_only_with_caching(client: TestClient) -> 
         (b'{"email": "a@b.c", "email": "d@e.f", "password": "x"}', "application/json", 400),
     ],
 )
-def test_bad_login_input_is_a_json_4xx(client: TestClient, body: bytes, content_type: str, status: int) -> None:
+def test_bad_login_input_is_a_json_4xx(
+    client: TestClient, body: bytes, content_type: str, status: int
+) -> None:
     response = client.post("/login", content=body, headers={"Content-Type": content_type, **SAME_ORIGIN})
     assert response.status_code == status
     assert set(response.json()) == {"error", "detail"}

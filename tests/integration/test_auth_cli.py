@@ -1,0 +1,246 @@
+"""The auth command line as a real process against a real Redis: keys init and user management."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import redis
+from argon2 import PasswordHasher
+from argon2.exceptions import VerifyMismatchError
+
+from deploy.redis_server import RedisServer, free_port
+from services.auth import domain
+from services.auth.domain import SessionPolicy, User
+from services.auth.keys import load_keys
+from services.auth.store import SessionStore, UserStore, connect
+
+T = TypeVar("T")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "first-Passw0rd-for-the-cli"
+NEW_PASSWORD = "second-Passw0rd-for-the-cli"
+POLICY = SessionPolicy(idle=1800, absolute=86400)
+
+
+@pytest.fixture(scope="module")
+def cli_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """This module's own server, so no other test can stop or fill it underneath the CLI."""
+    with RedisServer(tmp_path_factory.mktemp("cli-redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(cli_redis: RedisServer) -> str:
+    """The server's URL with an empty database, so emails never collide between tests."""
+    with redis.Redis.from_url(cli_redis.url) as client:
+        client.flushdb()
+    return cli_redis.url
+
+
+def cli(
+    *args: str, redis_url: str, stdin: str = "", keys_dir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m services.auth ARGS`` as production would, without any server secret."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSION_SECRET", "APP_ENV", "AUTH_"))}
+    env["REDIS_URL"] = redis_url
+    if keys_dir is not None:
+        env["AUTH_KEYS_DIR"] = str(keys_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "services.auth", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_no_password(result: subprocess.CompletedProcess[str], *passwords: str) -> None:
+    for password in passwords:
+        assert password not in result.stdout
+        assert password not in result.stderr
+
+
+def add_user(
+    email: str, role: str, redis_url: str, password: str = PASSWORD
+) -> subprocess.CompletedProcess[str]:
+    result = cli("users", "add", email, "--role", role, redis_url=redis_url, stdin=password + "\n")
+    assert_no_password(result, password)
+    return result
+
+
+def with_stores(redis_url: str, action: Callable[[UserStore, SessionStore], Awaitable[T]]) -> T:
+    """Run ``action`` against the service's own stores, the way the server would see the data."""
+
+    async def run() -> T:
+        client = connect(redis_url, 2.0)
+        try:
+            return await action(UserStore(client), SessionStore(client, POLICY))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+def stored_user(redis_url: str, email: str) -> User:
+    user = with_stores(redis_url, lambda users, _: users.by_email(email))
+    assert user is not None, f"{email} is not stored"
+    return user
+
+
+def open_session(redis_url: str, user: User) -> str:
+    """Log ``user`` in as the server does; the session's handle."""
+    now = time.time()
+    session = domain.new_session(domain.new_session_id(), user, now, user_agent="test", ip="127.0.0.1")
+    with_stores(redis_url, lambda _, sessions: sessions.create(session, now))
+    return session.handle
+
+
+def session_is_live(redis_url: str, handle: str) -> bool:
+    return with_stores(redis_url, lambda _, sessions: sessions.get(handle, time.time())) is not None
+
+
+def session_index(redis_url: str, user: User) -> set[str]:
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        return set(client.smembers(f"user-sessions:{user.id}"))
+
+
+def verifies(password_hash: str, password: str) -> bool:
+    try:
+        return PasswordHasher().verify(password_hash, password)
+    except VerifyMismatchError:
+        return False
+
+
+class TestKeys:
+    def test_keys_init_creates_a_key_and_a_second_run_keeps_it(self, tmp_path: Path) -> None:
+        keys_dir = tmp_path / "keys"
+        # Nothing listens here: creating a key must not need Redis.
+        nowhere = f"redis://127.0.0.1:{free_port()}/0"
+        first = cli("keys", "init", redis_url=nowhere, keys_dir=keys_dir)
+        assert first.returncode == 0, first.stderr
+        pems = list(keys_dir.glob("*.pem"))
+        assert len(pems) == 1
+        kid = pems[0].stem
+        assert stat.S_IMODE(pems[0].stat().st_mode) == 0o600
+        assert (keys_dir / "active").read_text().strip() == kid
+        assert f"created signing key {kid} in {keys_dir}" in first.stdout
+        assert "BEGIN" not in first.stdout + first.stderr
+        assert load_keys(keys_dir).active_kid == kid
+
+        second = cli("keys", "init", redis_url=nowhere, keys_dir=keys_dir)
+        assert second.returncode == 0, second.stderr
+        assert f"{keys_dir} already holds a key" in second.stdout
+        assert list(keys_dir.glob("*.pem")) == pems
+        assert (keys_dir / "active").read_text().strip() == kid
+
+
+class TestUsers:
+    def test_users_add_creates_the_user_with_its_role(self, redis_url: str) -> None:
+        result = add_user("Admin@Example.com", "admin", redis_url)
+        assert result.returncode == 0, result.stderr
+        assert "created admin@example.com (admin)" in result.stdout
+
+        user = stored_user(redis_url, "admin@example.com")
+        assert user.role == "admin"
+        assert f"id={user.id}" in result.stdout
+        assert user.password_hash.startswith("$argon2id$")
+        assert verifies(user.password_hash, PASSWORD)
+
+        listed = cli("users", "list", redis_url=redis_url)
+        assert listed.returncode == 0, listed.stderr
+        (line,) = listed.stdout.splitlines()
+        assert line.split() == [user.id, "admin", "admin@example.com"]
+        assert "argon2" not in listed.stdout
+
+    def test_users_list_shows_every_user_sorted_by_email(self, redis_url: str) -> None:
+        assert add_user("zoe@example.com", "user", redis_url).returncode == 0
+        assert add_user("bob@example.com", "admin", redis_url).returncode == 0
+        listed = cli("users", "list", redis_url=redis_url)
+        assert listed.returncode == 0, listed.stderr
+        rows = [line.split()[1:] for line in listed.stdout.splitlines()]
+        assert rows == [["admin", "bob@example.com"], ["user", "zoe@example.com"]]
+
+    def test_a_duplicate_email_fails_with_a_clear_message(self, redis_url: str) -> None:
+        assert add_user("carol@example.com", "user", redis_url).returncode == 0
+        duplicate = add_user(" CAROL@example.com", "admin", redis_url)
+        assert duplicate.returncode != 0
+        assert "an account with this email exists" in duplicate.stderr
+        assert "Traceback" not in duplicate.stderr
+        listed = cli("users", "list", redis_url=redis_url)
+        assert listed.stdout.split()[1:] == ["user", "carol@example.com"]
+
+    def test_a_short_password_is_refused_and_nothing_is_stored(self, redis_url: str) -> None:
+        result = add_user("dave@example.com", "user", redis_url, password="short-pw")
+        assert result.returncode != 0
+        assert "password must be 12" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert cli("users", "list", redis_url=redis_url).stdout == ""
+
+    def test_an_unknown_role_is_refused(self, redis_url: str) -> None:
+        result = add_user("erin@example.com", "root", redis_url)
+        assert result.returncode != 0
+        assert "invalid choice: 'root'" in result.stderr
+        assert cli("users", "list", redis_url=redis_url).stdout == ""
+
+    def test_set_password_changes_the_hash_and_revokes_only_that_users_sessions(self, redis_url: str) -> None:
+        assert add_user("frank@example.com", "user", redis_url).returncode == 0
+        assert add_user("grace@example.com", "user", redis_url).returncode == 0
+        frank, grace = (
+            stored_user(redis_url, "frank@example.com"),
+            stored_user(redis_url, "grace@example.com"),
+        )
+        frank_handles = {open_session(redis_url, frank), open_session(redis_url, frank)}
+        grace_handle = open_session(redis_url, grace)
+        assert all(session_is_live(redis_url, handle) for handle in frank_handles)
+
+        result = cli(
+            "users", "set-password", "Frank@Example.com", redis_url=redis_url, stdin=NEW_PASSWORD + "\n"
+        )
+        assert_no_password(result, NEW_PASSWORD, PASSWORD)
+        assert result.returncode == 0, result.stderr
+        assert "password changed for frank@example.com; 2 session(s) revoked" in result.stdout
+
+        after = stored_user(redis_url, "frank@example.com")
+        assert after.id == frank.id
+        assert verifies(after.password_hash, NEW_PASSWORD)
+        assert not verifies(after.password_hash, PASSWORD)
+        assert not any(session_is_live(redis_url, handle) for handle in frank_handles)
+        assert session_index(redis_url, frank) == set()
+        assert session_is_live(redis_url, grace_handle)
+        assert session_index(redis_url, grace) == {grace_handle}
+
+    def test_set_password_refuses_a_short_password_and_keeps_the_old_one(self, redis_url: str) -> None:
+        assert add_user("heidi@example.com", "user", redis_url).returncode == 0
+        handle = open_session(redis_url, stored_user(redis_url, "heidi@example.com"))
+        result = cli("users", "set-password", "heidi@example.com", redis_url=redis_url, stdin="tiny-pw\n")
+        assert result.returncode != 0
+        assert "password must be 12" in result.stderr
+        assert_no_password(result, "tiny-pw")
+        assert verifies(stored_user(redis_url, "heidi@example.com").password_hash, PASSWORD)
+        assert session_is_live(redis_url, handle)
+
+    def test_set_password_for_an_unknown_user_fails_clearly(self, redis_url: str) -> None:
+        result = cli(
+            "users", "set-password", "nobody@example.com", redis_url=redis_url, stdin=NEW_PASSWORD + "\n"
+        )
+        assert result.returncode != 0
+        assert "no user nobody@example.com" in result.stderr
+        assert_no_password(result, NEW_PASSWORD)
+
+    def test_an_unreachable_redis_is_a_clear_error_not_a_traceback(self) -> None:
+        result = cli("users", "list", redis_url=f"redis://127.0.0.1:{free_port()}/0")
+        assert result.returncode != 0
+        assert "session store is unavailable" in result.stderr
+        assert "Traceback" not in result.stderr

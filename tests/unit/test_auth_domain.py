@@ -1,0 +1,378 @@
+"""The auth domain rules, each on its own: session lifetimes, ids, CSRF, origins, input and claims."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from typing import Any
+
+import pytest
+
+from services.auth import domain
+from services.auth.domain import Session, SessionPolicy, TokenRequest, User
+from shared import ApiError, BadRequest, Forbidden, ValidationFailed
+
+T0 = 1_700_000_000.0
+PUBLIC_ORIGIN = "http://localhost:8000"
+POLICY = SessionPolicy(idle=1800, absolute=86400)
+ALICE = User(id="u-alice", email="alice@example.com", role="user", password_hash="$argon2id$v=19$secret-hash")
+URL_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def a_session(created_at: float = T0, last_seen: float | None = None) -> Session:
+    return Session(
+        handle="h" * 64,
+        user_id=ALICE.id,
+        created_at=created_at,
+        last_seen=created_at if last_seen is None else last_seen,
+        csrf_token="csrf-token-value",
+    )
+
+
+def code_of(error: pytest.ExceptionInfo[ApiError]) -> str:
+    return error.value.code
+
+
+class TestSessionPolicy:
+    def test_an_untouched_session_dies_after_the_idle_timeout(self) -> None:
+        session = a_session()
+        assert POLICY.expires_at(session) == T0 + 1800
+        assert POLICY.is_live(session, T0 + 1799.9)
+        assert not POLICY.is_live(session, T0 + 1800.1)
+
+    def test_a_session_is_dead_at_exactly_its_expiry_second(self) -> None:
+        session = a_session()
+        assert not POLICY.is_live(session, T0 + 1800)
+        assert POLICY.ttl(session, T0 + 1800) == 0
+
+    def test_touching_slides_the_idle_timer(self) -> None:
+        touched = POLICY.touched(a_session(), T0 + 1000)
+        assert touched.last_seen == T0 + 1000
+        assert POLICY.expires_at(touched) == T0 + 2800
+        assert POLICY.is_live(touched, T0 + 2500)
+
+    def test_touching_keeps_everything_but_last_seen(self) -> None:
+        session = Session(
+            handle="h" * 64,
+            user_id="u1",
+            created_at=T0,
+            last_seen=T0,
+            csrf_token="c",
+            user_agent="ua",
+            ip="10.0.0.1",
+        )
+        touched = POLICY.touched(session, T0 + 5)
+        assert touched == Session(
+            handle="h" * 64,
+            user_id="u1",
+            created_at=T0,
+            last_seen=T0 + 5,
+            csrf_token="c",
+            user_agent="ua",
+            ip="10.0.0.1",
+        )
+
+    def test_touching_never_extends_the_absolute_cap(self) -> None:
+        session = a_session()
+        now = T0
+        # Used every 20 minutes, well inside the idle window, for more than a day.
+        while now < T0 + 86400 + 3600:
+            if POLICY.is_live(session, now):
+                session = POLICY.touched(session, now)
+            now += 1200
+        assert POLICY.expires_at(session) == T0 + 86400
+        assert POLICY.is_live(session, T0 + 86399)
+        assert not POLICY.is_live(session, T0 + 86400)
+        assert not POLICY.is_live(POLICY.touched(session, T0 + 86400), T0 + 86400)
+
+    def test_near_the_cap_the_ttl_is_bounded_by_the_absolute_timeout(self) -> None:
+        touched = POLICY.touched(a_session(), T0 + 86000)
+        assert POLICY.ttl(touched, T0 + 86000) == 400
+
+    def test_ttl_is_the_remaining_lifetime(self) -> None:
+        assert POLICY.ttl(a_session(), T0) == 1800
+        assert POLICY.ttl(a_session(), T0 + 800) == 1000
+
+    def test_ttl_rounds_a_fraction_up_so_the_store_never_drops_a_live_session(self) -> None:
+        session = a_session()
+        assert POLICY.ttl(session, T0 + 1799.5) == 1
+        assert POLICY.ttl(session, T0 + 0.25) == 1800
+        assert POLICY.is_live(session, T0 + 1799.5)
+
+    def test_ttl_is_zero_long_after_expiry(self) -> None:
+        assert POLICY.ttl(a_session(), T0 + 5000) == 0
+
+    def test_ttl_is_zero_for_a_session_that_died_a_fraction_of_a_second_ago(self) -> None:
+        session = a_session()
+        assert not POLICY.is_live(session, T0 + 1800.5)
+        assert POLICY.ttl(session, T0 + 1800.5) == 0
+
+
+class TestSessionIds:
+    def test_a_session_id_carries_at_least_256_bits(self) -> None:
+        session_id = domain.new_session_id()
+        assert URL_SAFE.match(session_id)
+        raw = base64.urlsafe_b64decode(session_id + "=" * (-len(session_id) % 4))
+        assert len(raw) * 8 >= 256
+
+    def test_session_ids_are_url_safe_and_unique_over_many_draws(self) -> None:
+        ids = [domain.new_session_id() for _ in range(5000)]
+        assert len(set(ids)) == len(ids)
+        assert all(URL_SAFE.match(session_id) for session_id in ids)
+
+    def test_session_ids_are_not_biased_towards_a_few_characters(self) -> None:
+        # A weak generator (or a constant prefix) would show up as a small alphabet.
+        joined = "".join(domain.new_session_id() for _ in range(200))
+        assert len(set(joined)) == 64
+
+    def test_the_handle_is_the_sha256_hex_of_the_id(self) -> None:
+        session_id = domain.new_session_id()
+        handle = domain.session_handle(session_id)
+        assert handle == hashlib.sha256(session_id.encode()).hexdigest()
+        assert re.fullmatch(r"[0-9a-f]{64}", handle)
+        assert handle != session_id
+        assert session_id not in handle
+
+    def test_different_ids_have_different_handles(self) -> None:
+        assert domain.session_handle("a") != domain.session_handle("b")
+
+
+class TestNewSession:
+    def test_a_new_session_is_stored_under_the_handle_not_the_id(self) -> None:
+        session_id = domain.new_session_id()
+        session = domain.new_session(session_id, ALICE, T0, user_agent="curl/8", ip="127.0.0.1")
+        assert session.handle == domain.session_handle(session_id)
+        assert session_id not in repr(session)
+        assert (session.user_id, session.created_at, session.last_seen) == (ALICE.id, T0, T0)
+        assert (session.user_agent, session.ip) == ("curl/8", "127.0.0.1")
+
+    def test_a_new_session_has_its_own_unguessable_csrf_token(self) -> None:
+        first = domain.new_session("id-1", ALICE, T0, user_agent="", ip="")
+        second = domain.new_session("id-1", ALICE, T0, user_agent="", ip="")
+        assert first.csrf_token != second.csrf_token
+        assert len(first.csrf_token) >= 43
+        assert first.csrf_token != "id-1"
+
+    def test_long_user_agent_and_ip_are_truncated(self) -> None:
+        session = domain.new_session("id", ALICE, T0, user_agent="A" * 10_000, ip="1" * 1000)
+        assert session.user_agent == "A" * 256
+        assert session.ip == "1" * 64
+
+
+class TestCsrf:
+    SESSION = a_session()
+
+    def test_the_right_token_matches(self) -> None:
+        assert domain.csrf_matches(self.SESSION, "csrf-token-value")
+
+    @pytest.mark.parametrize(
+        "presented",
+        [
+            None,
+            "",
+            "csrf-token-valuf",
+            "csrf-token-valu",
+            "csrf-token-value-and-more",
+            "CSRF-TOKEN-VALUE",
+            "é",
+        ],
+    )
+    def test_anything_else_does_not_match(self, presented: str | None) -> None:
+        assert not domain.csrf_matches(self.SESSION, presented)
+
+
+class TestSameOrigin:
+    def test_the_exact_public_origin_passes(self) -> None:
+        domain.check_same_origin(PUBLIC_ORIGIN, None, PUBLIC_ORIGIN)
+        domain.check_same_origin(PUBLIC_ORIGIN, "same-origin", PUBLIC_ORIGIN)
+
+    @pytest.mark.parametrize(
+        "origin",
+        [
+            "http://localhost:9000",  # same site, other port: SameSite=Strict lets it through
+            "http://localhost",
+            "https://localhost:8000",
+            "http://localhost:8000/",
+            "http://127.0.0.1:8000",
+            "http://evil.localhost:8000",
+            "http://localhost:8000.evil.example",
+            "null",
+            "",
+        ],
+    )
+    def test_any_other_origin_is_refused_as_cross_origin(self, origin: str) -> None:
+        with pytest.raises(Forbidden) as caught:
+            domain.check_same_origin(origin, None, PUBLIC_ORIGIN)
+        assert code_of(caught) == "cross_origin"
+
+    def test_a_wrong_origin_is_refused_even_if_fetch_site_claims_same_origin(self) -> None:
+        with pytest.raises(Forbidden) as caught:
+            domain.check_same_origin("http://localhost:9000", "same-origin", PUBLIC_ORIGIN)
+        assert code_of(caught) == "cross_origin"
+
+    def test_without_origin_sec_fetch_site_same_origin_passes(self) -> None:
+        domain.check_same_origin(None, "same-origin", PUBLIC_ORIGIN)
+
+    @pytest.mark.parametrize("fetch_site", ["same-site", "cross-site", "none", None, "", "Same-Origin"])
+    def test_without_origin_anything_but_same_origin_is_refused(self, fetch_site: str | None) -> None:
+        with pytest.raises(Forbidden) as caught:
+            domain.check_same_origin(None, fetch_site, PUBLIC_ORIGIN)
+        assert code_of(caught) == "origin_required"
+        assert caught.value.status == 403
+
+
+class TestCredentials:
+    def test_email_is_normalized_and_the_password_kept_verbatim(self) -> None:
+        email, password = domain.validate_credentials(
+            {"email": "  Alice@Example.COM ", "password": " pass word "}
+        )
+        assert (email, password) == ("alice@example.com", " pass word ")
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"email": "a@example.com", "password": "pw", "role": "admin"},
+            {"email": "a@example.com", "password": "pw", "remember": True},
+        ],
+    )
+    def test_unknown_members_are_refused(self, body: dict[str, Any]) -> None:
+        with pytest.raises(ValidationFailed, match="unknown member"):
+            domain.validate_credentials(body)
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {},
+            {"email": "a@example.com"},
+            {"password": "pw"},
+            {"email": None, "password": "pw"},
+            {"email": ["a@example.com"], "password": "pw"},
+            {"email": "a@example.com", "password": 12345678901234},
+            {"email": {"$ne": ""}, "password": "pw"},
+            {"email": "a@example.com", "password": True},
+        ],
+    )
+    def test_missing_or_non_string_members_are_refused(self, body: dict[str, Any]) -> None:
+        with pytest.raises(ValidationFailed) as caught:
+            domain.validate_credentials(body)
+        assert caught.value.status == 422
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"email": "", "password": "pw"},
+            {"email": "a@example.com", "password": ""},
+            {"email": "a" * 243 + "@example.com", "password": "pw"},
+            {"email": "a@example.com", "password": "p" * 1025},
+        ],
+    )
+    def test_empty_or_overlong_values_are_refused(self, body: dict[str, Any]) -> None:
+        with pytest.raises(ValidationFailed, match="length"):
+            domain.validate_credentials(body)
+
+    def test_the_longest_allowed_values_pass(self) -> None:
+        email = "a" * 242 + "@example.com"
+        assert len(email) == domain.MAX_EMAIL_LENGTH
+        assert domain.validate_credentials({"email": email, "password": "p" * 1024}) == (email, "p" * 1024)
+
+
+class TestNewAccounts:
+    def test_a_valid_account_gives_the_normalized_email(self) -> None:
+        assert domain.validate_new_account(" Bob@Example.com", "admin", "x" * 12) == "bob@example.com"
+
+    @pytest.mark.parametrize(
+        "email", ["", "bob", "bob@", "@example.com", "bob@example", "bo b@example.com", "a" * 250 + "@x.io"]
+    )
+    def test_a_bad_email_is_refused(self, email: str) -> None:
+        with pytest.raises(ValidationFailed, match="email"):
+            domain.validate_new_account(email, "user", "x" * 12)
+
+    @pytest.mark.parametrize("role", ["root", "Admin", "", "user "])
+    def test_an_unknown_role_is_refused(self, role: str) -> None:
+        with pytest.raises(ValidationFailed, match="role"):
+            domain.validate_new_account("bob@example.com", role, "x" * 12)
+
+    def test_a_short_password_is_refused(self) -> None:
+        with pytest.raises(ValidationFailed, match="password"):
+            domain.validate_new_account("bob@example.com", "user", "x" * 11)
+
+    @pytest.mark.parametrize("password", ["", "x" * 11, "x" * 1025])
+    def test_new_password_length_is_bounded(self, password: str) -> None:
+        with pytest.raises(ValidationFailed, match="12 to 1024"):
+            domain.validate_new_password(password)
+
+    @pytest.mark.parametrize("password", ["x" * 12, "x" * 1024])
+    def test_new_password_bounds_are_inclusive(self, password: str) -> None:
+        domain.validate_new_password(password)
+
+
+class TestAudience:
+    ALLOWED = ("orders", "billing")
+
+    def test_an_allowed_audience_is_returned(self) -> None:
+        assert domain.requested_audience({"audience": "billing"}, self.ALLOWED) == "billing"
+
+    def test_unknown_members_are_refused(self) -> None:
+        with pytest.raises(ValidationFailed, match="unknown member: scope"):
+            domain.requested_audience({"audience": "orders", "scope": "admin"}, self.ALLOWED)
+
+    @pytest.mark.parametrize("body", [{}, {"audience": None}, {"audience": ["orders"]}, {"audience": 1}])
+    def test_a_missing_or_non_string_audience_is_refused(self, body: dict[str, Any]) -> None:
+        with pytest.raises(ValidationFailed):
+            domain.requested_audience(body, self.ALLOWED)
+
+    @pytest.mark.parametrize("audience", ["gateway", "", "Orders", "orders ", "orders,billing"])
+    def test_an_unknown_audience_is_a_400_invalid_audience(self, audience: str) -> None:
+        with pytest.raises(BadRequest) as caught:
+            domain.requested_audience({"audience": audience}, self.ALLOWED)
+        assert code_of(caught) == "invalid_audience"
+        assert caught.value.status == 400
+
+
+class TestAccessTokenClaims:
+    SESSION_ID = "the-secret-cookie-session-id-value-0123456789"
+
+    def request(self, ttl: int = 300) -> TokenRequest:
+        session = domain.new_session(self.SESSION_ID, ALICE, T0, user_agent="ua", ip="127.0.0.1")
+        return TokenRequest(
+            issuer="http://localhost:8000", audience="orders", user=ALICE, session=session, ttl=ttl
+        )
+
+    def test_the_claim_set_is_exactly_the_rfc_9068_profile(self) -> None:
+        claims = domain.access_token_claims(self.request(), T0 + 12.7)
+        assert set(claims) == {"iss", "sub", "aud", "iat", "nbf", "exp", "jti", "client_id", "sid", "role"}
+        iat = int(T0) + 12
+        assert claims["iss"] == "http://localhost:8000"
+        assert claims["sub"] == ALICE.id
+        assert claims["aud"] == "orders"
+        assert (claims["iat"], claims["nbf"], claims["exp"]) == (iat, iat, iat + 300)
+        assert all(isinstance(claims[name], int) for name in ("iat", "nbf", "exp"))
+        assert claims["client_id"] == domain.CLIENT_ID
+        assert claims["role"] == "user"
+
+    def test_the_lifetime_follows_the_requested_ttl(self) -> None:
+        claims = domain.access_token_claims(self.request(ttl=60), T0)
+        assert claims["exp"] - claims["iat"] == 60
+
+    def test_every_token_has_a_unique_jti(self) -> None:
+        request = self.request()
+        jtis = {domain.access_token_claims(request, T0)["jti"] for _ in range(1000)}
+        assert len(jtis) == 1000
+
+    def test_sid_is_derived_from_the_handle_never_the_session_id(self) -> None:
+        request = self.request()
+        sid = domain.access_token_claims(request, T0)["sid"]
+        assert isinstance(sid, str)
+        assert len(sid) >= 22
+        assert sid in request.session.handle
+        assert sid not in self.SESSION_ID
+        assert self.SESSION_ID not in sid
+        assert domain.access_token_claims(request, T0 + 60)["sid"] == sid
+
+    def test_nothing_secret_appears_in_the_claims(self) -> None:
+        request = self.request()
+        payload = json.dumps(domain.access_token_claims(request, T0))
+        for secret in (self.SESSION_ID, request.session.csrf_token, ALICE.password_hash, "argon2"):
+            assert secret not in payload
