@@ -1,0 +1,87 @@
+"""Upstream I/O: the pooled HTTP client and one streamed exchange with an upstream."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+import httpx
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from services.gateway.settings import GatewaySettings
+from shared import BadGateway, GatewayTimeout
+
+logger = logging.getLogger(__name__)
+
+# Below uvicorn's 5 s keep-alive, so the pool drops an idle connection before the upstream does.
+KEEPALIVE_EXPIRY_SECONDS = 4.0
+
+
+def open_client(settings: GatewaySettings) -> httpx.AsyncClient:
+    """The one pooled client for every upstream; close it with ``aclose`` (or ``async with``)."""
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            settings.upstream_timeout,
+            connect=min(settings.upstream_connect_timeout, settings.upstream_timeout),
+        ),
+        limits=httpx.Limits(
+            max_connections=settings.upstream_max_connections,
+            max_keepalive_connections=settings.upstream_max_connections,
+            keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
+        ),
+        follow_redirects=False,
+        # A gateway must not route through whatever HTTP(S)_PROXY its environment happens to set.
+        trust_env=False,
+        # The client is shared by every user: a jar would replay one user's cookies for the next.
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+    )
+    # httpx adds Accept, Accept-Encoding, Connection and User-Agent to each request; a proxy sends
+    # only what the client sent (an invented Accept-Encoding makes upstreams compress for it).
+    client.headers.clear()
+    return client
+
+
+class UpstreamResponse(StreamingResponse):
+    """Streams an upstream response to the client and always releases its connection.
+
+    The release is in ``finally`` rather than a background task because Starlette skips
+    background tasks when streaming fails part way, which would leak a pooled connection.
+    """
+
+    def __init__(self, upstream: httpx.Response, headers: list[tuple[bytes, bytes]]):
+        super().__init__(upstream.aiter_raw(), status_code=upstream.status_code)
+        # Raw pairs, not a mapping, so that every Set-Cookie survives.
+        self.raw_headers = headers
+        self._upstream = upstream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._upstream.aclose()
+
+
+async def send(
+    client: httpx.AsyncClient,
+    upstream: str,
+    method: str,
+    url: httpx.URL,
+    headers: list[tuple[bytes, bytes]],
+    body: AsyncIterable[bytes] | None,
+) -> httpx.Response:
+    """Send the request and return the upstream response with its body not yet read.
+
+    An unreachable upstream is :class:`BadGateway` (502) and a slow one :class:`GatewayTimeout`
+    (504). Errors raised while reading the client's body (such as 413) pass through unchanged.
+    """
+    request = client.build_request(method, url, headers=headers, content=body)
+    try:
+        return await client.send(request, stream=True)
+    except httpx.TimeoutException as exc:
+        logger.warning("upstream %s timed out: %s", upstream, type(exc).__name__)
+        raise GatewayTimeout(f"the {upstream} service did not answer in time") from None
+    except httpx.RequestError as exc:
+        logger.warning("upstream %s failed: %s", upstream, type(exc).__name__)
+        raise BadGateway(f"the {upstream} service is unreachable") from None

@@ -1,0 +1,50 @@
+"""HTTP mapping: every path outside /healthz and /readyz goes through the route table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from services.gateway import domain, proxy
+from shared import TokenVerifier
+
+
+async def forward(request: Request) -> Response:
+    """Verify the token the route requires, if any, then stream the exchange with the upstream."""
+    # The raw path, not the decoded one: the upstream must get exactly the bytes the client sent.
+    raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+    target = domain.resolve(raw_path.decode("latin-1"))
+    route = target.route
+    if route.audience is not None:
+        verifiers: Mapping[str, TokenVerifier] = request.state.verifiers
+        # Checked before the body is read, so an unauthenticated upload never reaches upstream.
+        await verifiers[route.audience].verify_request(request)
+
+    upstreams: Mapping[str, httpx.URL] = request.state.upstreams
+    url = upstreams[route.upstream].copy_with(
+        raw_path=domain.request_target(target, request.scope["query_string"])
+    )
+    client_ip = request.client.host if request.client is not None else ""
+    headers = domain.upstream_request_headers(
+        request.headers.raw,
+        route,
+        upstream_host=url.netloc,
+        client_ip=client_ip.encode("latin-1"),
+        scheme=request.url.scheme.encode("ascii"),
+    )
+    body = request.stream() if domain.has_body(request.headers.raw) else None
+    client: httpx.AsyncClient = request.state.client
+    upstream = await proxy.send(client, route.upstream, request.method, url, headers, body)
+    return proxy.UpstreamResponse(upstream, domain.client_response_headers(upstream.headers.raw, route))
+
+
+# No OPTIONS: the gateway never approves a CORS preflight, which is what makes X-CSRF-Token work.
+PROXIED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+ROUTES: list[BaseRoute] = [
+    Route("/{path:path}", forward, methods=PROXIED_METHODS),
+]
