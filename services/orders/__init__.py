@@ -1,0 +1,1 @@
+"""The orders service: a resource API that verifies access tokens and keeps its orders in SQLite."""

@@ -1,0 +1,162 @@
+"""Pure order rules: what a valid order request is, who may see which orders, and an order's JSON."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+from shared import AccessClaims, Forbidden, NotFound, ValidationFailed
+
+AUDIENCE = "orders"
+ORDER_FIELDS = frozenset({"item", "quantity"})
+ITEM_MAX_LENGTH = 200
+QUANTITY_MIN = 1
+QUANTITY_MAX = 1000
+_ORDER_ID = re.compile(r"[0-9a-f]{32}")
+# Fixed width, so text order is time order in SQLite and in any client.
+_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+# Cc: C0/C1 controls and DEL. Cs: lone surrogates, which JSON escapes can carry but UTF-8 cannot.
+_REJECTED_CATEGORIES = frozenset({"Cc", "Cs"})
+
+
+class InvalidField(ValidationFailed):
+    """A 422 whose ``field`` names the part of the request that is wrong."""
+
+    def __init__(self, field: str, detail: str):
+        super().__init__(detail)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class OrderDraft:
+    """A validated order request, before it has an id, an owner and a time."""
+
+    item: str
+    quantity: int
+
+
+class OrderDocument(TypedDict):
+    """An order as clients see it."""
+
+    id: str
+    item: str
+    quantity: int
+    owner: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Order:
+    """A placed order. ``owner`` is the ``sub`` of the token that placed it."""
+
+    id: str
+    item: str
+    quantity: int
+    owner: str
+    created_at: datetime
+
+    def to_document(self) -> OrderDocument:
+        """The JSON shape, with ``created_at`` as an ISO-8601 UTC string."""
+        return {
+            "id": self.id,
+            "item": self.item,
+            "quantity": self.quantity,
+            "owner": self.owner,
+            "created_at": format_timestamp(self.created_at),
+        }
+
+
+def parse_order_draft(document: Mapping[str, Any]) -> OrderDraft:
+    """Validate a ``POST /orders`` body; the first wrong field raises :class:`InvalidField`."""
+    unknown = sorted(set(document) - ORDER_FIELDS)
+    if unknown:
+        name = unknown[0][:64]
+        raise InvalidField(name, f"unknown field {name!r}: send only item and quantity")
+    return OrderDraft(item=_parse_item(document), quantity=_parse_quantity(document))
+
+
+def _parse_item(document: Mapping[str, Any]) -> str:
+    if "item" not in document:
+        raise InvalidField("item", "item is required")
+    value = document["item"]
+    if not isinstance(value, str):
+        raise InvalidField("item", "item must be a string")
+    if any(unicodedata.category(char) in _REJECTED_CATEGORIES for char in value):
+        raise InvalidField("item", "item must not contain control characters")
+    item = value.strip()
+    if not 1 <= len(item) <= ITEM_MAX_LENGTH:
+        raise InvalidField(
+            "item", f"item must be 1 to {ITEM_MAX_LENGTH} characters, not counting outer spaces"
+        )
+    return item
+
+
+def _parse_quantity(document: Mapping[str, Any]) -> int:
+    if "quantity" not in document:
+        raise InvalidField("quantity", "quantity is required")
+    value = document["quantity"]
+    # Not isinstance: bool is an int subclass, and 2.0 or "2" mean the client built the body wrong.
+    if type(value) is not int:
+        raise InvalidField("quantity", "quantity must be an integer")
+    if not QUANTITY_MIN <= value <= QUANTITY_MAX:
+        raise InvalidField("quantity", f"quantity must be from {QUANTITY_MIN} to {QUANTITY_MAX}")
+    return value
+
+
+def new_order_id() -> str:
+    """A random id (122 bits from the OS), so knowing one order's id tells nothing about another's."""
+    return uuid.uuid4().hex
+
+
+def is_order_id(text: str) -> bool:
+    """True for the shape :func:`new_order_id` makes; anything else cannot name an order."""
+    return _ORDER_ID.fullmatch(text) is not None
+
+
+def place_order(draft: OrderDraft, *, owner: str, order_id: str, now: datetime) -> Order:
+    """The order ``owner`` places at ``now`` (an aware datetime, stored in UTC)."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return Order(
+        id=order_id, item=draft.item, quantity=draft.quantity, owner=owner, created_at=now.astimezone(UTC)
+    )
+
+
+def parse_all_flag(values: Sequence[str]) -> bool:
+    """The ``all`` query parameter: absent or ``false`` is the caller's own orders, ``true`` is everyone's."""
+    if not values:
+        return False
+    if len(values) == 1 and values[0] in ("true", "false"):
+        return values[0] == "true"
+    raise InvalidField("all", "all must be true or false")
+
+
+def listing_owner(claims: AccessClaims, want_all: bool) -> str | None:
+    """Whose orders a listing shows: the caller's, or everyone's (``None``) for an admin who asks."""
+    if not want_all:
+        return claims.sub
+    if not claims.is_admin:
+        raise Forbidden("only an admin may list every user's orders")
+    return None
+
+
+def readable_order(order: Order | None, claims: AccessClaims) -> Order:
+    """The order if the caller owns it. Someone else's order is "not found", so ids reveal nothing."""
+    if order is None or order.owner != claims.sub:
+        raise NotFound("no such order")
+    return order
+
+
+def format_timestamp(moment: datetime) -> str:
+    """``2025-01-31T12:00:00.000000Z`` for an aware datetime."""
+    return moment.astimezone(UTC).strftime(_TIMESTAMP_FORMAT)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """The inverse of :func:`format_timestamp`."""
+    return datetime.strptime(text, _TIMESTAMP_FORMAT).replace(tzinfo=UTC)

@@ -1,0 +1,38 @@
+"""Orders settings, read once from the environment and checked before anything starts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared import SettingsError, VerifierSettings, env_int, env_str
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+@dataclass(frozen=True)
+class OrdersSettings:
+    """Where the service listens, where its data lives, and how it trusts access tokens."""
+
+    host: str
+    port: int
+    workers: int
+    db_path: Path
+    log_level: str
+    verifier: VerifierSettings
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> OrdersSettings:
+        """Build from ``ORDERS_*``, ``LOG_LEVEL`` and the shared verifier variables."""
+        log_level = env_str(environ, "LOG_LEVEL", "info").lower()
+        if log_level not in LOG_LEVELS:
+            raise SettingsError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+        return cls(
+            host=env_str(environ, "ORDERS_HOST", "127.0.0.1"),
+            port=env_int(environ, "ORDERS_PORT", 8002, minimum=1, maximum=65535),
+            workers=env_int(environ, "ORDERS_WORKERS", 1, minimum=1, maximum=64),
+            db_path=Path(env_str(environ, "ORDERS_DB_PATH", "var/orders.sqlite3")),
+            log_level=log_level,
+            verifier=VerifierSettings.from_env(environ),
+        )
