@@ -49,7 +49,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         seeding = asyncio.create_task(_seed_demo_users(context)) if settings.dev else None
         logger.info("auth ready to sign with kid %s; %d key(s) published", keys.active_kid, len(keys.keys))
         try:
-            yield {"auth": context}
+            yield {"auth": context, "seeding": seeding}
         finally:
             if seeding is not None:
                 seeding.cancel()
@@ -61,7 +61,15 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             redis_ok = await context.sessions.ping()
         except ApiError:
             redis_ok = False
-        return {"redis": redis_ok, "signing_key": context.keys.active_kid in context.keys.keys}
+        checks: dict[str, Any] = {
+            "redis": redis_ok,
+            "signing_key": context.keys.active_kid in context.keys.keys,
+        }
+        seeding: asyncio.Task[None] | None = request.state.seeding
+        if seeding is not None:
+            # Dev only: "ready" must mean the documented demo logins work.
+            checks["demo_users"] = seeding.done()
+        return checks
 
     return build_app(routes, lifespan=lifespan, readiness=readiness)
 

@@ -25,7 +25,7 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     client = redis.Redis.from_url(redis_server.url)
     client.flushdb()
     client.close()
-    yield redis_server.url
+    return redis_server.url
 
 
 @pytest.fixture

@@ -1,0 +1,495 @@
+"""The local cluster as real processes: Redis, auth, orders and gateway, for ``make run`` and e2e tests.
+
+``python -m deploy.devcluster`` runs it in the foreground with every child's output prefixed by
+its name; tests import :class:`Cluster` and start it on free ports in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import httpx
+
+from deploy.redis_server import RedisServer, free_port
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("auth", "orders", "gateway")
+DEMO_USERS = ("alice@example.com (user)", "admin@example.com (admin)")
+DEFAULT_DEMO_PASSWORD = "correct-horse-battery-staple"  # noqa: S105 - the documented dev-only demo password
+
+# Variables this module decides per service; inherited values must not leak into a child
+# (a REDIS_URL in the caller's shell must not reach orders or the gateway).
+_MANAGED_ENV = frozenset(
+    {
+        "APP_ENV",
+        "LOG_LEVEL",
+        "TOKEN_ISSUER",
+        "JWKS_URL",
+        "PUBLIC_ORIGIN",
+        "PYTHONUNBUFFERED",
+        "REDIS_URL",
+        "AUTH_KEYS_DIR",
+        "SESSION_SECRET",
+        "SESSION_SECRET_FILE",
+        "ORDERS_DB_PATH",
+        "AUTH_URL",
+        "ORDERS_URL",
+        "DEMO_PASSWORD",
+        *(f"{name.upper()}_{part}" for name in SERVICES for part in ("HOST", "PORT")),
+    }
+)
+
+OutputSink = Callable[[str, str], None]
+
+
+class ClusterError(RuntimeError):
+    """A step of starting the cluster failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where the cluster keeps its state and which loopback ports it listens on."""
+
+    state_dir: Path = REPO_ROOT / "var"
+    gateway_port: int = 8000
+    auth_port: int = 8001
+    orders_port: int = 8002
+    redis_port: int = 6379
+    log_level: str = "info"
+    env: Mapping[str, str] = field(default_factory=dict)
+    ready_timeout: float = 20.0
+    stop_timeout: float = 10.0
+    output_lines: int = 50_000
+
+    @property
+    def public_origin(self) -> str:
+        return f"http://localhost:{self.gateway_port}"
+
+    def port(self, name: str) -> int:
+        """The port of ``name``: one of the services or ``redis``."""
+        ports = {
+            "gateway": self.gateway_port,
+            "auth": self.auth_port,
+            "orders": self.orders_port,
+            "redis": self.redis_port,
+        }
+        try:
+            return ports[name]
+        except KeyError:
+            raise ValueError(f"unknown service {name!r}") from None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ClusterConfig:
+        """``make run``'s configuration: ports from ``GATEWAY_PORT`` etc., state in ``VAR_DIR``."""
+
+        def read_port(name: str, default: int) -> int:
+            raw = environ.get(name) or str(default)
+            if not (raw.isascii() and raw.isdigit() and 0 < int(raw) < 65536):
+                raise ClusterError(f"{name} must be a TCP port, got {raw!r}")
+            return int(raw)
+
+        return cls(
+            state_dir=Path(environ.get("VAR_DIR") or REPO_ROOT / "var"),
+            gateway_port=read_port("GATEWAY_PORT", 8000),
+            auth_port=read_port("AUTH_PORT", 8001),
+            orders_port=read_port("ORDERS_PORT", 8002),
+            redis_port=read_port("REDIS_PORT", 6379),
+            log_level=environ.get("LOG_LEVEL") or "info",
+        )
+
+    @classmethod
+    def on_free_ports(cls, state_dir: Path, env: Mapping[str, str] | None = None) -> ClusterConfig:
+        """A configuration for tests: four distinct free loopback ports and state under ``state_dir``."""
+        ports: list[int] = []
+        while len(ports) < 4:
+            if (port := free_port()) not in ports:
+                ports.append(port)
+        gateway, auth, orders, redis = ports
+        return cls(
+            state_dir=state_dir,
+            gateway_port=gateway,
+            auth_port=auth,
+            orders_port=orders,
+            redis_port=redis,
+            env=dict(env or {}),
+        )
+
+
+class ServiceProcess:
+    """One service child process with its output pumped, line by line, into memory and a sink.
+
+    The process may be stopped and started again; its output accumulates across runs.
+    """
+
+    def __init__(self, name: str, sink: OutputSink | None, *, keep_lines: int):
+        self.name = name
+        self._output = collections.deque[str](maxlen=keep_lines)
+        self._output_lock = threading.Lock()
+        self._sink = sink
+        self._process: subprocess.Popen[bytes] | None = None
+        self._pump: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def lines(self) -> list[str]:
+        """The last ``keep_lines`` lines of output, oldest first."""
+        with self._output_lock:
+            return list(self._output)
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit status once a started process has ended, else None."""
+        return None if self._process is None else self._process.poll()
+
+    def start(self, env: Mapping[str, str]) -> None:
+        # A session of its own keeps a terminal's Ctrl-C away from the child, so the cluster
+        # stops its services in order instead of all at once.
+        self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", f"services.{self.name}"],
+            cwd=REPO_ROOT,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._pump = threading.Thread(
+            target=self._read_output, args=(self._process,), name=f"{self.name}-output", daemon=True
+        )
+        self._pump.start()
+
+    def _read_output(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            with self._output_lock:
+                self._output.append(line)
+            if self._sink is not None:
+                self._sink(self.name, line)
+        process.stdout.close()
+
+    def stop(self, timeout: float) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; returns once the output is drained."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop within %.0f s; killing it", self.name, timeout)
+                process.kill()
+                process.wait()
+        if self._pump is not None:
+            self._pump.join(timeout=5)
+            self._pump = None
+
+
+class Cluster:
+    """Redis, auth, orders and gateway as child processes, started and stopped in dependency order."""
+
+    def __init__(self, config: ClusterConfig, *, on_output: OutputSink | None = None):
+        self.config = config
+        self.state_dir = config.state_dir.resolve()
+        self.redis = RedisServer(self.state_dir / "redis", port=config.redis_port, persist=True)
+        self._services = {
+            name: ServiceProcess(name, on_output, keep_lines=config.output_lines) for name in SERVICES
+        }
+        self._redis_started = False
+
+    @property
+    def url(self) -> str:
+        """The gateway, as the public sees it."""
+        return self.config.public_origin
+
+    @property
+    def public_origin(self) -> str:
+        return self.config.public_origin
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.state_dir / "keys"
+
+    @property
+    def session_secret_file(self) -> Path:
+        return self.state_dir / "session-secret"
+
+    @property
+    def orders_db_path(self) -> Path:
+        return self.state_dir / "orders.sqlite3"
+
+    @property
+    def demo_password(self) -> str:
+        """The password auth seeds the demo users with."""
+        return self._demo_password_override() or DEFAULT_DEMO_PASSWORD
+
+    @property
+    def demo_password_is_default(self) -> bool:
+        return self._demo_password_override() is None
+
+    def _demo_password_override(self) -> str | None:
+        return self.config.env.get("DEMO_PASSWORD") or os.environ.get("DEMO_PASSWORD") or None
+
+    def service_url(self, name: str) -> str:
+        """A service's own address on loopback (``redis`` gives a ``redis://`` URL)."""
+        if name == "redis":
+            return self.redis.url
+        return f"http://127.0.0.1:{self.config.port(name)}"
+
+    def output(self, name: str) -> list[str]:
+        """What a service has written to stdout and stderr, across restarts (the last ``output_lines``)."""
+        return self._services[name].lines()
+
+    def running(self, name: str) -> bool:
+        if name == "redis":
+            return self.redis.running
+        return self._services[name].running
+
+    def env_for(self, name: str) -> dict[str, str]:
+        """The environment ``name`` runs with: inherited basics, the contract's variables, then overrides."""
+        config = self.config
+        env = {key: value for key, value in os.environ.items() if key not in _MANAGED_ENV}
+        env.update(
+            APP_ENV="dev",
+            LOG_LEVEL=config.log_level,
+            TOKEN_ISSUER=config.public_origin,
+            JWKS_URL=f"{self.service_url('auth')}/.well-known/jwks.json",
+            PUBLIC_ORIGIN=config.public_origin,
+            PYTHONUNBUFFERED="1",
+        )
+        for service in SERVICES:
+            env[f"{service.upper()}_HOST"] = "127.0.0.1"
+            env[f"{service.upper()}_PORT"] = str(config.port(service))
+        if name == "auth":
+            env.update(
+                REDIS_URL=self.redis.url,
+                AUTH_KEYS_DIR=str(self.keys_dir),
+                SESSION_SECRET_FILE=str(self.session_secret_file),
+            )
+            # Only auth seeds users, so only auth sees the demo password.
+            demo_password = self._demo_password_override()
+            if demo_password:
+                env["DEMO_PASSWORD"] = demo_password
+        elif name == "orders":
+            env["ORDERS_DB_PATH"] = str(self.orders_db_path)
+        elif name == "gateway":
+            env.update(AUTH_URL=self.service_url("auth"), ORDERS_URL=self.service_url("orders"))
+        env.update(config.env)
+        return env
+
+    def prepare(self) -> None:
+        """Create the state directory, the session secret and a signing key, unless they exist."""
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._ensure_session_secret()
+        self._ensure_signing_key()
+
+    def start(self) -> None:
+        """Bring up whatever is not running yet; each step is skipped when already done."""
+        self.prepare()
+        self.start_service("redis")
+        for name in SERVICES:
+            self.start_service(name)
+
+    def auth_cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """Run ``python -m services.auth ARGS`` against this cluster, e.g. ``users add EMAIL``."""
+        return subprocess.run(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "services.auth", *args],
+            cwd=REPO_ROOT,
+            env=self.env_for("auth"),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def stop(self) -> None:
+        """Stop everything in reverse dependency order; safe to call more than once."""
+        for name in reversed(("redis", *SERVICES)):
+            self.stop_service(name)
+
+    def start_service(self, name: str) -> None:
+        """Start one service (or ``redis``) and return once it reports ready."""
+        if self.running(name):
+            return
+        port = self.config.port(name)
+        if not _port_is_free(port):
+            raise ClusterError(f"cannot start {name}: 127.0.0.1:{port} is already in use")
+        if name == "redis":
+            self.redis.start()
+            self._redis_started = True
+            return
+        logger.info("starting %s on 127.0.0.1:%d", name, port)
+        service = self._services[name]
+        service.start(self.env_for(name))
+        self._wait_until_ready(name)
+
+    def stop_service(self, name: str) -> None:
+        """Stop one service (or ``redis``); a no-op when it is not running."""
+        if name == "redis":
+            self._redis_started = False
+            self.redis.stop()
+        else:
+            self._services[name].stop(self.config.stop_timeout)
+
+    def exited(self) -> dict[str, int | None]:
+        """Started processes that have ended without being stopped, with their exit status if known."""
+        ended: dict[str, int | None] = {
+            name: code for name, service in self._services.items() if (code := service.exit_code) is not None
+        }
+        if self._redis_started and not self.redis.running:
+            ended["redis"] = None
+        return ended
+
+    def _ensure_session_secret(self) -> None:
+        path = self.session_secret_file
+        with contextlib.suppress(FileExistsError):
+            # O_EXCL with mode 0600: the secret is never readable by others, not even briefly.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48) + "\n")
+            logger.info("created a session secret in %s", path)
+
+    def _ensure_signing_key(self) -> None:
+        if any(self.keys_dir.glob("*.pem")):
+            return
+        logger.info("creating a signing key in %s", self.keys_dir)
+        result = self.auth_cli("keys", "init")
+        if result.returncode != 0:
+            tail = _tail((result.stdout + result.stderr).splitlines())
+            raise ClusterError(f"`services.auth keys init` failed with status {result.returncode}:\n{tail}")
+
+    def _wait_until_ready(self, name: str) -> None:
+        service = self._services[name]
+        url = f"{self.service_url(name)}/readyz"
+        deadline = time.monotonic() + self.config.ready_timeout
+        last = "no answer yet"
+        with httpx.Client(timeout=1.0) as client:
+            while True:
+                if not service.running:
+                    raise ClusterError(
+                        f"{name} exited with status {service.exit_code} before it was ready:\n"
+                        f"{_tail(self.output(name))}"
+                    )
+                try:
+                    response = client.get(url)
+                except httpx.HTTPError as exc:
+                    last = type(exc).__name__
+                else:
+                    if response.status_code == 200:
+                        logger.info("%s is ready", name)
+                        return
+                    last = f"HTTP {response.status_code}: {response.text[:500]}"
+                if time.monotonic() > deadline:
+                    raise ClusterError(
+                        f"{name} was not ready after {self.config.ready_timeout:.0f} s ({last}):\n"
+                        f"{_tail(self.output(name))}"
+                    )
+                time.sleep(0.05)
+
+    def __enter__(self) -> Cluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        # As uvicorn does: connections of a previous run in TIME_WAIT do not count as "in use".
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _tail(lines: list[str], count: int = 30) -> str:
+    return "\n".join(f"    {line}" for line in lines[-count:]) or "    (no output)"
+
+
+class _Printer:
+    """Writes each child's lines as ``name    | line``; one lock keeps lines from interleaving."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._width = max(len(name) for name in (*SERVICES, "redis")) + 1
+
+    def __call__(self, name: str, line: str) -> None:
+        with self._lock:
+            sys.stdout.write(f"{name:<{self._width}}| {line}\n")
+            sys.stdout.flush()
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    """Run the cluster until Ctrl-C or SIGTERM (exit 0) or until a child dies (exit 1)."""
+    logging.basicConfig(level=logging.INFO, format="devcluster | %(message)s", stream=sys.stdout)
+    # One line per readiness poll would bury the services' own output.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        config = ClusterConfig.from_env(os.environ)
+    except ClusterError as exc:
+        logger.error("%s", exc)
+        return 2
+    cluster = Cluster(config, on_output=_Printer())
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    try:
+        cluster.start()
+        logger.info("ready: %s", cluster.url)
+        logger.info("demo users: %s", ", ".join(DEMO_USERS))
+        # The default is the documented demo password; a chosen one is never echoed.
+        hint = DEFAULT_DEMO_PASSWORD if cluster.demo_password_is_default else "the value of DEMO_PASSWORD"
+        logger.info("demo password: %s", hint)
+        logger.info("press Ctrl-C to stop")
+        while not (ended := cluster.exited()):
+            time.sleep(0.5)
+        for name, code in ended.items():
+            status = "" if code is None else f" with status {code}"
+            logger.error("%s exited unexpectedly%s; stopping the cluster", name, status)
+        return 1
+    except KeyboardInterrupt:
+        logger.info("stopping")
+        return 0
+    except ClusterError as exc:
+        logger.error("%s", exc)
+        return 1
+    finally:
+        # A second Ctrl-C must not leave children behind half-way through stopping them.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        cluster.stop()
+        logger.info("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
