@@ -461,8 +461,9 @@ def main() -> int:
         logger.error("%s", exc)
         return 2
     cluster = Cluster(config, on_output=_Printer())
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and Python keeps that.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     try:
         cluster.start()
         logger.info("ready: %s", cluster.url)

@@ -86,8 +86,9 @@ def foreground(tmp_path: Path) -> Iterator[Foreground]:
         "VAR_DIR": str(tmp_path / "var"),
     }
     # A session of its own, like a shell's foreground job, so a Ctrl-C can go to the group.
+    # SIGINT starts ignored, as in a job a shell puts in the background: Ctrl-C must work anyway.
     process = subprocess.Popen(
-        [sys.executable, "-m", "deploy.devcluster"],
+        ["bash", "-c", 'trap "" INT; exec "$0" -m deploy.devcluster', sys.executable],
         cwd=REPO_ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
