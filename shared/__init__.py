@@ -22,7 +22,7 @@ from shared.errors import (
 )
 from shared.jwks import JWKSCache, JWKSConfig, JWKSFetchError, parse_jwks
 from shared.logs import configure_logging, request_id
-from shared.service import build_app, read_json_object, serve
+from shared.service import build_app, read_json_object, serve, serve_from_env
 from shared.settings import (
     Secret,
     SettingsError,
@@ -78,4 +78,5 @@ __all__ = [
     "read_json_object",
     "request_id",
     "serve",
+    "serve_from_env",
 ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -16,6 +17,7 @@ from shared.errors import BadRequest, UnsupportedMediaType, exception_handlers
 from shared.health import ReadinessCheck, health_routes
 from shared.logs import configure_logging
 from shared.middleware import LimitsMiddleware, RequestContextMiddleware
+from shared.settings import SettingsError
 from shared.tokens import loads_strict
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
@@ -24,6 +26,19 @@ DEFAULT_MAX_HEADER_BYTES = 8 * 1024
 
 class Lifespan(Protocol):
     def __call__(self, app: Starlette) -> AbstractAsyncContextManager[Any]: ...
+
+
+class ServerSettings(Protocol):
+    """The members of a service's settings that say how to serve it."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def workers(self) -> int: ...
+    @property
+    def log_level(self) -> str: ...
 
 
 def build_app(
@@ -77,4 +92,22 @@ def serve(
         server_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=5,
+    )
+
+
+def serve_from_env(
+    factory: str, *, service: str, load: Callable[[Mapping[str, str]], ServerSettings]
+) -> None:
+    """Read the settings first, so a bad variable stops start-up with its name, then :func:`serve`."""
+    try:
+        settings = load(os.environ)
+    except SettingsError as exc:
+        raise SystemExit(f"{service}: {exc}") from None
+    serve(
+        factory,
+        service=service,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
     )

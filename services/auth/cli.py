@@ -23,7 +23,7 @@ from services.auth.keys import init_keys
 from services.auth.passwords import Passwords
 from services.auth.settings import Settings
 from services.auth.store import SessionStore, UserStore, connect
-from shared import ApiError, NotFound, env_str, serve
+from shared import ApiError, NotFound, env_str, serve_from_env
 
 
 def _read_password() -> str:
@@ -83,18 +83,6 @@ def _keys_init() -> None:
     print(f"created signing key {kid} in {directory}" if kid else f"{directory} already holds a key")
 
 
-def _serve() -> None:
-    settings = Settings.from_env(os.environ)
-    serve(
-        "services.auth.app:app_from_env",
-        service="auth",
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.auth", description="The auth service.")
     commands = parser.add_subparsers(dest="command")
@@ -112,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command in (None, "serve"):
-            _serve()
+            serve_from_env("services.auth.app:app_from_env", service="auth", load=Settings.from_env)
         elif args.command == "keys":
             _keys_init()
         elif args.action == "add":
