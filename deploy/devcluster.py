@@ -25,13 +25,13 @@ from types import FrameType
 import httpx
 
 from deploy.redis_server import RedisServer, free_port
+from services.auth.settings import DEMO_PASSWORD
 
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("auth", "orders", "gateway")
 DEMO_USERS = ("alice@example.com (user)", "admin@example.com (admin)")
-DEFAULT_DEMO_PASSWORD = "correct-horse-battery-staple"  # noqa: S105 - the documented dev-only demo password
 
 # Variables this module decides per service; inherited values must not leak into a child
 # (a REDIS_URL in the caller's shell must not reach orders or the gateway).
@@ -240,7 +240,7 @@ class Cluster:
     @property
     def demo_password(self) -> str:
         """The password auth seeds the demo users with."""
-        return self._demo_password_override() or DEFAULT_DEMO_PASSWORD
+        return self._demo_password_override() or DEMO_PASSWORD
 
     @property
     def demo_password_is_default(self) -> bool:
@@ -469,7 +469,7 @@ def main() -> int:
         logger.info("ready: %s", cluster.url)
         logger.info("demo users: %s", ", ".join(DEMO_USERS))
         # The default is the documented demo password; a chosen one is never echoed.
-        hint = DEFAULT_DEMO_PASSWORD if cluster.demo_password_is_default else "the value of DEMO_PASSWORD"
+        hint = DEMO_PASSWORD if cluster.demo_password_is_default else "the value of DEMO_PASSWORD"
         logger.info("demo password: %s", hint)
         logger.info("press Ctrl-C to stop")
         while not (ended := cluster.exited()):
