@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ class ApiError(Exception):
         │   └── InvalidToken (401 invalid_token, with an RFC 6750 challenge)
         ├── Forbidden (403 forbidden)
         ├── NotFound (404 not_found)
+        ├── RequestTimeout (408 request_timeout)
         ├── Conflict (409 conflict)
         ├── PayloadTooLarge (413 payload_too_large)
         ├── UnsupportedMediaType (415 unsupported_media_type)
@@ -82,6 +83,10 @@ class Forbidden(ApiError):
 
 class NotFound(ApiError):
     status, code = 404, "not_found"
+
+
+class RequestTimeout(ApiError):
+    status, code = 408, "request_timeout"
 
 
 class Conflict(ApiError):
@@ -142,6 +147,12 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
 
+async def _on_client_disconnect(request: Request, exc: Exception) -> Response:
+    # The client left while sending its body: nobody reads this answer, and it is no server fault.
+    logger.info("client disconnected before sending its whole body")
+    return error_response(400, "client_disconnected", "the client disconnected")
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal_error", "an internal error occurred")
@@ -149,4 +160,9 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 
 def exception_handlers() -> dict[Any, Any]:
     """The handlers every service installs, keyed as Starlette expects."""
-    return {ApiError: _on_api_error, HTTPException: _on_http_exception, Exception: _on_unexpected}
+    return {
+        ApiError: _on_api_error,
+        HTTPException: _on_http_exception,
+        ClientDisconnect: _on_client_disconnect,
+        Exception: _on_unexpected,
+    }

@@ -22,6 +22,7 @@ from shared.tokens import loads_strict
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_MAX_HEADER_BYTES = 8 * 1024
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 class Lifespan(Protocol):
@@ -50,7 +51,7 @@ def build_app(
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
 ) -> Starlette:
     """A Starlette app with the shared defaults around the service's own ``routes``."""
-    return Starlette(
+    app = Starlette(
         routes=[*health_routes(readiness), *routes],
         lifespan=lifespan,
         exception_handlers=exception_handlers(),
@@ -59,6 +60,9 @@ def build_app(
             Middleware(LimitsMiddleware, max_body_bytes=max_body_bytes, max_header_bytes=max_header_bytes),
         ],
     )
+    # A slash redirect would carry the service's internal address back through the gateway.
+    app.router.redirect_slashes = False
+    return app
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:
@@ -101,6 +105,10 @@ def serve_from_env(
     """Read the settings first, so a bad variable stops start-up with its name, then :func:`serve`."""
     try:
         settings = load(os.environ)
+        if settings.log_level.lower() not in LOG_LEVELS:
+            raise SettingsError(
+                f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {settings.log_level!r}"
+            )
     except SettingsError as exc:
         raise SystemExit(f"{service}: {exc}") from None
     serve(

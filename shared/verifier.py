@@ -100,7 +100,10 @@ class VerifierSettings:
 @asynccontextmanager
 async def open_verifier(settings: VerifierSettings, audience: str) -> AsyncIterator[TokenVerifier]:
     """A verifier for ``audience`` whose key cache is loading; closed on exit."""
-    async with httpx.AsyncClient(timeout=settings.jwks.timeout, follow_redirects=False) as client:
+    # trust_env=False: whoever set HTTP(S)_PROXY would otherwise choose the keys we trust.
+    async with httpx.AsyncClient(
+        timeout=settings.jwks.timeout, follow_redirects=False, trust_env=False
+    ) as client:
         cache = JWKSCache(settings.jwks, client)
         await cache.start()
         try:

@@ -138,7 +138,18 @@ def validate_credentials(body: dict[str, Any]) -> tuple[str, str]:
         raise ValidationFailed("email and password are required strings")
     if not email or len(email) > MAX_EMAIL_LENGTH or not password or len(password) > MAX_PASSWORD_LENGTH:
         raise ValidationFailed("email or password has an invalid length")
+    if not (_is_utf8(email) and _is_utf8(password)):
+        raise ValidationFailed("email and password must be valid Unicode text")
     return normalize_email(email), password
+
+
+def _is_utf8(text: str) -> bool:
+    # JSON can spell a lone surrogate ("\ud800") that no encoder downstream will accept.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate_new_account(email: str, role: str, password: str) -> str:

@@ -14,9 +14,9 @@ from typing import Any
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from shared.jwks import MIN_RSA_BITS as MIN_BITS
 from shared.tokens import ALGORITHM, TOKEN_TYPE
 
-MIN_BITS = 2048
 ACTIVE_FILE = "active"
 
 

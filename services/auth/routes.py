@@ -51,7 +51,7 @@ def _session_id_from_cookie(context: AuthContext, request: Request) -> str | Non
 
 
 async def _current_session(context: AuthContext, request: Request) -> tuple[Session, User]:
-    """The caller's live session and user, touched; 401 otherwise."""
+    """The caller's live session and user, not yet touched; 401 otherwise."""
     session_id = _session_id_from_cookie(context, request)
     if session_id is None:
         raise Unauthorized("no valid session", code="no_session")
@@ -63,7 +63,13 @@ async def _current_session(context: AuthContext, request: Request) -> tuple[Sess
     if user is None:
         await context.sessions.delete(session.handle, session.user_id)
         raise Unauthorized("no valid session", code="no_session")
-    return await context.sessions.touch(session, now), user
+    return session, user
+
+
+async def _used_session(context: AuthContext, request: Request) -> tuple[Session, User]:
+    """The caller's live session, touched: the idle timer slides only on a request that is allowed."""
+    session, user = await _current_session(context, request)
+    return await context.sessions.touch(session, context.clock()), user
 
 
 def _check_cross_site(context: AuthContext, request: Request) -> None:
@@ -78,7 +84,7 @@ async def _csrf_protected_session(context: AuthContext, request: Request) -> tup
     session, user = await _current_session(context, request)
     if not domain.csrf_matches(session, request.headers.get("x-csrf-token")):
         raise Forbidden("missing or wrong X-CSRF-Token", code="csrf_failed")
-    return session, user
+    return await context.sessions.touch(session, context.clock()), user
 
 
 def _set_session_cookie(context: AuthContext, response: Response, session_id: str) -> None:
@@ -160,10 +166,13 @@ async def logout(request: Request) -> Response:
 
 async def me(request: Request) -> Response:
     context = _context(request)
-    session, user = await _current_session(context, request)
+    session, user = await _used_session(context, request)
     policy = context.sessions.policy
     body = {
         "user": user.public(),
+        # A reloaded single-page app gets its CSRF token back here; only same-origin code can
+        # read this response, since the gateway approves no CORS request.
+        "csrf_token": session.csrf_token,
         "session": {
             "created_at": int(session.created_at),
             "last_seen": int(session.last_seen),

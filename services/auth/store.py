@@ -15,6 +15,7 @@ from typing import ParamSpec, TypeVar
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
@@ -34,8 +35,9 @@ def connect(url: str, timeout: float) -> redis.Redis:
         decode_responses=True,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
-        # One quick retry heals a pooled connection that died with a Redis restart.
-        retry=Retry(NoBackoff(), retries=1),
+        # One quick retry heals a pooled connection that died with a Redis restart; a timeout is
+        # not retried, so a hung server costs one socket timeout, not two.
+        retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
         health_check_interval=30,
     )
 
@@ -77,23 +79,33 @@ def _index_key(user_id: str) -> str:
     return f"user-sessions:{user_id}"
 
 
+_CREATE_USER = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+    redis.call('HSET', KEYS[2], 'id', ARGV[1], 'email', ARGV[2], 'role', ARGV[3], 'password_hash', ARGV[4])
+    return 1
+end
+return 0
+"""
+
+
 class UserStore:
     """Accounts by id and by normalized email."""
 
     def __init__(self, client: redis.Redis):
         self._redis = client
+        self._create = client.register_script(_CREATE_USER)
 
     @_unavailable_on_redis_error
     async def create(self, email: str, role: str, password_hash: str) -> User:
         """Store a new account; :class:`Conflict` if the email is taken."""
         user = User(id=uuid.uuid4().hex, email=email, role=role, password_hash=password_hash)
-        # SET NX claims the email first, so two concurrent creations cannot both win.
-        if not await self._redis.set(_email_key(email), user.id, nx=True):
-            raise Conflict("an account with this email exists", code="email_taken")
-        await self._redis.hset(
-            _user_key(user.id),
-            mapping={"id": user.id, "email": email, "role": role, "password_hash": password_hash},
+        # One script claims the email and writes the account, so two concurrent creations cannot
+        # both win and a failure cannot leave an email claimed by no account.
+        created = await self._create(
+            keys=[_email_key(email), _user_key(user.id)], args=[user.id, email, role, password_hash]
         )
+        if not created:
+            raise Conflict("an account with this email exists", code="email_taken")
         return user
 
     @_unavailable_on_redis_error
@@ -136,6 +148,16 @@ return revoked
 """
 
 
+_TOUCH = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('HSET', KEYS[1], 'last_seen', ARGV[1])
+    redis.call('EXPIRE', KEYS[1], ARGV[2])
+    return 1
+end
+return 0
+"""
+
+
 class SessionStore:
     """Server-side sessions with a per-user index, both kept consistent transactionally."""
 
@@ -143,6 +165,7 @@ class SessionStore:
         self._redis = client
         self.policy = policy
         self._revoke_all = client.register_script(_REVOKE_ALL)
+        self._touch = client.register_script(_TOUCH)
 
     @_unavailable_on_redis_error
     async def create(self, session: Session, now: float) -> None:
@@ -170,10 +193,10 @@ class SessionStore:
     async def touch(self, session: Session, now: float) -> Session:
         """Record a use: the idle timer restarts, bounded by the absolute timeout."""
         touched = self.policy.touched(session, now)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(_session_key(session.handle), "last_seen", repr(now))
-            pipe.expire(_session_key(session.handle), self.policy.ttl(touched, now))
-            await pipe.execute()
+        # Only if it still exists: a logout racing this request must not leave a stub behind.
+        await self._touch(
+            keys=[_session_key(session.handle)], args=[repr(now), self.policy.ttl(touched, now)]
+        )
         return touched
 
     @_unavailable_on_redis_error

@@ -85,7 +85,7 @@ class OrderStore:
 
         try:
             return await asyncio.to_thread(locked)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             # Locked, read-only, full or failing disk: the dependency is down, not the request wrong.
             logger.error("order database error: %s", exc)
             raise ServiceUnavailable("the order database is unavailable") from None

@@ -215,6 +215,7 @@ def test_me_answers_from_the_session_and_slides_it(client: TestClient) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["user"] == caller.user
+    assert body["csrf_token"] == caller.csrf
     assert body["session"]["expires_at"] - body["session"]["last_seen"] == 1800
 
 
@@ -249,6 +250,8 @@ def test_jwks_publishes_public_members_only_with_caching(client: TestClient) -> 
         (b"email=a&password=b", "application/x-www-form-urlencoded", 415),
         (b'{"email": "a@b.c", "password": "' + b"x" * 100_000 + b'"}', "application/json", 413),
         (b'{"email": "a@b.c", "email": "d@e.f", "password": "x"}', "application/json", 400),
+        (b'{"email": "\\ud800@example.com", "password": "x"}', "application/json", 422),
+        (b'{"email": "alice@example.com", "password": "\\udfff"}', "application/json", 422),
     ],
 )
 def test_bad_login_input_is_a_json_4xx(
@@ -280,3 +283,36 @@ def test_redis_down_gives_503_fast_and_recovers(tmp_path: Path, keys_dir: Path) 
             assert client.get("/readyz").status_code == 200
     finally:
         server.stop()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_refused_request_does_not_slide_the_idle_timer(redis_url: str, keys_dir: Path) -> None:
+    clock = FakeClock()
+    app = create_app(settings_for(redis_url, keys_dir), clock=clock)
+    with TestClient(app, base_url="http://localhost:8001") as client:
+        wait_for_demo_users(client)
+        caller = Session(client)
+        clock.now += 1000
+        assert caller.mint(**{"X-CSRF-Token": "wrong"}).status_code == 403
+        clock.now += 1000
+        # Idle since login: 2000 s > 1800 s, whatever forged requests arrived meanwhile.
+        assert client.get("/me", headers={"Cookie": f"__Host-session={caller.cookie}"}).status_code == 401
+
+
+def test_an_allowed_request_slides_the_idle_timer(redis_url: str, keys_dir: Path) -> None:
+    clock = FakeClock()
+    app = create_app(settings_for(redis_url, keys_dir), clock=clock)
+    with TestClient(app, base_url="http://localhost:8001") as client:
+        wait_for_demo_users(client)
+        caller = Session(client)
+        for _ in range(3):
+            clock.now += 1000
+            assert caller.mint().status_code == 200
+        assert client.get("/me", headers={"Cookie": f"__Host-session={caller.cookie}"}).status_code == 200

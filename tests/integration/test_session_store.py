@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -137,3 +138,35 @@ async def test_store_answers_503_quickly_when_redis_is_unreachable() -> None:
         await store.get("anything", NOW)
     assert time.monotonic() - started < 2.0
     await client.aclose()
+
+
+async def test_touch_after_delete_leaves_no_stub(sessions: SessionStore, client: aioredis.Redis) -> None:
+    _, session = await _new(sessions)
+    await sessions.delete(session.handle, session.user_id)
+    await sessions.touch(session, NOW + 10)
+    assert not await client.exists(f"session:{session.handle}")
+
+
+async def test_store_answers_503_within_one_timeout_when_redis_hangs(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    from deploy.redis_server import RedisServer
+
+    with RedisServer(tmp_path / "hung") as server:
+        client = connect(server.url, 0.5)
+        store = SessionStore(client, SessionPolicy(idle=10, absolute=20))
+        assert await store.get("warm-up", NOW) is None
+        pid = int((await client.info("server"))["process_id"])
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(ServiceUnavailable):
+                await store.get("anything", NOW)
+            elapsed = time.monotonic() - started
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await client.aclose()
+    # One 0.5 s socket timeout, not a retry on top of it.
+    assert elapsed < 0.9
