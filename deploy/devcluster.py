@@ -24,7 +24,8 @@ from types import FrameType
 
 import httpx
 
-from deploy.redis_server import RedisServer, free_port
+from deploy.processes import free_port, with_parent_death_signal
+from deploy.redis_server import RedisServer
 from services.auth.settings import DEMO_PASSWORD
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,9 @@ SERVICES = ("auth", "orders", "gateway")
 DEMO_USERS = ("alice@example.com (user)", "admin@example.com (admin)")
 
 # Variables this module decides per service; inherited values must not leak into a child
-# (a REDIS_URL in the caller's shell must not reach orders or the gateway).
+# (a REDIS_URL in the caller's shell must not reach orders or the gateway). ``<NAME>_WORKERS`` is
+# deliberately not among them: ``ORDERS_WORKERS=4 make run`` is how a developer tries a service
+# with several uvicorn workers, which is why ServiceProcess.stop() stops a whole process group.
 _MANAGED_ENV = frozenset(
     {
         "APP_ENV",
@@ -56,6 +59,9 @@ _MANAGED_ENV = frozenset(
 )
 
 OutputSink = Callable[[str, str], None]
+
+# After SIGKILL a process group ends within moments unless the kernel is stuck on its I/O.
+_KILL_WAIT_SECONDS = 5.0
 
 
 class ClusterError(RuntimeError):
@@ -149,6 +155,12 @@ class ServiceProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs, else None."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
     def lines(self) -> list[str]:
         """The last ``keep_lines`` lines of output, oldest first."""
         with self._output_lock:
@@ -161,9 +173,10 @@ class ServiceProcess:
 
     def start(self, env: Mapping[str, str]) -> None:
         # A session of its own keeps a terminal's Ctrl-C away from the child, so the cluster
-        # stops its services in order instead of all at once.
+        # stops its services in order instead of all at once. It also makes the child the leader
+        # of a process group that holds uvicorn's workers, for stop() to signal as one.
         self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", f"services.{self.name}"],
+            with_parent_death_signal([sys.executable, "-m", f"services.{self.name}"]),
             cwd=REPO_ROOT,
             env=dict(env),
             stdin=subprocess.DEVNULL,
@@ -187,18 +200,22 @@ class ServiceProcess:
         process.stdout.close()
 
     def stop(self, timeout: float) -> None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds; returns once the output is drained."""
+        """SIGTERM to the child's process group, then SIGKILL to what is left of it after ``timeout`` s.
+
+        The group, not only the child: with ``<NAME>_WORKERS`` above 1 the child is uvicorn's
+        supervisor, and its workers and multiprocessing's resource tracker must go too, even when
+        the supervisor is already dead. Returns once the output is drained.
+        """
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                logger.warning("%s did not stop within %.0f s; killing it", self.name, timeout)
-                process.kill()
-                process.wait()
+        # start_new_session=True made the child a group leader: its pid is the group's id.
+        group = process.pid
+        _signal_group(group, signal.SIGTERM)
+        if not _wait_for_group(process, timeout):
+            logger.warning("%s did not stop within %.0f s; killing it", self.name, timeout)
+            _signal_group(group, signal.SIGKILL)
+            _wait_for_group(process, _KILL_WAIT_SECONDS)
         if self._pump is not None:
             self._pump.join(timeout=5)
             self._pump = None
@@ -263,6 +280,12 @@ class Cluster:
         if name == "redis":
             return self.redis.running
         return self._services[name].running
+
+    def pid(self, name: str) -> int | None:
+        """The process id of a running service (or ``redis``), else None."""
+        if name == "redis":
+            return self.redis.pid
+        return self._services[name].pid
 
     def env_for(self, name: str) -> dict[str, str]:
         """The environment ``name`` runs with: inherited basics, the contract's variables, then overrides."""
@@ -335,7 +358,10 @@ class Cluster:
         if not _port_is_free(port):
             raise ClusterError(f"cannot start {name}: 127.0.0.1:{port} is already in use")
         if name == "redis":
-            self.redis.start()
+            try:
+                self.redis.start()
+            except TimeoutError as exc:
+                raise ClusterError(f"cannot start redis: {exc}") from None
             self._redis_started = True
             return
         logger.info("starting %s on 127.0.0.1:%d", name, port)
@@ -416,6 +442,43 @@ class Cluster:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _signal_group(group: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signum)
+
+
+def _wait_for_group(process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Whether, within ``timeout`` seconds, the child has exited and nothing of its group runs on."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None or _group_is_running(process.pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _group_is_running(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    if sys.platform != "linux":
+        return True
+    # Workers whose supervisor died belong to init, and an init that never reaps (a container's
+    # may not) keeps their zombies in the group for good; a zombie holds no port and no file.
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        state, _parent, member_of = stat.rsplit(")", 1)[1].split()[:3]
+        if int(member_of) == group and state != "Z":
+            return True
+    return False
 
 
 def _port_is_free(port: int) -> bool:

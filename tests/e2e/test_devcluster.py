@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -16,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy.devcluster import REPO_ROOT, SERVICES, Cluster, ClusterConfig
-from deploy.redis_server import free_port
+from deploy.devcluster import REPO_ROOT, SERVICES, Cluster, ClusterConfig, ClusterError
+from deploy.processes import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -69,12 +70,53 @@ def _listening(port: int) -> bool:
         return False
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name: state, parent, process group, ..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def _gone(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        state = _stat(pid)[0]
     except (OSError, IndexError):
         return True
     return state == "Z"
+
+
+def _wait_until_gone(pids: set[int], timeout: float = 10.0) -> dict[int, bytes]:
+    """Those of ``pids`` still running after ``timeout`` seconds, with their command lines."""
+    deadline = time.monotonic() + timeout
+    while (left := {pid for pid in pids if not _gone(pid)}) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {pid: b" ".join(_cmdline(pid)) for pid in left}
+
+
+def _kill_all(pids: set[int]) -> None:
+    """Clean up after a failed test, so no orphan outlives it."""
+    for pid in pids:
+        if not _gone(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _process_group(group: int) -> set[int]:
+    """The running members of a process group, from /proc."""
+    members: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                state, _parent, member_of = _stat(int(entry.name))[:3]
+            except (OSError, IndexError):
+                continue
+            if int(member_of) == group and state != "Z":
+                members.add(int(entry.name))
+    return members
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
 
 
 @pytest.fixture
@@ -144,6 +186,22 @@ def test_make_run_serves_prefixed_output_and_stops_cleanly(
     assert not any(_listening(port) for port in foreground.ports.values())
 
 
+def test_a_sigkilled_make_run_takes_its_children_with_it(foreground: Foreground) -> None:
+    foreground.wait_for_line(f"http://localhost:{foreground.ports['GATEWAY_PORT']}")
+    children = foreground.descendants()
+    assert len(children) == 4, children  # redis, auth, orders, gateway
+
+    try:
+        foreground.process.kill()
+        foreground.process.wait(timeout=10)
+        survivors = _wait_until_gone(children)
+    finally:
+        _kill_all(children)
+
+    assert not survivors, survivors
+    assert not any(_listening(port) for port in foreground.ports.values())
+
+
 def test_make_run_stops_everything_and_fails_when_a_child_dies(foreground: Foreground) -> None:
     foreground.wait_for_line(f"http://localhost:{foreground.ports['GATEWAY_PORT']}")
     children = foreground.descendants()
@@ -159,22 +217,90 @@ def test_make_run_stops_everything_and_fails_when_a_child_dies(foreground: Foreg
     assert not any(_listening(port) for port in foreground.ports.values())
 
 
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+
+
 def _service_environments(cluster: Cluster) -> dict[str, dict[str, str]]:
     """The real environment of each of the cluster's service processes, read from /proc."""
     environments: dict[str, dict[str, str]] = {}
-    for children in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
-        for pid in children.read_text().split():
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                raw = Path(f"/proc/{pid}/environ").read_bytes()
-            except OSError:
-                continue
-            env = dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
-            for name in SERVICES:
-                port = env.get(f"{name.upper()}_PORT")
-                if f"services.{name}".encode() in argv and port == str(cluster.config.port(name)):
-                    environments[name] = env
+    for name in SERVICES:
+        pid = cluster.pid(name)
+        assert pid is not None, f"{name} is not running"
+        environments[name] = _environ(pid)
     return environments
+
+
+def test_every_child_runs_in_a_session_of_its_own(cluster: Cluster) -> None:
+    # A terminal's Ctrl-C then reaches make run alone, which stops Redis after the services.
+    pids = {name: cluster.pid(name) for name in ("redis", *SERVICES)}
+    sessions = {name: os.getsid(pid) for name, pid in pids.items() if pid is not None}
+
+    assert sessions == pids
+
+
+def test_a_redis_that_cannot_start_is_reported_with_its_own_complaint(tmp_path: Path) -> None:
+    cluster = Cluster(ClusterConfig.on_free_ports(tmp_path))
+    manifest = cluster.redis.data_dir / "appendonlydir" / "appendonly.aof.manifest"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("not a manifest\n")
+
+    try:
+        with pytest.raises(ClusterError) as failure:
+            cluster.start_service("redis")
+    finally:
+        cluster.stop()
+
+    assert "Invalid AOF manifest file format" in str(failure.value)
+    assert not cluster.running("redis")
+
+
+def _workers(supervisor: int, timeout: float = 20.0) -> set[int]:
+    """uvicorn's worker processes under ``supervisor``, once there are two of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        workers = {pid for pid in _process_group(supervisor) if b"spawn_main" in b" ".join(_cmdline(pid))}
+        if len(workers) >= 2:
+            return workers
+        assert time.monotonic() < deadline, f"{supervisor} did not start two workers"
+        time.sleep(0.05)
+
+
+def _freeze_a_worker(supervisor: int, workers: set[int]) -> None:
+    os.kill(min(workers), signal.SIGSTOP)
+
+
+def _kill_the_supervisor(supervisor: int, workers: set[int]) -> None:
+    os.kill(supervisor, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("mishap", [_freeze_a_worker, _kill_the_supervisor])
+def test_stopping_a_service_with_several_workers_leaves_none_of_them(
+    tmp_path: Path, mishap: Callable[[int, set[int]], None]
+) -> None:
+    config = ClusterConfig.on_free_ports(tmp_path, env={"ORDERS_WORKERS": "2"})
+    cluster = Cluster(dataclasses.replace(config, stop_timeout=1.0))
+    group: set[int] = set()
+    try:
+        cluster.prepare()
+        for name in ("redis", "auth", "orders"):
+            cluster.start_service(name)
+        supervisor = cluster.pid("orders")
+        assert supervisor is not None
+        workers = _workers(supervisor)
+        # Also multiprocessing's resource tracker, which ignores SIGTERM.
+        group = _process_group(supervisor)
+        mishap(supervisor, workers)
+        cluster.stop()
+        survivors = _wait_until_gone(group)
+    finally:
+        cluster.stop()
+        _kill_all(group)
+
+    assert {supervisor, *workers} <= group
+    assert not survivors, survivors
+    assert not _listening(cluster.config.orders_port)
 
 
 def test_only_auth_is_given_redis_keys_and_secrets(cluster: Cluster) -> None:
@@ -209,6 +335,15 @@ def test_a_redis_url_in_the_callers_environment_reaches_no_service_but_auth(
     for name in ("orders", "gateway"):
         assert "REDIS_URL" not in environments[name]
         assert "SESSION_SECRET" not in environments[name]
+
+
+def test_worker_counts_from_the_callers_environment_reach_the_services(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A knob for trying a service with several uvicorn workers under make run, not cluster wiring.
+    monkeypatch.setenv("ORDERS_WORKERS", "3")
+
+    assert cluster.env_for("orders")["ORDERS_WORKERS"] == "3"
 
 
 def test_the_session_secret_is_private_and_survives_a_restart(cluster: Cluster) -> None:

@@ -17,7 +17,8 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 from starlette.testclient import TestClient
 
-from deploy.redis_server import RedisServer, free_port
+from deploy.processes import free_port
+from deploy.redis_server import RedisServer
 from services.auth.app import create_app
 from services.auth.settings import DEMO_PASSWORD, Settings
 

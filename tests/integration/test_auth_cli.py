@@ -17,7 +17,8 @@ import redis
 from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
 
-from deploy.redis_server import RedisServer, free_port
+from deploy.processes import free_port
+from deploy.redis_server import RedisServer
 from services.auth import domain
 from services.auth.domain import SessionPolicy, User
 from services.auth.keys import load_keys

@@ -129,7 +129,7 @@ async def test_user_email_is_unique(client: aioredis.Redis) -> None:
 async def test_store_answers_503_quickly_when_redis_is_unreachable() -> None:
     import time
 
-    from deploy.redis_server import free_port
+    from deploy.processes import free_port
 
     client = connect(f"redis://127.0.0.1:{free_port()}/0", 0.5)
     store = SessionStore(client, SessionPolicy(idle=10, absolute=20))
