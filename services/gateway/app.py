@@ -20,6 +20,7 @@ class GatewayState(TypedDict):
     """What handlers find on ``request.state``."""
 
     client: httpx.AsyncClient
+    request_body_timeout: float
     upstreams: dict[str, httpx.URL]
     verifiers: dict[str, TokenVerifier]
 
@@ -40,7 +41,12 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 for audience in domain.audiences(domain.ROUTE_TABLE)
             }
             client = await stack.enter_async_context(proxy.open_client(settings))
-            yield {"client": client, "upstreams": upstreams, "verifiers": verifiers}
+            yield {
+                "client": client,
+                "request_body_timeout": settings.request_body_timeout,
+                "upstreams": upstreams,
+                "verifiers": verifiers,
+            }
 
     async def readiness(request: Request) -> dict[str, Any]:
         verifiers: dict[str, TokenVerifier] = request.state.verifiers

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -40,6 +40,11 @@ ROUTE_TABLE: tuple[Route, ...] = (
 )
 
 
+# An upstream's probes and metrics are for the cluster, not the public: readiness detail names
+# dependencies and their state. Each entry covers its subpaths too (``/metrics/raw``).
+INTERNAL_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 @dataclass(frozen=True)
 class Target:
     """Where one request goes: its route and the upstream path, still percent-encoded."""
@@ -66,18 +71,32 @@ def _check_path(raw_path: str) -> None:
             )
 
 
+def is_internal(upstream_path: str, internal: Collection[str] = INTERNAL_PATHS) -> bool:
+    """True when ``upstream_path`` is one of ``internal`` or lies under one.
+
+    Compared the way a lenient upstream might read the path (percent-decoded, case-folded,
+    empty segments dropped), so ``/%72eadyz``, ``/READYZ`` and ``//readyz/`` count too.
+    """
+    segments = [segment for segment in unquote(upstream_path).casefold().split("/") if segment]
+    path = "/" + "/".join(segments)
+    return any(path == entry or path.startswith(entry + "/") for entry in internal)
+
+
 def resolve(raw_path: str, table: Sequence[Route] = ROUTE_TABLE) -> Target:
     """The target of a raw (percent-encoded) request path; the first route that matches wins.
 
     Prefixes match whole segments only: ``/api/orders`` matches ``/api/orders`` and
     ``/api/orders/...`` but not ``/api/ordersX``. Raises :class:`BadRequest` for a path that
-    could escape its prefix and :class:`NotFound` when no route matches.
+    could escape its prefix and :class:`NotFound` when no route matches or the upstream path is
+    one of :data:`INTERNAL_PATHS`.
     """
     _check_path(raw_path)
     for route in table:
         if raw_path == route.prefix or raw_path.startswith(route.prefix + "/"):
-            rest = raw_path[len(route.prefix) :]
-            return Target(route=route, path=(route.upstream_prefix + rest) or "/")
+            path = (route.upstream_prefix + raw_path[len(route.prefix) :]) or "/"
+            if is_internal(path):
+                break
+            return Target(route=route, path=path)
     raise NotFound("no route for this path")
 
 
@@ -128,8 +147,9 @@ def _forwards_request_header(name: bytes, route: Route, options: frozenset[bytes
         return False
     if name == b"cookie":
         return route.forwards_cookies
-    # The gateway's own server has answered any 100-continue; the upstream must not wait for one.
-    return name != b"expect"
+    # The gateway sends the body it buffered, framed by its own count of the bytes it holds; and its
+    # own server has answered any 100-continue, so the upstream must not wait for one.
+    return name not in (b"content-length", b"expect")
 
 
 def upstream_request_headers(
@@ -137,15 +157,19 @@ def upstream_request_headers(
 ) -> list[tuple[bytes, bytes]]:
     """The headers to send upstream for a client request.
 
-    Hop-by-hop and client-supplied identity headers are dropped; ``Host`` names the upstream;
-    ``X-Forwarded-For/Proto/Host`` state the gateway's own view of the client. ``Authorization``
-    and ``X-Request-ID`` pass unchanged.
+    Hop-by-hop, framing and client-supplied identity headers are dropped; ``Host`` names the
+    upstream; ``X-Forwarded-For/Proto/Host`` state the gateway's own view of the client. Values
+    lose the spaces and tabs around them and otherwise pass unchanged (``Authorization`` and
+    ``X-Request-ID`` among them).
     """
     options = _connection_options(headers)
     public_host: bytes | None = None
     forwarded: list[tuple[bytes, bytes]] = []
-    for raw_name, value in headers:
+    for raw_name, raw_value in headers:
         name = raw_name.lower()
+        # Whitespace around a value is not part of it (RFC 9110 5.5), and the upstream client
+        # refuses to send a value that keeps it.
+        value = raw_value.strip(b" \t")
         if name == b"host":
             public_host = public_host or value
         elif _forwards_request_header(name, route, options):

@@ -1,17 +1,18 @@
-"""Upstream I/O: the pooled HTTP client and one streamed exchange with an upstream."""
+"""Upstream I/O: the pooled HTTP client, the buffered request body, and the streamed response."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterable
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
+from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from services.gateway.settings import GatewaySettings
-from shared import BadGateway, GatewayTimeout
+from shared import BadGateway, BadRequest, GatewayTimeout, RequestTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,26 @@ def open_client(settings: GatewaySettings) -> httpx.AsyncClient:
     return client
 
 
+async def read_body(request: Request, *, within: float) -> bytes:
+    """The whole request body within ``within`` seconds, or :class:`RequestTimeout` (408).
+
+    This is what nginx calls request buffering: the body is in hand before an upstream
+    connection is taken, so a client that trickles its body ties up only its own socket, never
+    one of the pooled connections every other request needs. The shared LimitsMiddleware caps
+    its size (413); a client that hangs up raises ``ClientDisconnect``, which the shared handler
+    answers without calling it an error.
+    """
+    try:
+        async with asyncio.timeout(within):
+            return await request.body()
+    except TimeoutError:
+        logger.info("request body not received within %g s", within)
+        # Closing is what a 408 means (RFC 9110 15.5.9); kept open, the socket would still trickle.
+        raise RequestTimeout(
+            f"the request body did not arrive within {within:g} seconds", headers={"Connection": "close"}
+        ) from None
+
+
 class UpstreamResponse(StreamingResponse):
     """Streams an upstream response to the client and always releases its connection.
 
@@ -69,12 +90,12 @@ async def send(
     method: str,
     url: httpx.URL,
     headers: list[tuple[bytes, bytes]],
-    body: AsyncIterable[bytes] | None,
+    body: bytes | None,
 ) -> httpx.Response:
     """Send the request and return the upstream response with its body not yet read.
 
     An unreachable upstream is :class:`BadGateway` (502) and a slow one :class:`GatewayTimeout`
-    (504). Errors raised while reading the client's body (such as 413) pass through unchanged.
+    (504); a request the HTTP client refuses to write is :class:`BadRequest` (400).
     """
     request = client.build_request(method, url, headers=headers, content=body)
     try:
@@ -82,6 +103,11 @@ async def send(
     except httpx.TimeoutException as exc:
         logger.warning("upstream %s timed out: %s", upstream, type(exc).__name__)
         raise GatewayTimeout(f"the {upstream} service did not answer in time") from None
+    except httpx.LocalProtocolError as exc:
+        # Raised before a byte reaches the upstream, over something the client sent; the message
+        # may quote a header value (a token, say), so only the type is logged.
+        logger.warning("request for %s could not be written: %s", upstream, type(exc).__name__)
+        raise BadRequest("the request cannot be forwarded as sent") from None
     except httpx.RequestError as exc:
         logger.warning("upstream %s failed: %s", upstream, type(exc).__name__)
         raise BadGateway(f"the {upstream} service is unreachable") from None

@@ -14,14 +14,14 @@ from shared import TokenVerifier
 
 
 async def forward(request: Request) -> Response:
-    """Verify the token the route requires, if any, then stream the exchange with the upstream."""
+    """Verify the token the route requires, if any, read the body, then proxy and stream the answer."""
     # The raw path, not the decoded one: the upstream must get exactly the bytes the client sent.
     raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
     target = domain.resolve(raw_path.decode("latin-1"))
     route = target.route
     if route.audience is not None:
         verifiers: Mapping[str, TokenVerifier] = request.state.verifiers
-        # Checked before the body is read, so an unauthenticated upload never reaches upstream.
+        # Checked before the body is read, so an unauthenticated upload is refused unread.
         await verifiers[route.audience].verify_request(request)
 
     upstreams: Mapping[str, httpx.URL] = request.state.upstreams
@@ -36,7 +36,9 @@ async def forward(request: Request) -> Response:
         client_ip=client_ip.encode("latin-1"),
         scheme=request.url.scheme.encode("ascii"),
     )
-    body = request.stream() if domain.has_body(request.headers.raw) else None
+    body = None
+    if domain.has_body(request.headers.raw):
+        body = await proxy.read_body(request, within=request.state.request_body_timeout)
     client: httpx.AsyncClient = request.state.client
     upstream = await proxy.send(client, route.upstream, request.method, url, headers, body)
     return proxy.UpstreamResponse(upstream, domain.client_response_headers(upstream.headers.raw, route))

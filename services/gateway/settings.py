@@ -24,7 +24,7 @@ def _upstream_url(environ: Mapping[str, str], name: str, default: str) -> str:
 
 @dataclass(frozen=True)
 class GatewaySettings:
-    """Where the gateway listens, where its upstreams are, and how long it waits for them."""
+    """Where the gateway listens, where its upstreams are, and how long it waits for them and for clients."""
 
     host: str
     port: int
@@ -35,6 +35,7 @@ class GatewaySettings:
     upstream_timeout: float
     upstream_connect_timeout: float
     upstream_max_connections: int
+    request_body_timeout: float
     verifier: VerifierSettings
     max_body_bytes: int = MAX_BODY_BYTES
 
@@ -51,6 +52,7 @@ class GatewaySettings:
             upstream_timeout=env_float(environ, "UPSTREAM_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             upstream_connect_timeout=env_float(environ, "UPSTREAM_CONNECT_TIMEOUT_SECONDS", 2.0, minimum=0.1),
             upstream_max_connections=env_int(environ, "UPSTREAM_MAX_CONNECTIONS", 100, minimum=1),
+            request_body_timeout=env_float(environ, "REQUEST_BODY_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             verifier=VerifierSettings.from_env(environ),
         )
 

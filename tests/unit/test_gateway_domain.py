@@ -51,6 +51,42 @@ def test_prefixes_match_only_on_segment_boundaries(path: str) -> None:
 @pytest.mark.parametrize(
     "path",
     [
+        "/auth/healthz",
+        "/auth/readyz",
+        "/auth/metrics",
+        "/auth/metrics/",
+        "/auth/metrics/raw",
+        "/auth/readyz/",
+        "/auth//readyz",
+        "/auth/%72eadyz",
+        "/auth/ReadyZ",
+    ],
+)
+def test_an_upstreams_health_and_metrics_endpoints_are_not_routed(path: str) -> None:
+    with pytest.raises(NotFound):
+        domain.resolve(path)
+
+
+@pytest.mark.parametrize("path", ["/auth/readyzz", "/auth/metricsx", "/auth/me/readyz", "/auth/x/metrics"])
+def test_paths_that_merely_resemble_an_internal_endpoint_are_routed(path: str) -> None:
+    assert domain.resolve(path).route.upstream == "auth"
+
+
+def test_internal_paths_apply_to_whatever_upstream_path_a_route_produces() -> None:
+    table = (Route("/status", "auth", "", None),)
+    assert domain.resolve("/status/live", table).path == "/live"
+    with pytest.raises(NotFound):
+        domain.resolve("/status/readyz", table)
+
+
+def test_is_internal_reads_its_rule_from_data() -> None:
+    assert domain.is_internal("/admin/users", internal={"/admin"})
+    assert not domain.is_internal("/readyz", internal={"/admin"})
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
         "/auth/../api/orders",
         "/auth/..",
         "/auth/./login",
@@ -140,7 +176,7 @@ def test_authorization_and_request_id_pass_unchanged() -> None:
     assert values(sent, b"x-request-id") == [b"abc-123"]
 
 
-def test_hop_by_hop_request_headers_and_those_connection_names_are_dropped() -> None:
+def test_hop_by_hop_and_framing_request_headers_and_those_connection_names_are_dropped() -> None:
     sent = forward(
         [
             (b"connection", b"keep-alive, X-Hop"),
@@ -159,12 +195,26 @@ def test_hop_by_hop_request_headers_and_those_connection_names_are_dropped() -> 
         ]
     )
     assert header_names(sent) == [
-        b"content-length",
         b"x-end-to-end",
         b"host",
         b"x-forwarded-for",
         b"x-forwarded-proto",
     ]
+
+
+def test_spaces_and_tabs_around_header_values_are_trimmed() -> None:
+    sent = forward(
+        [
+            (b"host", b" gw.example\t"),
+            (b"x-foo", b"bar \t"),
+            (b"authorization", b"\tBearer a.b.c "),
+            (b"x-a", b"a b"),
+        ]
+    )
+    assert values(sent, b"x-foo") == [b"bar"]
+    assert values(sent, b"authorization") == [b"Bearer a.b.c"]
+    assert values(sent, b"x-a") == [b"a b"]
+    assert values(sent, b"x-forwarded-host") == [b"gw.example"]
 
 
 def test_host_is_rewritten_to_the_upstream() -> None:

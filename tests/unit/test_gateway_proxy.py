@@ -1,4 +1,4 @@
-"""The gateway against real upstream servers: routing, token checks, headers, streaming, failures.
+"""The gateway against real upstream servers: routing, token checks, headers, bodies, streaming, failures.
 
 Fake auth and orders services run under uvicorn on free 127.0.0.1 ports; so does the gateway.
 """
@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -28,13 +29,15 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from services.gateway import proxy
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
-from shared import SettingsError
+from shared import BadRequest, SettingsError
 
 ISSUER = "http://localhost:8000"
 KID = "test-key-1"
 UPSTREAM_TIMEOUT = 1.0
+BODY_TIMEOUT = 1.0
 LARGE_CHUNK = bytes(range(256)) * 256  # 64 KiB
 LARGE_CHUNKS = 128  # 8 MiB in all
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
@@ -194,7 +197,13 @@ def free_port() -> int:
 
 
 def gateway_settings(**environ: str) -> GatewaySettings:
-    return GatewaySettings.from_env({"UPSTREAM_TIMEOUT_SECONDS": str(UPSTREAM_TIMEOUT), **environ})
+    return GatewaySettings.from_env(
+        {
+            "UPSTREAM_TIMEOUT_SECONDS": str(UPSTREAM_TIMEOUT),
+            "REQUEST_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
+            **environ,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -413,6 +422,17 @@ def test_paths_outside_the_route_table_are_404(client: httpx.Client, path: str) 
 
 
 @pytest.mark.parametrize(
+    "path", ["/auth/readyz", "/auth/healthz", "/auth/metrics", "/auth/metrics/raw", "/auth/%72eadyz"]
+)
+def test_an_upstreams_health_and_metrics_endpoints_are_404_and_never_proxied(
+    client: httpx.Client, auth_seen: Seen, path: str
+) -> None:
+    before = len(auth_seen.requests)
+    assert_error(client.get(path), 404, "not_found")
+    assert len(auth_seen.requests) == before
+
+
+@pytest.mark.parametrize(
     "path", ["/auth/%2e%2e/api/orders", "/api/orders%2F..%2Fsecret", "/auth/..%5Cadmin", "/.well-known/%2E"]
 )
 def test_encoded_traversal_is_400_and_reaches_no_upstream(
@@ -423,15 +443,36 @@ def test_encoded_traversal_is_400_and_reaches_no_upstream(
     assert len(auth_seen.requests) + len(orders_seen.requests) == before
 
 
-def raw_request(port: int, target: bytes) -> tuple[bytes, bytes]:
-    """Status line and body for a request httpx would not send as written."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
+def read_until_closed(sock: socket.socket) -> tuple[bytes, bytes]:
+    """Status line and body of the one response a ``Connection: close`` request gets."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
     head, _, body = received.partition(b"\r\n\r\n")
     return head.split(b"\r\n")[0], body
+
+
+def raw_exchange(port: int, request: bytes) -> tuple[bytes, bytes]:
+    """Send bytes httpx would not send as written; the request must say ``Connection: close``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        return read_until_closed(sock)
+
+
+def raw_request(port: int, target: bytes, *headers: bytes) -> tuple[bytes, bytes]:
+    """Status line and body for a GET with the given raw header lines."""
+    head = b"".join(line + b"\r\n" for line in (b"Host: localhost", *headers, b"Connection: close"))
+    return raw_exchange(port, b"GET " + target + b" HTTP/1.1\r\n" + head + b"\r\n")
+
+
+def start_slow_request(port: int, target: bytes) -> socket.socket:
+    """A keep-alive POST that announces 100 bytes of body, sends one, and stays connected."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=BODY_TIMEOUT + 10)
+    sock.sendall(
+        b"POST " + target + b" HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{"
+    )
+    return sock
 
 
 def test_a_literal_dot_dot_segment_is_400(gateway: ServerThread) -> None:
@@ -439,6 +480,34 @@ def test_a_literal_dot_dot_segment_is_400(gateway: ServerThread) -> None:
     status_line, body = raw_request(gateway.port, b"/auth/../api/orders")
     assert status_line.startswith(b"HTTP/1.1 400 ")
     assert json.loads(body)["error"] == "invalid_path"
+
+
+def test_whitespace_around_a_header_value_is_trimmed_not_blamed_on_the_upstream(
+    gateway: ServerThread, auth_seen: Seen
+) -> None:
+    status_line, body = raw_request(gateway.port, b"/auth/padded-header-probe", b"X-Foo: bar \t")
+    assert status_line.startswith(b"HTTP/1.1 200 "), body
+    assert headers_of(json.loads(body), "x-foo") == ["bar"]
+
+
+def test_a_valid_token_with_trailing_whitespace_reaches_orders_trimmed(
+    gateway: ServerThread, signing_key: RSAKey
+) -> None:
+    token = mint(signing_key)
+    authorization = b"Authorization: Bearer " + token.encode() + b" "
+    status_line, body = raw_request(gateway.port, b"/api/orders/padded-token-probe", authorization)
+    assert status_line.startswith(b"HTTP/1.1 200 "), body
+    assert headers_of(json.loads(body), "authorization") == [f"Bearer {token}"]
+
+
+async def test_a_request_the_upstream_client_refuses_to_send_is_400_not_502() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.LocalProtocolError("Illegal header value")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
+        with pytest.raises(BadRequest) as caught:
+            await proxy.send(client, "auth", "GET", httpx.URL("http://127.0.0.1/x"), [], None)
+    assert (caught.value.status, caught.value.code) == (400, "bad_request")
 
 
 def test_options_is_not_proxied(client: httpx.Client, auth_seen: Seen) -> None:
@@ -492,6 +561,75 @@ def test_a_streamed_body_over_the_limit_is_413_and_never_arrives_whole(
     assert_error(response, 413, "payload_too_large")
     arrived = [entry for entry in auth_seen.requests if entry["path"] == "/too-big-streamed"]
     assert not any(entry["complete"] for entry in arrived)
+
+
+def test_a_slow_request_body_is_408_and_never_reaches_the_upstream(
+    client: httpx.Client, gateway: ServerThread, auth_seen: Seen
+) -> None:
+    started = time.monotonic()
+    with start_slow_request(gateway.port, b"/auth/slow-body-probe") as slow:
+        # Meanwhile the gateway serves everyone else.
+        assert client.get("/auth/while-a-body-trickles").status_code == 200
+        # Read to the end: the gateway hangs up after a 408 rather than wait on for the rest.
+        status_line, body = read_until_closed(slow)
+    elapsed = time.monotonic() - started
+    assert status_line.startswith(b"HTTP/1.1 408 "), body
+    assert json.loads(body)["error"] == "request_timeout"
+    assert BODY_TIMEOUT - 0.05 <= elapsed < BODY_TIMEOUT + 5
+    assert "/slow-body-probe" not in auth_seen.paths()
+
+
+def test_slow_request_bodies_cannot_take_the_upstream_pool(
+    auth_server: ServerThread, orders_server: ServerThread
+) -> None:
+    settings = gateway_settings(
+        AUTH_URL=auth_server.url,
+        ORDERS_URL=orders_server.url,
+        JWKS_URL=f"{auth_server.url}/.well-known/jwks.json",
+        UPSTREAM_MAX_CONNECTIONS="2",
+    )
+    with ServerThread(create_app(settings), lifespan="on") as gateway, contextlib.ExitStack() as stack:
+        trickling = [stack.enter_context(start_slow_request(gateway.port, b"/auth/login")) for _ in range(3)]
+        # More slow clients than pooled connections: if they held the pool, these would wait for it
+        # and fail 504 long before the slow clients give up.
+        with httpx.Client(base_url=gateway.url, trust_env=False, timeout=10) as client:
+            deadline = time.monotonic() + BODY_TIMEOUT
+            while time.monotonic() < deadline:
+                assert client.get("/auth/while-bodies-trickle").status_code == 200
+        for sock in trickling:
+            status_line, body = read_until_closed(sock)
+            assert status_line.startswith(b"HTTP/1.1 408 "), body
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Every record the servers log, uvicorn's own included."""
+    caplog.set_level(logging.INFO)
+    # uvicorn's default logging config stops its records at the "uvicorn" logger.
+    uvicorn_logger = logging.getLogger("uvicorn")
+    uvicorn_logger.addHandler(caplog.handler)
+    try:
+        yield caplog
+    finally:
+        uvicorn_logger.removeHandler(caplog.handler)
+
+
+def test_a_client_that_hangs_up_mid_body_is_neither_forwarded_nor_logged_as_an_error(
+    client: httpx.Client, gateway: ServerThread, auth_seen: Seen, logs: pytest.LogCaptureFixture
+) -> None:
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /auth/hang-up-probe HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n" + b"x" * 50
+        )
+    # The access line is written last, whatever became of the request.
+    deadline = time.monotonic() + 10
+    while not any("/auth/hang-up-probe" in record.getMessage() for record in logs.records):
+        assert time.monotonic() < deadline, "the gateway never finished the abandoned request"
+        time.sleep(0.01)
+    assert [record.getMessage() for record in logs.records if record.levelno >= logging.ERROR] == []
+    assert [record.getMessage() for record in logs.records if record.exc_info] == []
+    assert "/hang-up-probe" not in auth_seen.paths()
+    assert client.get("/auth/after-hang-up").status_code == 200
 
 
 def test_a_slow_upstream_is_504(client: httpx.Client, signing_key: RSAKey, orders_seen: Seen) -> None:
