@@ -44,8 +44,8 @@ class GatewaySettings:
         """Build the settings, naming the variable at fault when one is malformed."""
         return cls(
             host=env_str(environ, "GATEWAY_HOST", "127.0.0.1"),
-            port=env_int(environ, "GATEWAY_PORT", 8000, maximum=65535),
-            workers=env_int(environ, "GATEWAY_WORKERS", 1, minimum=1),
+            port=env_int(environ, "GATEWAY_PORT", 8000, minimum=1, maximum=65535),
+            workers=env_int(environ, "GATEWAY_WORKERS", 1, minimum=1, maximum=64),
             log_level=env_str(environ, "LOG_LEVEL", "info"),
             auth_url=_upstream_url(environ, "AUTH_URL", "http://127.0.0.1:8001"),
             orders_url=_upstream_url(environ, "ORDERS_URL", "http://127.0.0.1:8002"),

@@ -20,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
         ("gateway", {"AUTH_URL": "http://auth:8001/prefix"}, "gateway: AUTH_URL"),
         ("gateway", {"JWKS_TIMEOUT_SECONDS": "inf"}, "gateway: JWKS_TIMEOUT_SECONDS"),
         ("gateway", {"LOG_LEVEL": "verbose"}, "gateway: LOG_LEVEL must be one of"),
+        ("gateway", {"GATEWAY_PORT": "0"}, "gateway: GATEWAY_PORT must be in 1..65535"),
     ],
 )
 def test_a_bad_setting_stops_start_up_with_its_name(service: str, env: dict[str, str], message: str) -> None:
