@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from claims_factory import DROP, ISSUER, NOW, b64, claims
 
 from shared.errors import InvalidToken
 from shared.tokens import (
@@ -20,16 +21,9 @@ from shared.tokens import (
     read_header,
 )
 
-ISSUER = "http://localhost:8000"
-NOW = 1_700_000_000
 LEEWAY = 10
 POLICY = TokenPolicy(ISSUER, "orders", leeway=LEEWAY)
 GOOD_HEADER: dict[str, Any] = {"alg": "RS256", "typ": "at+jwt", "kid": "key-1"}
-_DROP = object()
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 # 256 bytes like a 2048-bit signature; chosen so the encoding holds both "-" and "_".
@@ -56,29 +50,6 @@ def reason(action: Callable[[], object]) -> str:
 
 def header_reason(token: str, policy: TokenPolicy = POLICY) -> str:
     return reason(lambda: read_header(token, policy))
-
-
-def claims(**changes: Any) -> dict[str, Any]:
-    """A claim set our issuer would mint at NOW; ``name=_DROP`` removes a claim."""
-    result: dict[str, Any] = {
-        "iss": ISSUER,
-        "sub": "user-1",
-        "aud": "orders",
-        "exp": NOW + 300,
-        "iat": NOW,
-        "nbf": NOW,
-        "jti": "jti-1",
-        "client_id": "spa",
-        "sid": "sid-1",
-        "role": "user",
-        "scope": "orders:read",
-    }
-    for name, value in changes.items():
-        if value is _DROP:
-            result.pop(name)
-        else:
-            result[name] = value
-    return result
 
 
 def claims_reason(claim_set: dict[str, Any], now: float = NOW, policy: TokenPolicy = POLICY) -> str:
@@ -328,7 +299,7 @@ def test_good_claim_set_returns_access_claims() -> None:
 
 
 def test_optional_claims_may_be_absent() -> None:
-    result = check_claims(claims(nbf=_DROP, sid=_DROP, client_id=_DROP, role=_DROP, scope=_DROP), POLICY, NOW)
+    result = check_claims(claims(nbf=DROP, sid=DROP, client_id=DROP, role=DROP, scope=DROP), POLICY, NOW)
     assert (result.sid, result.client_id, result.role, result.scope) == (None, None, None, None)
     assert not result.is_admin
 
@@ -374,7 +345,7 @@ def test_numeric_dates_must_be_finite_numbers(name: str, value: Any) -> None:
 
 @pytest.mark.parametrize("name", ["iss", "sub", "aud", "exp", "iat", "jti"])
 def test_each_required_claim_must_be_present(name: str) -> None:
-    assert claims_reason(claims(**{name: _DROP})) == f"missing_{name}"
+    assert claims_reason(claims(**{name: DROP})) == f"missing_{name}"
     assert claims_reason(claims(**{name: None})) == f"missing_{name}"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -11,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from claims_factory import DROP, ISSUER, NOW, b64, claims
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -24,9 +24,7 @@ from shared.jwks import JWKSCache, JWKSConfig
 from shared.tokens import AccessClaims, TokenPolicy
 from shared.verifier import TokenVerifier, bearer_token
 
-ISSUER = "http://localhost:8000"
 JWKS_URL = "http://127.0.0.1:8001/.well-known/jwks.json"
-NOW = 1_700_000_000
 POLICY = TokenPolicy(ISSUER, "orders", leeway=10)
 
 
@@ -46,24 +44,8 @@ def unpublished_key() -> RSAKey:
     return RSAKey.generate_key(2048, parameters={"kid": "key-2"})
 
 
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def good_claims(**changes: Any) -> dict[str, Any]:
-    return {
-        "iss": ISSUER,
-        "sub": "user-1",
-        "aud": "orders",
-        "exp": NOW + 300,
-        "iat": NOW,
-        "nbf": NOW,
-        "jti": "jti-1",
-        "client_id": "spa",
-        "sid": "sid-1",
-        "role": "user",
-        **changes,
-    }
+    return claims(scope=DROP, **changes)
 
 
 def mint(key: RSAKey, claims: dict[str, Any] | None = None, *, kid: str | None = "key-1") -> str:
