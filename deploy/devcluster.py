@@ -24,7 +24,7 @@ from types import FrameType
 
 import httpx
 
-from deploy.processes import free_port, with_parent_death_signal
+from deploy.processes import free_port, live_pid, with_parent_death_signal
 from deploy.redis_server import RedisServer
 from services.auth.settings import DEMO_PASSWORD
 
@@ -153,13 +153,12 @@ class ServiceProcess:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self.pid is not None
 
     @property
     def pid(self) -> int | None:
         """The child's process id while it runs, else None."""
-        process = self._process
-        return process.pid if process is not None and process.poll() is None else None
+        return live_pid(self._process)
 
     def lines(self) -> list[str]:
         """The last ``keep_lines`` lines of output, oldest first."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -41,3 +42,8 @@ def with_parent_death_signal(argv: Sequence[str]) -> list[str]:
     if sys.platform != "linux":
         return list(argv)
     return [sys.executable, "-c", _PARENT_DEATH_LAUNCHER, str(os.getpid()), *argv]
+
+
+def live_pid(process: subprocess.Popen[bytes] | None) -> int | None:
+    """The process id of ``process`` while it runs, else None."""
+    return process.pid if process is not None and process.poll() is None else None

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from deploy.processes import free_port, with_parent_death_signal
+from deploy.processes import free_port, live_pid, with_parent_death_signal
 
 
 def server_binary() -> str:
@@ -54,13 +54,12 @@ class RedisServer:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self.pid is not None
 
     @property
     def pid(self) -> int | None:
         """The server's process id while it runs, else None."""
-        process = self._process
-        return process.pid if process is not None and process.poll() is None else None
+        return live_pid(self._process)
 
     @property
     def log_path(self) -> Path:

@@ -38,6 +38,7 @@ def _read_password() -> str:
 def _stores() -> tuple[UserStore, SessionStore, Callable[[], Awaitable[None]]]:
     # Only Redis is needed here, so the full server settings (and its secrets) are not required.
     client = connect(env_str(os.environ, "REDIS_URL", "redis://127.0.0.1:6379/0"), 2.0)
+    # The CLI only revokes sessions, which never consults the lifetime policy.
     policy = SessionPolicy(idle=1, absolute=1)
     return UserStore(client), SessionStore(client, policy), client.aclose
 

@@ -5,6 +5,7 @@ Nothing here performs I/O or reads a clock; callers pass ``now`` in (seconds sin
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import math
@@ -72,15 +73,7 @@ class SessionPolicy:
 
     def touched(self, session: Session, now: float) -> Session:
         """The session after a use at ``now`` (the idle timer slides, the absolute one does not)."""
-        return Session(
-            handle=session.handle,
-            user_id=session.user_id,
-            created_at=session.created_at,
-            last_seen=now,
-            csrf_token=session.csrf_token,
-            user_agent=session.user_agent,
-            ip=session.ip,
-        )
+        return dataclasses.replace(session, last_seen=now)
 
 
 def new_session_id() -> str:
