@@ -204,7 +204,9 @@ def test_token_audience_must_be_configured(client: TestClient) -> None:
 def test_garbage_and_forged_cookies_are_401(client: TestClient) -> None:
     caller = Session(client)
     session_id, _, signature = caller.cookie.rpartition(".")
-    for cookie in ("garbage", "", f"{session_id}.AAAA", f"{session_id[:-1]}A.{signature}", "a" * 3000):
+    # Flip the id's last character to one it certainly is not (a fixed "A" matched 1 time in 64).
+    tampered_id = session_id[:-1] + ("B" if session_id.endswith("A") else "A")
+    for cookie in ("garbage", "", f"{session_id}.AAAA", f"{tampered_id}.{signature}", "a" * 3000):
         response = client.get("/me", headers={"Cookie": f"__Host-session={cookie}"})
         assert response.status_code == 401, cookie
         assert response.json()["error"] == "no_session"
