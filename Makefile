@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-unit test-integration test-e2e lint format clean
+.PHONY: install run test test-unit test-integration test-e2e lint format clean bench
 
 install: $(STAMP)
 
@@ -29,6 +29,14 @@ test-integration: install
 
 test-e2e: install
 	$(BIN)/pytest tests/e2e
+
+bench: install $(VENV)/.bench-stamp  ## every scenario in one run: bench/results/latest.{md,png,json}
+	@command -v wrk >/dev/null || { echo "make bench needs wrk (Debian: apt-get install -y wrk)"; exit 1; }
+	$(BIN)/python -m bench
+
+$(VENV)/.bench-stamp: pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
 
 lint: install
 	$(BIN)/ruff check .
