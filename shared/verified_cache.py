@@ -1,0 +1,76 @@
+"""A bounded memory of tokens already verified, so a client reusing its token costs a lookup.
+
+Real clients send the same access token for up to five minutes. Checking its RS256
+signature again on every request buys nothing: the exact same bytes verified a moment ago
+verify again until the token expires or its key is withdrawn. So a successful verification
+is remembered, keyed by the exact token string, until the token's own expiry (plus the
+verifier's leeway), and forgotten as soon as the key that signed it leaves the key set.
+Failures are never remembered: a bad token always takes the full path, and its reason is
+reported every time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from shared.tokens import AccessClaims
+
+
+@dataclass(frozen=True)
+class _Entry:
+    claims: AccessClaims
+    kid: str
+    expires_at: float
+
+
+class VerifiedTokens:
+    """Verified claims by token string, at most ``capacity`` of them; 0 turns the cache off.
+
+    When full, expired entries go first, then the oldest, so a flood of fresh valid tokens
+    costs full verifications but never unbounded memory.
+    """
+
+    def __init__(self, capacity: int = 10_000):
+        if capacity < 0:
+            raise ValueError("capacity must not be negative")
+        self.capacity = capacity
+        self._entries: dict[str, _Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token: str, now: float) -> AccessClaims | None:
+        """The claims ``token`` verified to, while it is still within its lifetime."""
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        if now >= entry.expires_at:
+            del self._entries[token]
+            return None
+        return entry.claims
+
+    def put(self, token: str, kid: str, claims: AccessClaims, *, expires_at: float, now: float) -> None:
+        """Remember a token that has just passed every check, until ``expires_at``."""
+        if self.capacity == 0:
+            return
+        if token not in self._entries and len(self._entries) >= self.capacity:
+            self._make_room(now)
+        self._entries[token] = _Entry(claims, kid, expires_at)
+
+    def keep_only_kids(self, kids: Collection[str]) -> None:
+        """Forget every token signed by a key that is no longer published."""
+        stale = [token for token, entry in self._entries.items() if entry.kid not in kids]
+        for token in stale:
+            del self._entries[token]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def _make_room(self, now: float) -> None:
+        expired = [token for token, entry in self._entries.items() if entry.expires_at <= now]
+        for token in expired:
+            del self._entries[token]
+        while len(self._entries) >= self.capacity:
+            # Dicts keep insertion order, so the first key is the oldest entry.
+            del self._entries[next(iter(self._entries))]
