@@ -211,6 +211,21 @@ class LoginThrottlePolicy:
         return self.per_ip, self.per_account_ip, self.per_account
 
 
+def cookie_values(cookie_headers: list[str], name: str) -> list[str]:
+    """Every value sent for the cookie ``name``, across all ``Cookie`` headers, in order.
+
+    A ``__Host-`` cookie can exist only once per browser and host, so more than one value
+    means someone planted another (cookie tossing) and the caller must trust none of them.
+    """
+    values = []
+    for header in cookie_headers:
+        for pair in header.split(";"):
+            key, separator, value = pair.partition("=")
+            if separator and key.strip() == name:
+                values.append(value.strip())
+    return values
+
+
 def csrf_matches(session: Session, presented: str | None) -> bool:
     return presented is not None and hmac.compare_digest(session.csrf_token.encode(), presented.encode())
 

@@ -41,14 +41,24 @@ def _context(request: Request) -> AuthContext:
     return context
 
 
+def _session_ids_from_cookies(context: AuthContext, request: Request) -> list[str]:
+    """The validly signed session ids among every session cookie the request carries."""
+    ids = []
+    for cookie in domain.cookie_values(request.headers.getlist("cookie"), context.settings.cookie_name):
+        try:
+            ids.append(context.cookie_signer.unsign(cookie).decode())
+        except (BadSignature, UnicodeDecodeError):
+            continue
+    return ids
+
+
 def _session_id_from_cookie(context: AuthContext, request: Request) -> str | None:
-    cookie = request.cookies.get(context.settings.cookie_name)
-    if not cookie:
+    """The one session id of the request; none when a second session cookie was planted beside it."""
+    cookies = domain.cookie_values(request.headers.getlist("cookie"), context.settings.cookie_name)
+    if len(cookies) != 1:
         return None
-    try:
-        return context.cookie_signer.unsign(cookie).decode()
-    except (BadSignature, UnicodeDecodeError):
-        return None
+    ids = _session_ids_from_cookies(context, request)
+    return ids[0] if ids else None
 
 
 async def _current_session(context: AuthContext, request: Request) -> tuple[Session, User]:
@@ -145,8 +155,7 @@ async def login(request: Request) -> Response:
         raise Unauthorized("email or password is wrong", code="invalid_credentials")
     await context.throttles.refund(throttle_keys)
     now = context.clock()
-    previous_id = _session_id_from_cookie(context, request)
-    if previous_id is not None:
+    for previous_id in _session_ids_from_cookies(context, request):
         # Fixation: a session id presented before login is never reused, and it stops working.
         previous = await context.sessions.get(domain.session_handle(previous_id), now)
         if previous is not None:
