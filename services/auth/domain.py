@@ -180,6 +180,21 @@ class RateLimit:
     window: int
 
 
+def throttled_address(ip: str) -> str:
+    """The unit an address budget counts: the address, or its /64 for IPv6.
+
+    One IPv6 subscriber routinely holds a whole /64, so counting single addresses would give
+    an attacker 2**64 fresh budgets.
+    """
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip[:64]
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 @dataclass(frozen=True)
 class LoginThrottlePolicy:
     """Budgets of failed logins, each a count that expires with its window (never a lock).
@@ -201,6 +216,7 @@ class LoginThrottlePolicy:
 
     def keys(self, email: str, ip: str) -> tuple[str, str, str]:
         """The Redis keys of the three budgets, in the order of :attr:`limits`."""
+        ip = throttled_address(ip)
         # Hashed, so Redis holds no email address in a key name.
         account = hashlib.sha256(normalize_email(email).encode()).hexdigest()
         pair = hashlib.sha256(f"{account}\n{ip}".encode()).hexdigest()

@@ -117,6 +117,21 @@ def test_login_budget_keys_follow_the_normalized_email_and_never_name_it() -> No
 
 
 @pytest.mark.parametrize(
+    ("ip", "unit"),
+    [
+        ("203.0.113.9", "203.0.113.9"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("not-an-ip", "not-an-ip"),
+    ],
+)
+def test_an_ipv6_client_is_throttled_by_its_64_prefix(ip: str, unit: str) -> None:
+    assert domain.throttled_address(ip) == unit
+    policy = Settings.from_env(DEV).login_throttle
+    assert policy.keys("a@example.com", ip)[0] == f"throttle:login-ip:{unit}"
+
+
+@pytest.mark.parametrize(
     ("headers", "expected"),
     [
         (["__Host-session=a"], ["a"]),
