@@ -19,7 +19,7 @@ from services.auth.keys import load_keys
 from services.auth.passwords import Passwords
 from services.auth.routes import AuthContext, routes
 from services.auth.settings import Settings
-from services.auth.store import SessionStore, UserStore, connect
+from services.auth.store import SessionStore, ThrottleStore, UserStore, connect
 from shared import ApiError, Conflict, build_app
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             passwords=Passwords(),
             keys=keys,
             cookie_signer=Signer(settings.session_secret.value, salt="session-cookie"),
+            throttles=ThrottleStore(client),
             clock=clock,
         )
         seeding = asyncio.create_task(_seed_demo_users(context)) if settings.dev else None

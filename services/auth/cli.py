@@ -5,6 +5,8 @@ python -m services.auth keys init
 python -m services.auth users add EMAIL --role ROLE     (password on stdin)
 python -m services.auth users list
 python -m services.auth users set-password EMAIL        (password on stdin)
+python -m services.auth users disable EMAIL             (revokes its sessions; login refused)
+python -m services.auth users enable EMAIL
 """
 
 from __future__ import annotations
@@ -78,6 +80,19 @@ async def _users_set_password(email: str) -> None:
     print(f"password changed for {user.email}; {revoked} session(s) revoked")
 
 
+async def _users_set_disabled(email: str, disabled: bool) -> None:
+    users, sessions, close = _stores()
+    try:
+        user = await users.by_email(domain.normalize_email(email))
+        if user is None:
+            raise NotFound(f"no user {email}")
+        await users.set_disabled(user.id, disabled)
+        revoked = await sessions.delete_all_for_user(user.id) if disabled else 0
+    finally:
+        await close()
+    print(f"disabled {user.email}; {revoked} session(s) revoked" if disabled else f"enabled {user.email}")
+
+
 def _keys_init() -> None:
     directory = Path(env_str(os.environ, "AUTH_KEYS_DIR", "var/keys"))
     kid = init_keys(directory)
@@ -97,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     users.add_parser("list", help="list accounts")
     set_password = users.add_parser("set-password", help="change a password (stdin) and revoke its sessions")
     set_password.add_argument("email")
+    disable = users.add_parser("disable", help="refuse the account's logins and revoke its sessions")
+    disable.add_argument("email")
+    enable = users.add_parser("enable", help="allow a disabled account to log in again")
+    enable.add_argument("email")
     args = parser.parse_args(argv)
 
     try:
@@ -108,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_users_add(args.email, args.role))
         elif args.action == "list":
             asyncio.run(_users_list())
+        elif args.action in ("disable", "enable"):
+            asyncio.run(_users_set_disabled(args.email, args.action == "disable"))
         else:
             asyncio.run(_users_set_password(args.email))
     except ApiError as exc:

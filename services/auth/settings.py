@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from services.auth.domain import LoginThrottlePolicy, ProxyNetwork, RateLimit, parse_trusted_proxies
 from shared import (
     Secret,
     SettingsError,
@@ -44,6 +45,9 @@ class Settings:
     cookie_secure: bool
     jwks_max_age: int
     demo_password: Secret | None
+    trusted_proxies: tuple[ProxyNetwork, ...]
+    login_throttle: LoginThrottlePolicy
+    token_rate: RateLimit
 
     @property
     def dev(self) -> bool:
@@ -97,4 +101,26 @@ class Settings:
             cookie_secure=cookie_secure,
             jwks_max_age=env_int(environ, "JWKS_MAX_AGE_SECONDS", 300, minimum=0, maximum=86400),
             demo_password=Secret(env_str(environ, "DEMO_PASSWORD", DEMO_PASSWORD)) if dev else None,
+            trusted_proxies=_trusted_proxies(environ),
+            login_throttle=_login_throttle(environ),
+            token_rate=RateLimit(
+                env_int(environ, "TOKEN_RATE_LIMIT", 60, minimum=1),
+                env_int(environ, "TOKEN_RATE_WINDOW_SECONDS", 60, minimum=1, maximum=86400),
+            ),
         )
+
+
+def _trusted_proxies(environ: Mapping[str, str]) -> tuple[ProxyNetwork, ...]:
+    try:
+        return parse_trusted_proxies(env_list(environ, "TRUSTED_PROXIES", ()))
+    except ValueError as exc:
+        raise SettingsError(f"TRUSTED_PROXIES: {exc}") from None
+
+
+def _login_throttle(environ: Mapping[str, str]) -> LoginThrottlePolicy:
+    window = env_int(environ, "LOGIN_THROTTLE_WINDOW_SECONDS", 900, minimum=1, maximum=86400)
+    return LoginThrottlePolicy(
+        per_ip=RateLimit(env_int(environ, "LOGIN_IP_LIMIT", 100, minimum=1), window),
+        per_account_ip=RateLimit(env_int(environ, "LOGIN_ACCOUNT_IP_LIMIT", 10, minimum=1), window),
+        per_account=RateLimit(env_int(environ, "LOGIN_ACCOUNT_LIMIT", 100, minimum=1), window),
+    )

@@ -240,6 +240,30 @@ class TestUsers:
         assert "no user nobody@example.com" in result.stderr
         assert_no_password(result, NEW_PASSWORD)
 
+    def test_disable_revokes_the_users_sessions_and_enable_clears_the_flag(self, redis_url: str) -> None:
+        assert add_user("ivan@example.com", "user", redis_url).returncode == 0
+        assert add_user("judy@example.com", "user", redis_url).returncode == 0
+        ivan = stored_user(redis_url, "ivan@example.com")
+        handles = [open_session(redis_url, ivan) for _ in range(2)]
+        judy_handle = open_session(redis_url, stored_user(redis_url, "judy@example.com"))
+
+        result = cli("users", "disable", "Ivan@Example.com", redis_url=redis_url)
+        assert result.returncode == 0, result.stderr
+        assert "disabled ivan@example.com; 2 session(s) revoked" in result.stdout
+        assert stored_user(redis_url, "ivan@example.com").disabled
+        assert not any(session_is_live(redis_url, handle) for handle in handles)
+        assert session_index(redis_url, ivan) == set()
+        assert session_is_live(redis_url, judy_handle)
+
+        result = cli("users", "enable", "ivan@example.com", redis_url=redis_url)
+        assert result.returncode == 0, result.stderr
+        assert not stored_user(redis_url, "ivan@example.com").disabled
+
+    def test_disable_for_an_unknown_user_fails_clearly(self, redis_url: str) -> None:
+        result = cli("users", "disable", "nobody@example.com", redis_url=redis_url)
+        assert result.returncode != 0
+        assert "no user nobody@example.com" in result.stderr
+
     def test_an_unreachable_redis_is_a_clear_error_not_a_traceback(self) -> None:
         result = cli("users", "list", redis_url=f"redis://127.0.0.1:{free_port()}/0")
         assert result.returncode != 0
