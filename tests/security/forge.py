@@ -7,11 +7,14 @@ forged token can carry anything: headers joserfc would refuse to write, duplicat
 
 from __future__ import annotations
 
+import atexit
+import functools
 import hashlib
 import hmac
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,6 +39,7 @@ __all__ = [
     "compact",
     "forge",
     "header",
+    "http",
     "leeway",
     "present",
     "segment",
@@ -113,15 +117,20 @@ def cluster_kid(cluster: Cluster) -> str:
 
 def cluster_private_key(cluster: Cluster) -> rsa.RSAPrivateKey:
     """auth's real signing key, so a claims or header test differs from a real token in one thing only."""
-    pem = (cluster.keys_dir / f"{cluster_kid(cluster)}.pem").read_bytes()
-    key = serialization.load_pem_private_key(pem, password=None)
+    return _load_private_key(cluster.keys_dir / f"{cluster_kid(cluster)}.pem")
+
+
+@functools.cache
+def _load_private_key(path: Path) -> rsa.RSAPrivateKey:
+    # Loading checks the RSA key, which costs more than a whole request: once per key file.
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     assert isinstance(key, rsa.RSAPrivateKey)
     return key
 
 
 def cluster_public_jwk(cluster: Cluster) -> dict[str, Any]:
     """The active key as the gateway publishes it: what any attacker can download."""
-    response = httpx.get(f"{cluster.url}/.well-known/jwks.json", timeout=REQUEST_TIMEOUT)
+    response = http().get(f"{cluster.url}/.well-known/jwks.json")
     response.raise_for_status()
     kid = cluster_kid(cluster)
     (jwk,) = (entry for entry in response.json()["keys"] if entry["kid"] == kid)
@@ -184,7 +193,15 @@ def target_url(cluster: Cluster, target: str) -> str:
 def present(cluster: Cluster, target: str, token: str | bytes) -> httpx.Response:
     """``GET`` the target's protected listing with ``Authorization: Bearer <token>``."""
     value = b"Bearer " + (token.encode() if isinstance(token, str) else token)
-    return httpx.get(target_url(cluster, target), headers={"Authorization": value}, timeout=REQUEST_TIMEOUT)
+    return http().get(target_url(cluster, target), headers={"Authorization": value})
+
+
+@functools.cache
+def http() -> httpx.Client:
+    """One client (and connection pool) for the whole run: hundreds of cases, one TLS context."""
+    client = httpx.Client(timeout=REQUEST_TIMEOUT)
+    atexit.register(client.close)
+    return client
 
 
 def assert_rejected(response: httpx.Response, token: str | bytes) -> None:
