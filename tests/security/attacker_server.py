@@ -114,6 +114,15 @@ def jwks(document: dict[str, Any]) -> Behaviour:
     return respond(json.dumps(document).encode())
 
 
+def by_path(routes: dict[str, Behaviour], default: Behaviour) -> Behaviour:
+    """Answer each path in ``routes`` with its behaviour, and every other path with ``default``."""
+
+    def behaviour(server: AttackerServer, handler: BaseHTTPRequestHandler) -> None:
+        routes.get(handler.path, default)(server, handler)
+
+    return behaviour
+
+
 def redirect(location: str, status: int = 302) -> Behaviour:
     """Answer with a redirect to ``location`` (on this server, so following it would be counted)."""
 
