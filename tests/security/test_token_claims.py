@@ -144,6 +144,8 @@ def test_missing_required_claim(cluster: Cluster, target: str, name: str) -> Non
         pytest.param({"sub": True}, id="sub boolean"),
         pytest.param({"sub": ["security-suite-user"]}, id="sub list"),
         pytest.param({"sub": {"id": "security-suite-user"}}, id="sub object"),
+        pytest.param({"sub": "\ud800"}, id="sub a lone surrogate"),
+        pytest.param({"role": "\udfff"}, id="role a lone surrogate"),
         pytest.param({"jti": 1}, id="jti number"),
         pytest.param({"jti": ""}, id="jti empty"),
         pytest.param({"iss": ["http://localhost"]}, id="iss list"),
