@@ -279,6 +279,32 @@ def test_garbage_jwks_keeps_the_last_good_keys(
     assert_last_good_keys_kept(orders, issuer_key)
 
 
+@pytest.mark.parametrize(
+    ("bits", "overrides"),
+    [
+        pytest.param(1024, {}, id="1024-bit RSA"),
+        pytest.param(2048, {"use": "enc"}, id="use enc"),
+        pytest.param(2048, {"alg": "RS512"}, id="alg RS512"),
+    ],
+)
+def test_an_unusable_key_offered_beside_the_good_one_is_not_trusted(
+    orders: Cluster,
+    abused: AttackerServer,
+    issuer_key: rsa.RSAPrivateKey,
+    bits: int,
+    overrides: dict[str, str],
+) -> None:
+    unusable = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    document = {
+        "keys": [public_jwk(issuer_key, ISSUER_KID), {**public_jwk(unusable, "unusable"), **overrides}]
+    }
+    attack(orders, abused, jwks(document), issuer_key)
+
+    forged = token(orders, unusable, "unusable")
+    assert_rejected(call(orders, forged), forged)
+    assert_last_good_keys_kept(orders, issuer_key)
+
+
 def test_a_jwks_that_swaps_in_the_attacker_key_under_a_new_kid_is_only_trusted_for_that_kid(
     orders: Cluster, abused: AttackerServer, issuer_key: rsa.RSAPrivateKey, attacker_key: rsa.RSAPrivateKey
 ) -> None:

@@ -267,3 +267,20 @@ def test_empty_bearer_token(cluster: Cluster, target: str) -> None:
     response = http().get(target_url(cluster, target), headers={"Authorization": "Bearer"})
 
     assert_rejected(response, "")
+
+
+@pytest.mark.parametrize("place", ["query parameter", "cookie"])
+def test_a_valid_token_outside_the_authorization_header_is_no_credential(
+    cluster: Cluster, target: str, place: str
+) -> None:
+    # RFC 6750 allows ?access_token=, but URLs end up in logs and Referer headers: only the header counts.
+    token = real_token(cluster)
+    if place == "query parameter":
+        response = http().get(target_url(cluster, target), params={"access_token": token})
+    else:
+        response = http().get(target_url(cluster, target), headers={"Cookie": f"access_token={token}"})
+
+    assert response.status_code == 401, response.status_code
+    assert response.headers.get("www-authenticate") == "Bearer"
+    assert response.json()["error"] == "unauthenticated"
+    assert_not_echoed(response, token)
