@@ -30,6 +30,9 @@ test-integration: install
 test-e2e: install
 	$(BIN)/pytest tests/e2e
 
+test-security: install
+	$(BIN)/pytest tests/security
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
