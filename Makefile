@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-unit test-integration test-e2e lint format clean
+.PHONY: install run test test-unit test-integration test-e2e test-browser lint format clean
 
 install: $(STAMP)
 
@@ -29,6 +29,9 @@ test-integration: install
 
 test-e2e: install
 	$(BIN)/pytest tests/e2e
+
+test-browser: install  ## the demo page and the CSRF attacks in Debian's Chromium (apt-get install -y chromium)
+	$(BIN)/pytest tests/browser
 
 lint: install
 	$(BIN)/ruff check .

@@ -16,7 +16,6 @@ from services.gateway import domain, proxy, routes
 from services.gateway.settings import GatewaySettings
 from shared import TokenVerifier, build_app, open_verifier
 
-
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 

@@ -32,10 +32,15 @@ def test_a_file_without_a_known_type_is_refused(name: str) -> None:
 
 
 def test_the_entity_tag_follows_the_content() -> None:
-    first, same, other = domain.asset("a.js", b"one"), domain.asset("b.js", b"one"), domain.asset("a.js", b"two")
+    first, same, other = (
+        domain.asset("a.js", b"one"),
+        domain.asset("b.js", b"one"),
+        domain.asset("a.js", b"two"),
+    )
 
     assert first.etag == same.etag != other.etag
-    assert first.etag.startswith('"') and first.etag.endswith('"')
+    assert first.etag.startswith('"')
+    assert first.etag.endswith('"')
 
 
 @pytest.mark.parametrize(
@@ -63,7 +68,8 @@ def test_asset_headers_carry_the_page_policy() -> None:
     assert headers["Referrer-Policy"] == "no-referrer"
     assert headers["Cache-Control"] == "no-cache"
     policy = {
-        directive.split()[0]: directive.split()[1:] for directive in headers["Content-Security-Policy"].split("; ")
+        directive.split()[0]: directive.split()[1:]
+        for directive in headers["Content-Security-Policy"].split("; ")
     }
     assert policy["default-src"] == ["'self'"]
     assert policy["frame-ancestors"] == ["'none'"]
@@ -102,7 +108,7 @@ def test_the_loader_refuses_a_file_it_cannot_type(tmp_path: Path) -> None:
     (tmp_path / "index.html").write_bytes(b"<!doctype html>")
     (tmp_path / "secrets.txt").write_bytes(b"nope")
 
-    with pytest.raises(ValueError, match="secrets.txt"):
+    with pytest.raises(ValueError, match=r"secrets\.txt"):
         load_assets(tmp_path)
 
 
@@ -125,7 +131,9 @@ class _InlineCode(HTMLParser):
                 self.found.append("<script> without src")
             self.scripts.append(dict(attrs).get("src") or "")
         self.found += [f"{tag} {name}=" for name in names if name == "style" or name.startswith("on")]
-        self.found += [f"{tag} {name}=javascript:" for name, value in attrs if (value or "").startswith("javascript:")]
+        self.found += [
+            f"{tag} {name}=javascript:" for name, value in attrs if (value or "").startswith("javascript:")
+        ]
 
     def handle_endtag(self, tag: str) -> None:
         self._in_script = self._in_script and tag != "script"
