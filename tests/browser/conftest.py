@@ -38,9 +38,11 @@ ALICE = "alice@example.com"
 TIMEOUT_MS = 10_000
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running in this thread
+# while it is open, and every asyncio test after this package would find it and fail.
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Browser]:
-    """One headless Chromium for the run; every test opens its own context (its own cookie jar)."""
+    """One headless Chromium for this package; each test opens its own context (its own cookie jar)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -57,7 +59,7 @@ def chromium() -> Iterator[Browser]:
             browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(chromium: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The whole cluster; its public origin is http://localhost:<port>, as a user's browser sees it."""
     with Cluster(ClusterConfig.on_free_ports(tmp_path_factory.mktemp("browser-cluster"))) as started:
