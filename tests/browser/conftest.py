@@ -173,11 +173,15 @@ def gateway_log(cluster: Cluster) -> list[tuple[str, int]]:
 
 @dataclass
 class AttackerSite:
-    """A web server on another port of loopback that serves whatever pages a test gives it."""
+    """A web server on another port of loopback that serves whatever pages a test gives it.
+
+    It records the ``Cookie`` header of every request and can answer a path with a ``Set-Cookie``.
+    """
 
     port: int
     pages: dict[str, bytes]
     set_cookie: dict[str, str]
+    cookies_received: list[str]
 
     def url(self, host: str, path: str) -> str:
         return f"http://{host}:{self.port}{path}"
@@ -187,10 +191,12 @@ class AttackerSite:
 def attacker_site() -> Iterator[AttackerSite]:
     pages: dict[str, bytes] = {}
     set_cookie: dict[str, str] = {}
+    cookies_received: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
+            cookies_received.extend(self.headers.get_all("Cookie") or [])
             body = pages.get(path)
             if body is None:
                 self.send_error(404)
@@ -211,7 +217,12 @@ def attacker_site() -> Iterator[AttackerSite]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield AttackerSite(port=server.server_address[1], pages=pages, set_cookie=set_cookie)
+        yield AttackerSite(
+            port=server.server_address[1],
+            pages=pages,
+            set_cookie=set_cookie,
+            cookies_received=cookies_received,
+        )
     finally:
         server.shutdown()
         server.server_close()

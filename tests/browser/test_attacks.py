@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from playwright.sync_api import BrowserContext, Page
+from playwright.sync_api import BrowserContext, Page, expect
 
 from deploy.devcluster import Cluster
 
@@ -185,3 +185,43 @@ def test_a_top_level_form_post_from_an_attacker_is_refused(
     assert not any(secret in attacker.content() for secret in SECRETS_IN_ANSWERS[:3])
     assert requests_since(cluster, mark, f"POST {path}") == [403]
     assert_still_logged_in(page, server)
+
+
+# The limits of cookies, shown rather than hidden: cookies ignore ports, so whoever runs a server
+# on another port of the gateway's host is inside the session's trust boundary. The defence is
+# not to share the host (a dedicated hostname in production); these tests keep the limit honest.
+
+
+@pytest.mark.parametrize(("host", "receives"), [("127.0.0.1", False), ("localhost", True)])
+def test_residual_risk_a_server_on_another_port_of_the_same_host_receives_the_cookie(
+    page: Page,
+    context: BrowserContext,
+    cluster: Cluster,
+    attacker_site: AttackerSite,
+    host: str,
+    receives: bool,
+) -> None:
+    server = victim(page, context, cluster)
+    attacker_site.pages["/"] = b"<!doctype html><title>nothing to see</title>"
+
+    context.new_page().goto(attacker_site.url(host, "/"))
+
+    sent = any(server.cookie in header for header in attacker_site.cookies_received)
+    assert sent is receives, attacker_site.cookies_received
+
+
+def test_residual_risk_a_server_on_another_port_of_the_same_host_can_replace_the_cookie(
+    page: Page, context: BrowserContext, cluster: Cluster, attacker_site: AttackerSite
+) -> None:
+    server = victim(page, context, cluster)
+    attacker_site.pages["/"] = b"<!doctype html><title>nothing to see</title>"
+    attacker_site.set_cookie["/"] = "__Host-session=planted; Secure; HttpOnly; Path=/; SameSite=Strict"
+
+    context.new_page().goto(attacker_site.url("localhost", "/"))
+
+    # The browser now holds the attacker's value and the page falls back to the login form, but
+    # the session itself is untouched on the server: overwriting is not logging out.
+    assert session_cookie_value(context, cluster) == "planted"
+    page.click("#mint")
+    expect(page.locator("#login-panel")).to_be_visible()
+    assert server.session_alive()
