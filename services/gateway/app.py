@@ -41,9 +41,9 @@ def load_assets(directory: Path) -> dict[str, domain.Asset]:
     return assets
 
 
-def create_app(settings: GatewaySettings, static_dir: Path = STATIC_DIR) -> Starlette:
+def create_app(settings: GatewaySettings) -> Starlette:
     """The gateway: the demo page, one verifier per audience the route table names, one upstream client."""
-    assets = load_assets(static_dir)
+    assets = load_assets(STATIC_DIR)
     urls = settings.upstream_urls()
     unknown = sorted({route.upstream for route in domain.ROUTE_TABLE} - set(urls))
     if unknown:
