@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-unit test-integration test-e2e lint format clean
+.PHONY: install run test test-unit test-integration test-e2e test-security test-browser lint format clean
 
 install: $(STAMP)
 
@@ -32,6 +32,9 @@ test-e2e: install
 
 test-security: install
 	$(BIN)/pytest tests/security
+
+test-browser: install  ## the demo page and the CSRF attacks in Debian's Chromium (apt-get install -y chromium)
+	$(BIN)/pytest tests/browser
 
 lint: install
 	$(BIN)/ruff check .
