@@ -178,9 +178,12 @@ def _engine() -> Any:
     return client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack() -> Iterator[ComposeStack]:
-    """The whole cluster from compose.yaml, healthy; removed with its volumes at the end."""
+    """The whole cluster from compose.yaml, healthy, once per run; removed with its volumes after the tier.
+
+    Package scope rather than session scope, so the containers are gone before other tiers run.
+    """
     client = _engine()
     wheels = subprocess.run(["make", "wheels"], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     assert wheels.returncode == 0, f"make wheels failed:\n{wheels.stdout[-3000:]}{wheels.stderr[-3000:]}"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +13,7 @@ from .conftest import (
     ADMIN,
     ALICE,
     COMPOSE_TEST_TIMEOUT,
+    REPO_ROOT,
     SERVICES,
     ComposeStack,
     Gateway,
@@ -18,6 +22,8 @@ from .conftest import (
 )
 
 pytestmark = COMPOSE_TEST_TIMEOUT
+
+README = REPO_ROOT / "README.md"
 
 # Runs inside a container: can this container open a TCP connection to each HOST:PORT and get
 # a Redis PONG? Name resolution is bounded too, since an internal network's DNS may answer an
@@ -183,3 +189,32 @@ def test_state_lives_on_a_named_volume(stack: ComposeStack, service: str) -> Non
     assert mounts[path]["Type"] == "volume"
     assert mounts[path]["Name"] == f"{stack.project}_{volume}"
     assert mounts[path]["RW"] is True
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_readme_curl_walkthrough_works_against_the_containers(stack: ComposeStack, tmp_path: Path) -> None:
+    section = README.read_text().split("## Walkthrough with curl", 1)[1]
+    script = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    assert "GW=http://localhost:8000\n" in script
+    script = script.replace("GW=http://localhost:8000\n", f"GW={stack.public_origin}\n")
+
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    # curl prints the four JSON bodies back to back: created, listing, logged out, refused.
+    decoder, documents, rest = json.JSONDecoder(), [], result.stdout.strip()
+    while rest:
+        document, end = decoder.raw_decode(rest)
+        documents.append(document)
+        rest = rest[end:].lstrip()
+    created, listing, logged_out, refused = documents
+    assert created["id"] in [order["id"] for order in listing["orders"]]
+    assert logged_out == {"status": "logged_out"}
+    assert refused["error"] == "no_session"
