@@ -1,9 +1,9 @@
-"""The compose tier: the real compose.yaml, built and started once per session under a unique project.
+"""The compose tier: the real compose.yaml, built and started once per run under a unique project.
 
 The stack is driven with the ``docker compose`` CLI (build, up, down, re-create) and inspected and
 faulted with the Docker SDK. Without a reachable engine, the Compose v2 plugin or the base images,
-every test here skips and says why. Whatever the session started is removed at the end, even when
-a test or the start-up fails.
+every test here skips and says why. Whatever the run started is removed when the tier is done, even
+when a test or the start-up fails.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ UP_TIMEOUT_SECONDS = 240
 HEALTHY_TIMEOUT_SECONDS = 60
 # The cold build and start-up are charged to whichever test comes first.
 COMPOSE_TEST_TIMEOUT = pytest.mark.timeout(UP_TIMEOUT_SECONDS + 120)
+UP_SECONDS = pytest.StashKey[float]()
 
 
 class ComposeError(RuntimeError):
@@ -59,16 +60,15 @@ class ComposeStack:
             if key not in ("APP_ENV", "DEMO_PASSWORD", "LOG_LEVEL", "COMPOSE_FILE", "COMPOSE_PROJECT_NAME")
         }
         self.env["GATEWAY_PORT"] = str(gateway_port)
-        self.up_seconds: float | None = None
 
-    def compose(self, *args: str, timeout: float = 120) -> str:
+    def compose(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> str:
         """Run ``docker compose -p PROJECT -f compose.yaml ARGS``; its output, or ComposeError."""
         command = ["docker", "compose", "--project-name", self.project, "--file", str(COMPOSE_FILE), *args]
         try:
             result = subprocess.run(
                 command,
                 cwd=REPO_ROOT,
-                env=self.env,
+                env=self.env if env is None else env,
                 capture_output=True,
                 text=True,
                 timeout=timeout,
@@ -81,7 +81,8 @@ class ComposeStack:
             raise ComposeError(f"`docker compose {' '.join(args)}` failed ({result.returncode}):\n{output}")
         return result.stdout
 
-    def up(self) -> None:
+    def up(self) -> float:
+        """Build and start the stack; the seconds until every service was healthy."""
         started = time.monotonic()
         try:
             self.compose(
@@ -90,7 +91,7 @@ class ComposeStack:
             )  # fmt: skip
         except ComposeError as exc:
             raise ComposeError(f"{exc}\n--- logs ---\n{self.logs()}") from None
-        self.up_seconds = time.monotonic() - started
+        return time.monotonic() - started
 
     def down(self) -> None:
         """Remove the project's containers, networks, volumes and built images; never raises."""
@@ -179,7 +180,7 @@ def _engine() -> Any:
 
 
 @pytest.fixture(scope="package")
-def stack() -> Iterator[ComposeStack]:
+def stack(request: pytest.FixtureRequest) -> Iterator[ComposeStack]:
     """The whole cluster from compose.yaml, healthy, once per run; removed with its volumes after the tier.
 
     Package scope rather than session scope, so the containers are gone before other tiers run.
@@ -189,7 +190,7 @@ def stack() -> Iterator[ComposeStack]:
     assert wheels.returncode == 0, f"make wheels failed:\n{wheels.stdout[-3000:]}{wheels.stderr[-3000:]}"
     compose = ComposeStack(client, f"hybrid-auth-test-{uuid.uuid4().hex[:10]}", free_port())
     try:
-        compose.up()
+        request.config.stash[UP_SECONDS] = compose.up()
         yield compose
     finally:
         compose.down()
@@ -307,7 +308,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if not outcomes:
         return
     counts = {outcome: list(outcomes.values()).count(outcome) for outcome in ("passed", "failed", "skipped")}
+    up_seconds = config.stash.get(UP_SECONDS, None)
+    healthy = "" if up_seconds is None else f"; `up --build` to healthy in {up_seconds:.1f} s"
     terminalreporter.write_line(
         f"compose tier: {counts['passed']} passed, {counts['failed']} failed, "
-        f"{counts['skipped']} skipped in {seconds:.1f} s"
+        f"{counts['skipped']} skipped in {seconds:.1f} s{healthy}"
     )

@@ -103,6 +103,30 @@ def test_only_the_gateway_is_published_and_only_on_loopback(stack: ComposeStack)
     }
 
 
+def test_without_variables_compose_builds_on_the_official_images_and_publishes_on_loopback_8000(
+    stack: ComposeStack,
+) -> None:
+    unset = ("PYTHON_IMAGE", "REDIS_IMAGE", "GATEWAY_PORT")
+    env = {key: value for key, value in stack.env.items() if key not in unset}
+
+    config = json.loads(stack.compose("config", "--format", "json", env=env))
+    dockerfile_defaults = dict(
+        line.removeprefix("ARG ").split("=", 1)
+        for line in (REPO_ROOT / "deploy" / "Dockerfile").read_text().splitlines()
+        if line.startswith("ARG ") and "_IMAGE=" in line
+    )
+
+    services = config["services"]
+    assert {services[name]["build"]["args"]["PYTHON_IMAGE"] for name in ("auth", "orders", "gateway")} == {
+        "python:3.12-slim"
+    }
+    assert services["redis"]["build"]["args"]["REDIS_IMAGE"] == "redis:7-alpine"
+    assert dockerfile_defaults == {"PYTHON_IMAGE": "python:3.12-slim", "REDIS_IMAGE": "redis:7-alpine"}
+    published = [(port["host_ip"], port["published"]) for port in services["gateway"]["ports"]]
+    assert published == [("127.0.0.1", "8000")]
+    assert all("ports" not in services[name] for name in ("redis", "auth", "orders"))
+
+
 def test_networks_put_redis_where_only_auth_can_reach_it(stack: ComposeStack) -> None:
     def members(network: str) -> set[str]:
         containers = stack.network(network).attrs["Containers"] or {}
