@@ -242,3 +242,32 @@ def test_readme_curl_walkthrough_works_against_the_containers(stack: ComposeStac
     assert created["id"] in [order["id"] for order in listing["orders"]]
     assert logged_out == {"status": "logged_out"}
     assert refused["error"] == "no_session"
+
+
+def test_no_secret_reaches_any_container_log(stack: ComposeStack, gateway: Gateway) -> None:
+    login = gateway.post_login(ALICE)
+    assert login.status_code == 200, login.text
+    session = gateway.login(ALICE)
+    token = gateway.token(session)
+    code, secret = stack.exec("auth", "cat", "/var/lib/auth/session-secret")
+    assert code == 0, secret
+    code, pem = stack.exec("auth", "sh", "-c", "cat /var/lib/auth/keys/*.pem")
+    assert code == 0, pem
+    key_lines = [line for line in pem.splitlines() if line and not line.startswith("-----")]
+
+    logs = {service: stack.container(service).logs().decode(errors="replace") for service in SERVICES}
+
+    secrets = {
+        "password": stack.demo_password,
+        "cookie": session.cookie,
+        "csrf token": session.csrf_token,
+        "access token": token,
+        "session secret": secret.strip(),
+        **{f"private key line {number}": line for number, line in enumerate(key_lines)},
+    }
+    assert len(secrets["session secret"]) >= 32
+    assert len(key_lines) > 10
+    leaks = [
+        (name, service) for name, value in secrets.items() for service, text in logs.items() if value in text
+    ]
+    assert leaks == []
