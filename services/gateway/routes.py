@@ -10,7 +10,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from services.gateway import domain, proxy
-from shared import TokenVerifier
+from services.gateway.openapi import build_openapi
+from shared import TokenVerifier, openapi_route
 
 
 async def forward(request: Request) -> Response:
@@ -48,5 +49,6 @@ async def forward(request: Request) -> Response:
 PROXIED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 ROUTES: list[BaseRoute] = [
+    openapi_route(build_openapi),
     Route("/{path:path}", forward, methods=PROXIED_METHODS),
 ]
