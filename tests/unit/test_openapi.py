@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import schemathesis
 from starlette.applications import Starlette
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute
 from starlette.testclient import TestClient
 
 from services.auth import openapi as auth_openapi
@@ -21,8 +20,9 @@ from services.gateway import openapi as gateway_openapi
 from services.gateway import routes as gateway_routes
 from services.orders import openapi as orders_openapi
 from services.orders import routes as orders_routes
-from shared import NotFound, build_app, openapi_document, openapi_error, openapi_route
+from shared import NotFound, openapi_document, openapi_error, openapi_route
 from shared.openapi import OPENAPI_MEDIA_TYPE
+from tests.security.fuzz_helpers import is_proxied, mounted_app, mounted_operations
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
@@ -51,36 +51,11 @@ SERVICES: dict[str, tuple[Builder, list[BaseRoute]]] = {
 }
 
 
-@contextlib.asynccontextmanager
-async def _no_lifespan(app: Starlette) -> AsyncIterator[None]:
-    yield
-
-
-async def _always_ready(request: Any) -> dict[str, Any]:
-    return {}
-
-
-def mounted_app(routes: list[BaseRoute]) -> Starlette:
-    """The service's routes with the shared defaults, as ``create_app`` mounts them."""
-    return build_app(routes, lifespan=_no_lifespan, readiness=_always_ready)
-
-
 def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
     for path, item in document["paths"].items():
         for method, operation in item.items():
             if method in HTTP_METHODS:
                 yield method.upper(), path, operation
-
-
-def mounted_operations(routes: list[BaseRoute]) -> set[tuple[str, str]]:
-    """(method, path) for every concrete route; the gateway's catch-all is checked separately."""
-    mounted = set()
-    for route in mounted_app(routes).routes:
-        if isinstance(route, Route) and "{path:path}" not in route.path:
-            mounted |= {(method, route.path) for method in route.methods or () if method != "HEAD"}
-        elif isinstance(route, Mount):
-            mounted.add(("GET", route.path + "/{asset}"))
-    return mounted
 
 
 def resolve_ref(document: dict[str, Any], ref: str) -> Any:
@@ -181,21 +156,11 @@ def test_every_described_operation_is_mounted_or_pending_by_contract(service: st
     if service == "gateway":
         # Everything under a route-table prefix is mounted through the catch-all proxy.
         proxied = {
-            (method, path)
-            for method, path in described
-            if path != "/openapi.json" and _resolves(re.sub(r"{[^}]+}", "x", path))
+            (method, path) for method, path in described if path != "/openapi.json" and is_proxied(path)
         }
         described -= proxied
     missing = described - mounted_operations(routes)
     assert missing <= CONTRACT_PENDING[service]
-
-
-def _resolves(path: str) -> bool:
-    try:
-        gateway_domain.resolve(path)
-    except NotFound:
-        return False
-    return True
 
 
 def test_the_gateway_publishes_each_upstream_operation_at_its_public_path() -> None:
