@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,8 +16,6 @@ from services.gateway import domain as gateway_domain
 from shared import NotFound, build_app
 
 SESSION_COOKIE = "__Host-session"
-# Minted tokens live 5 minutes; a fresh one well inside that keeps every case about the input alone.
-TOKEN_REFRESH_SECONDS = 60.0
 
 
 @contextlib.asynccontextmanager
@@ -59,10 +56,10 @@ def is_proxied(path: str) -> bool:
 
 
 class Credentials:
-    """A logged-in user of the fuzz cluster: session cookie, CSRF token and a fresh bearer token.
+    """A user of the fuzz cluster; :meth:`live` gives headers with every credential valid.
 
-    A fuzzed request may end the session (``/logout`` with valid credentials succeeds), so each
-    call checks the session first and logs in again when it has gone.
+    A fuzzed request may end the session (``/logout`` with valid credentials succeeds); later
+    cases of that operation then run signed out, and the next operation starts signed in again.
     """
 
     def __init__(self, cluster: Cluster, email: str, password: str):
@@ -72,60 +69,42 @@ class Credentials:
         self.logins = 0
         self._cookie: str | None = None
         self._csrf: str | None = None
-        self._token: str | None = None
-        self._minted_at = 0.0
         self._http = httpx.Client(base_url=cluster.service_url("auth"), timeout=10.0)
 
     def close(self) -> None:
         self._http.close()
 
-    def _origin(self) -> dict[str, str]:
-        return {"Origin": self.cluster.public_origin}
-
     def _login(self) -> None:
         response = self._http.post(
-            "/login", json={"email": self.email, "password": self.password}, headers=self._origin()
+            "/login",
+            json={"email": self.email, "password": self.password},
+            headers={"Origin": self.cluster.public_origin},
         )
         assert response.status_code == 200, f"the fuzz user's own login failed: {response.text[:300]}"
         self.logins += 1
-        self._cookie = response.cookies.get(SESSION_COOKIE) or _cookie_value(response)
+        self._cookie = _cookie_value(response)
         self._csrf = response.json()["csrf_token"]
-        self._token = None
 
-    def _ensure_session(self) -> None:
-        if self._cookie is not None:
-            me = self._http.get("/me", headers={"Cookie": f"{SESSION_COOKIE}={self._cookie}"})
-            if me.status_code == 200:
-                # A password change gives the session a new CSRF token; /me always has the current one.
-                self._csrf = me.json()["csrf_token"]
-                return
-            assert me.status_code == 401, me.text[:300]
-        self._login()
-
-    def _ensure_token(self) -> None:
-        if self._token is not None and time.monotonic() - self._minted_at < TOKEN_REFRESH_SECONDS:
-            return
-        response = self._http.post(
-            "/token", json={"audience": "orders"}, headers={**self._origin(), **self.cookie_headers()}
-        )
-        assert response.status_code == 200, response.text[:300]
-        self._token = response.json()["access_token"]
-        self._minted_at = time.monotonic()
-
-    def cookie_headers(self) -> dict[str, str]:
-        assert self._cookie is not None
-        assert self._csrf is not None
-        return {"Cookie": f"{SESSION_COOKIE}={self._cookie}", "X-CSRF-Token": self._csrf}
+    def _session_is_live(self) -> bool:
+        if self._cookie is None:
+            return False
+        me = self._http.get("/me", headers={"Cookie": f"{SESSION_COOKIE}={self._cookie}"})
+        if me.status_code == 401:
+            return False
+        assert me.status_code == 200, me.text[:300]
+        # A password change gives the session a new CSRF token; /me always has the current one.
+        self._csrf = me.json()["csrf_token"]
+        return True
 
     def live(self) -> dict[str, str]:
-        """The headers a logged-in client on the public origin sends, every credential valid."""
-        self._ensure_session()
-        self._ensure_token()
-        return {
-            **self.cookie_headers(),
-            "Origin": self.cluster.public_origin,
-            "Authorization": f"Bearer {self._token}",
-        }
+        """Cookie, CSRF token, Origin and a freshly minted bearer token, as a signed-in SPA sends them."""
+        if not self._session_is_live():
+            self._login()
+        cookie = {"Cookie": f"{SESSION_COOKIE}={self._cookie}", "X-CSRF-Token": str(self._csrf)}
+        origin = {"Origin": self.cluster.public_origin}
+        response = self._http.post("/token", json={"audience": "orders"}, headers={**origin, **cookie})
+        assert response.status_code == 200, response.text[:300]
+        return {**cookie, **origin, "Authorization": f"Bearer {response.json()['access_token']}"}
 
 
 def _cookie_value(response: httpx.Response) -> str:

@@ -8,13 +8,15 @@ shape, never a 5xx, and within the per-request timeout. The run is derandomized 
 so CI replays the same cases every time.
 
 The fuzzer gets its own cluster and its own accounts: it logs out, posts garbage logins and
-changes passwords, none of which may touch the sessions and demo users other tests share.
+changes passwords (once the contract's endpoints land), none of which may touch the sessions and
+demo users other tests share.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -46,16 +48,17 @@ pytestmark = pytest.mark.e2e
 
 MAX_EXAMPLES = 12
 REQUEST_TIMEOUT = 5.0
-REJECTED_LOCATIONS = (ParameterLocation.BODY, ParameterLocation.QUERY, ParameterLocation.PATH)
+REJECTED_LOCATIONS = (ParameterLocation.BODY, ParameterLocation.PATH)
 
 
 def invalid_input_is_rejected(
     ctx: CheckContext, response: schemathesis.Response, case: schemathesis.Case
 ) -> bool | None:
-    """schemathesis' negative_data_rejection, for invalid bodies, queries and paths only.
+    """schemathesis' negative_data_rejection, for invalid bodies and paths only.
 
-    HTTP lets a client send any header it likes, so an unknown or odd header is no reason to
-    refuse a request; and a signed-in case has its generated credentials replaced by valid ones.
+    Unknown headers and query parameters are ignored, as HTTP servers do (a cache-busting
+    ``?_=123`` must not fail a request), and a signed-in case has its generated credentials
+    replaced by valid ones, so neither location says whether the server validates input.
     """
     if case.meta is None or not any(case.meta.is_negative_at(location) for location in REJECTED_LOCATIONS):
         return None
@@ -99,15 +102,37 @@ def gateway_mounted(method: str, path: str) -> bool:
     return (method, upstream_path) in UPSTREAM_MOUNTED[route.upstream]
 
 
-def described(build: Callable[[], dict[str, object]], mounted: Callable[[str, str], bool]) -> object:
-    """The service's description as schemathesis reads it, limited to the operations this branch mounts."""
-    schema = schemathesis.openapi.from_dict(build())
-    return schema.include(lambda context: mounted(context.operation.method.upper(), context.operation.path))
+def described(
+    build: Callable[[], dict[str, Any]], mounted: Callable[[str, str], bool], *, login: str, logins: bool
+) -> schemathesis.BaseSchema:
+    """The service's description as schemathesis reads it: the operations this branch mounts, and
+    either only the login operation or all but it.
+
+    Login is fuzzed last: hundreds of failed logins from one address may trip a per-IP budget,
+    and every other operation may still need to sign its user in again first.
+    """
+
+    def selected(context: Any) -> bool:
+        method, path = context.operation.method.upper(), context.operation.path
+        return mounted(method, path) and (path == login) == logins
+
+    return schemathesis.openapi.from_dict(build()).include(selected)
 
 
-AUTH = described(auth_openapi.build_openapi, lambda method, path: (method, path) in AUTH_MOUNTED)
-ORDERS = described(orders_openapi.build_openapi, lambda method, path: (method, path) in ORDERS_MOUNTED)
-GATEWAY = described(gateway_openapi.build_openapi, gateway_mounted)
+def auth_mounted(method: str, path: str) -> bool:
+    return (method, path) in AUTH_MOUNTED
+
+
+AUTH = described(auth_openapi.build_openapi, auth_mounted, login="/login", logins=False)
+AUTH_LOGIN = described(auth_openapi.build_openapi, auth_mounted, login="/login", logins=True)
+ORDERS = described(
+    orders_openapi.build_openapi,
+    lambda method, path: (method, path) in ORDERS_MOUNTED,
+    login="",
+    logins=False,
+)
+GATEWAY = described(gateway_openapi.build_openapi, gateway_mounted, login="/auth/login", logins=False)
+GATEWAY_LOGIN = described(gateway_openapi.build_openapi, gateway_mounted, login="/auth/login", logins=True)
 
 
 @dataclass
@@ -130,23 +155,24 @@ def fuzz(cluster_factory: ClusterFactory) -> Iterator[FuzzTarget]:
                 credentials.close()
 
 
-def send(case: schemathesis.Case, fuzz: FuzzTarget, service: str, who: str) -> None:
-    """Send one generated case as ``who`` (``anonymous`` keeps whatever the fuzzer generated)."""
-    headers = None
-    if who != "anonymous":
-        # Passed as explicit headers, not put into the case, so schemathesis knows they are valid
-        # and its ignored_auth check can strip them to prove each operation enforces them.
-        headers = fuzz.users[who].live()
-        # A generated cookie jar would replace the explicit Cookie header.
+@pytest.fixture
+def credentials(fuzz: FuzzTarget, who: str) -> dict[str, str] | None:
+    """Valid credentials for the whole run of one operation (None when fuzzing anonymously)."""
+    return None if who == "anonymous" else fuzz.users[who].live()
+
+
+def send(case: schemathesis.Case, url: str, credentials: dict[str, str] | None) -> None:
+    """Send one generated case, with ``credentials`` replacing whatever the fuzzer generated for them."""
+    if credentials is not None:
+        # Explicit headers rather than part of the case: schemathesis then knows they are valid,
+        # and its ignored_auth check strips them to prove each operation enforces them. A
+        # generated cookie jar would replace the explicit Cookie header.
         case.cookies = {}
-    case.call_and_validate(
-        base_url=fuzz.base_url(service), headers=headers, checks=CHECKS, timeout=REQUEST_TIMEOUT
-    )
+    case.call_and_validate(base_url=url, headers=credentials, checks=CHECKS, timeout=REQUEST_TIMEOUT)
 
 
-# Every login costs an argon2 verification, and each fuzzed /logout that succeeds needs one, so
-# the cookie services are fuzzed anonymously and as the identity that reaches the most code.
-# Orders, where the role changes the answer, is fuzzed as both roles.
+# Each login costs an argon2 verification, so the cookie services are fuzzed anonymously and as
+# the identity that reaches the most code; orders, where the role changes answers, as both roles.
 AS_ANYONE_AND_ADMIN = pytest.mark.parametrize("who", ["anonymous", "admin"])
 AS_EVERY_ROLE = pytest.mark.parametrize("who", ["anonymous", "user", "admin"])
 
@@ -155,27 +181,27 @@ AS_EVERY_ROLE = pytest.mark.parametrize("who", ["anonymous", "user", "admin"])
 @FUZZ_SETTINGS
 @AS_ANYONE_AND_ADMIN
 def test_auth_answers_every_fuzzed_request_as_documented(
-    case: schemathesis.Case, fuzz: FuzzTarget, who: str
+    case: schemathesis.Case, fuzz: FuzzTarget, credentials: dict[str, str] | None
 ) -> None:
-    send(case, fuzz, "auth", who)
+    send(case, fuzz.base_url("auth"), credentials)
 
 
 @ORDERS.parametrize()
 @FUZZ_SETTINGS
 @AS_EVERY_ROLE
 def test_orders_answers_every_fuzzed_request_as_documented(
-    case: schemathesis.Case, fuzz: FuzzTarget, who: str
+    case: schemathesis.Case, fuzz: FuzzTarget, credentials: dict[str, str] | None
 ) -> None:
-    send(case, fuzz, "orders", who)
+    send(case, fuzz.base_url("orders"), credentials)
 
 
 @GATEWAY.parametrize()
 @FUZZ_SETTINGS
 @AS_ANYONE_AND_ADMIN
 def test_gateway_answers_every_fuzzed_request_as_documented(
-    case: schemathesis.Case, fuzz: FuzzTarget, who: str
+    case: schemathesis.Case, fuzz: FuzzTarget, credentials: dict[str, str] | None
 ) -> None:
-    send(case, fuzz, "gateway", who)
+    send(case, fuzz.base_url("gateway"), credentials)
 
 
 @pytest.mark.parametrize("service", ["auth", "orders", "gateway"])
@@ -196,3 +222,21 @@ def test_the_gateway_does_not_publish_auths_private_description(fuzz: FuzzTarget
     response = httpx.get(f"{fuzz.cluster.url}{path}", timeout=REQUEST_TIMEOUT)
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+@AUTH_LOGIN.parametrize()
+@FUZZ_SETTINGS
+@AS_ANYONE_AND_ADMIN
+def test_auth_login_answers_every_fuzzed_request_as_documented(
+    case: schemathesis.Case, fuzz: FuzzTarget, credentials: dict[str, str] | None
+) -> None:
+    send(case, fuzz.base_url("auth"), credentials)
+
+
+@GATEWAY_LOGIN.parametrize()
+@FUZZ_SETTINGS
+@AS_ANYONE_AND_ADMIN
+def test_gateway_login_answers_every_fuzzed_request_as_documented(
+    case: schemathesis.Case, fuzz: FuzzTarget, credentials: dict[str, str] | None
+) -> None:
+    send(case, fuzz.base_url("gateway"), credentials)
