@@ -66,7 +66,6 @@ class Credentials:
         self.cluster = cluster
         self.email = email
         self.password = password
-        self.logins = 0
         self._cookie: str | None = None
         self._csrf: str | None = None
         self._http = httpx.Client(base_url=cluster.service_url("auth"), timeout=10.0)
@@ -78,10 +77,9 @@ class Credentials:
         response = self._http.post(
             "/login",
             json={"email": self.email, "password": self.password},
-            headers={"Origin": self.cluster.public_origin},
+            headers=self._origin(),
         )
         assert response.status_code == 200, f"the fuzz user's own login failed: {response.text[:300]}"
-        self.logins += 1
         self._cookie = _cookie_value(response)
         self._csrf = response.json()["csrf_token"]
 
@@ -100,11 +98,28 @@ class Credentials:
         """Cookie, CSRF token, Origin and a freshly minted bearer token, as a signed-in SPA sends them."""
         if not self._session_is_live():
             self._login()
-        cookie = {"Cookie": f"{SESSION_COOKIE}={self._cookie}", "X-CSRF-Token": str(self._csrf)}
-        origin = {"Origin": self.cluster.public_origin}
-        response = self._http.post("/token", json={"audience": "orders"}, headers={**origin, **cookie})
+        response = self._mint()
+        if response.status_code == 429:
+            # The fuzzed /token cases spent this session's token budget; a new session has its own.
+            self._login()
+            response = self._mint()
         assert response.status_code == 200, response.text[:300]
-        return {**cookie, **origin, "Authorization": f"Bearer {response.json()['access_token']}"}
+        return {
+            **self._cookie_headers(),
+            **self._origin(),
+            "Authorization": f"Bearer {response.json()['access_token']}",
+        }
+
+    def _origin(self) -> dict[str, str]:
+        return {"Origin": self.cluster.public_origin}
+
+    def _cookie_headers(self) -> dict[str, str]:
+        return {"Cookie": f"{SESSION_COOKIE}={self._cookie}", "X-CSRF-Token": str(self._csrf)}
+
+    def _mint(self) -> httpx.Response:
+        return self._http.post(
+            "/token", json={"audience": "orders"}, headers={**self._origin(), **self._cookie_headers()}
+        )
 
 
 def _cookie_value(response: httpx.Response) -> str:
