@@ -23,6 +23,7 @@ from shared.errors import (
 )
 from shared.jwks import JWKSCache, JWKSConfig, JWKSFetchError, parse_jwks
 from shared.logs import configure_logging, request_id
+from shared.openapi import openapi_document, openapi_error, openapi_route
 from shared.service import build_app, read_json_object, serve, serve_from_env
 from shared.settings import (
     Secret,
@@ -76,6 +77,9 @@ __all__ = [
     "env_str",
     "error_response",
     "open_verifier",
+    "openapi_document",
+    "openapi_error",
+    "openapi_route",
     "parse_jwks",
     "read_json_object",
     "request_id",

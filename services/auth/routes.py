@@ -14,10 +14,19 @@ from starlette.routing import Route
 from services.auth import domain
 from services.auth.domain import Session, User
 from services.auth.keys import SigningKeys
+from services.auth.openapi import build_openapi
 from services.auth.passwords import Passwords
 from services.auth.settings import Settings
 from services.auth.store import SessionStore, ThrottleStore, UserStore
-from shared import ApiError, Forbidden, NotFound, TooManyRequests, Unauthorized, read_json_object
+from shared import (
+    ApiError,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    openapi_route,
+    read_json_object,
+)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -370,4 +379,5 @@ routes = [
     Route("/admin/users/{user_id}/enable", admin_enable, methods=["POST"]),
     Route("/.well-known/jwks.json", jwks, methods=["GET"]),
     Route("/.well-known/openid-configuration", openid_configuration, methods=["GET"]),
+    openapi_route(build_openapi),
 ]

@@ -41,9 +41,10 @@ ROUTE_TABLE: tuple[Route, ...] = (
 )
 
 
-# An upstream's probes and metrics are for the cluster, not the public: readiness detail names
-# dependencies and their state. Each entry covers its subpaths too (``/metrics/raw``).
-INTERNAL_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz", "/metrics"})
+# An upstream's probes, metrics and description are for the cluster, not the public: readiness
+# detail names dependencies and their state, and an upstream's description its private paths (the
+# gateway publishes its own). Each entry covers its subpaths too (``/metrics/raw``).
+INTERNAL_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from services.gateway import domain, proxy
-from shared import NotFound, TokenVerifier
+from services.gateway.openapi import build_openapi
+from shared import NotFound, TokenVerifier, openapi_route
 
 
 def _asset_response(request: Request, name: str) -> Response:
@@ -69,6 +70,7 @@ async def forward(request: Request) -> Response:
 PROXIED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 ROUTES: list[BaseRoute] = [
+    openapi_route(build_openapi),
     # Exactly "/" and "/static/...": nothing the route table proxies is shadowed.
     Route("/", page, methods=["GET"]),
     Route(domain.STATIC_PREFIX + "{name:path}", static_file, methods=["GET"]),
