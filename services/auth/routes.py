@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from services.auth import domain
 from services.auth.domain import Session, User
-from services.auth.keys import SigningKeys
+from services.auth.keys import KeyStore
 from services.auth.passwords import Passwords
 from services.auth.settings import Settings
 from services.auth.store import SessionStore, UserStore
@@ -30,7 +30,7 @@ class AuthContext:
     users: UserStore
     sessions: SessionStore
     passwords: Passwords
-    keys: SigningKeys
+    keys: KeyStore
     cookie_signer: Signer
     clock: Callable[[], float] = time.time
 

@@ -17,6 +17,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from deploy.devcluster import Cluster, ClusterConfig
+from services.auth.keys import load_keys
 
 SESSION_COOKIE = "__Host-session"
 ALICE = "alice@example.com"
@@ -165,7 +166,12 @@ def _b64_json(segment: str) -> dict[str, Any]:
 
 def sign_with_cluster_key(cluster: Cluster, claims: dict[str, Any]) -> str:
     """A token signed by the cluster's real active key, as only auth could make it."""
-    kid = (cluster.keys_dir / "active").read_text().strip()
+    kid = load_keys(cluster.keys_dir).active_kid(time.time())
+    return sign_with_key(cluster, kid, claims)
+
+
+def sign_with_key(cluster: Cluster, kid: str, claims: dict[str, Any]) -> str:
+    """A token signed by one of the cluster's keys, whatever its state."""
     key = RSAKey.import_key((cluster.keys_dir / f"{kid}.pem").read_bytes())
     assert key.thumbprint() == kid
     return jwt.encode({"alg": "RS256", "kid": kid, "typ": "at+jwt"}, claims, key, algorithms=["RS256"])
