@@ -25,7 +25,7 @@ ADMIN = "admin@example.com"
 BOB = "bob@example.com"
 BOB_PASSWORD = "bob-has-a-long-passphrase-too"
 
-ClusterFactory = Callable[[str], AbstractContextManager[Cluster]]
+ClusterFactory = Callable[..., AbstractContextManager[Cluster]]
 
 
 @dataclass(frozen=True)
@@ -223,9 +223,9 @@ def cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> ClusterFactory:
     """Starts a cluster on free ports in its own directory and always stops it."""
 
     @contextmanager
-    def start(name: str) -> Iterator[Cluster]:
+    def start(name: str, env: dict[str, str] | None = None) -> Iterator[Cluster]:
         state_dir = tmp_path_factory.mktemp(name)
-        cluster = Cluster(ClusterConfig.on_free_ports(state_dir))
+        cluster = Cluster(ClusterConfig.on_free_ports(state_dir, env))
         try:
             cluster.start()
             create_bob(cluster)
