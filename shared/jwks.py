@@ -227,13 +227,20 @@ class JWKSCache:
             return b"".join(chunks), cache_max_age(response.headers.get("cache-control", ""))
 
     def next_refresh_in(self) -> float:
-        """Seconds until the schedule fetches again, from the outcome of the last fetch."""
-        if self._failures_in_a_row or not self._keys:
-            backoff: float = self.config.retry_interval * 2 ** max(self._failures_in_a_row - 1, 0)
-            return min(backoff, self.config.refresh_interval)
+        """Seconds until the schedule fetches again, from the outcome of the last fetch.
+
+        Normally the refresh interval, or the JWKS max-age if shorter. After failures, while
+        the cached keys are still usable, a doubling delay capped at that; once no usable keys
+        are left, every ``retry_interval``, so a service that failed closed recovers quickly.
+        """
         interval = self.config.refresh_interval
         if self._max_age is not None:
             interval = min(interval, max(self._max_age, self.config.retry_interval))
+        if not self.ready:
+            return self.config.retry_interval
+        if self._failures_in_a_row:
+            backoff: float = self.config.retry_interval * 2 ** (self._failures_in_a_row - 1)
+            return min(backoff, interval)
         return interval
 
     async def _run_schedule(self) -> None:

@@ -599,3 +599,18 @@ def test_parse_jwks_never_keeps_private_members(key_1: RSAKey) -> None:
 def test_parse_jwks_rejects_a_document_that_is_not_a_jwks(body: bytes) -> None:
     with pytest.raises(JWKSFetchError):
         parse_jwks(body)
+
+
+async def test_a_cache_that_failed_closed_retries_every_retry_interval(
+    open_cache: OpenCache, clock: FakeClock, key_1: RSAKey
+) -> None:
+    server = JWKSServer(key_1)
+    cache = await open_cache(server, refresh_interval=300.0, retry_interval=1.0)
+    server.failure = "connect"
+    for _ in range(8):
+        await cache.refresh()
+    assert cache.next_refresh_in() == 64
+    clock.advance(MAX_STALE + 1)
+    assert not cache.ready
+    # No backoff once nothing is served: recovery must not wait minutes after auth returns.
+    assert cache.next_refresh_in() == 1.0
