@@ -194,6 +194,12 @@ def test_a_brand_new_key_is_accepted_after_exactly_one_refetch(
 
     assert response.status_code == 200, response.text
     assert metric(cluster, "orders", "jwks_unknown_kid_refetches_total", labels) == refetches + 1
+    assert metric(cluster, "auth", "auth_tokens_signed_total") >= 1
+    assert metric(cluster, "auth", "auth_keys", 'state="next"') == 1
+    ready = httpx.get(f"{cluster.service_url('auth')}/readyz", timeout=5).json()["checks"]["signing_keys"]
+    assert ready["keys"][upcoming] == "next"
+    withdrawn = cluster.auth_cli("keys", "retire", upcoming)
+    assert withdrawn.returncode == 0, withdrawn.stderr
     assert metric(cluster, "orders", "jwks_fetches_total", f'{labels},result="success"') == fetches + 1
     again = httpx.get(f"{cluster.service_url('orders')}/orders", headers=bearer(token), timeout=10)
     assert again.status_code == 200
