@@ -609,7 +609,7 @@ async def test_a_cache_that_failed_closed_retries_every_retry_interval(
     server.failure = "connect"
     for _ in range(8):
         await cache.refresh()
-    assert cache.next_refresh_in() == 64
+    assert cache.next_refresh_in() == 128
     clock.advance(MAX_STALE + 1)
     assert not cache.ready
     # No backoff once nothing is served: recovery must not wait minutes after auth returns.
