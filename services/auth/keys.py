@@ -124,6 +124,9 @@ class KeyTimes:
 
 Schedule = dict[str, KeyTimes]
 
+# Times are floats: ``now + lead - now`` may come out a hair under ``lead``.
+_ROUNDING = 1e-3
+
 
 def active_kid(schedule: Schedule, now: float) -> str | None:
     """The key that signs at ``now``: of the keys in state ``active``, the one activated last."""
@@ -161,7 +164,10 @@ def check_schedule(schedule: Schedule, policy: RotationPolicy | None, now: float
     if policy is None:
         return
     for kid, times in live:
-        if times.activates_at > now and times.activates_at - times.created_at < policy.publish_lead:
+        if (
+            times.activates_at > now
+            and times.activates_at - times.created_at < policy.publish_lead - _ROUNDING
+        ):
             raise ScheduleError(
                 f"key {kid} would sign {times.activates_at - times.created_at:.0f} s after it was created;"
                 f" verifiers need {policy.publish_lead:.0f} s to learn it"
@@ -170,7 +176,7 @@ def check_schedule(schedule: Schedule, policy: RotationPolicy | None, now: float
             times.retires_at is not None
             and times.removes_at is not None
             and times.removes_at > now
-            and times.removes_at - times.retires_at < policy.retired_period
+            and times.removes_at - times.retires_at < policy.retired_period - _ROUNDING
         ):
             raise ScheduleError(
                 f"key {kid} would leave the JWKS {times.removes_at - times.retires_at:.0f} s after it stops"
