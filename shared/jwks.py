@@ -1,8 +1,9 @@
 """An asynchronous JWKS cache: the only way a verifier learns public keys.
 
-It loads before the service reports ready, refreshes on a schedule, refetches at most once
-per cooldown for an unknown ``kid`` (concurrent misses share that one fetch), and keeps the
-last good keys for ``max_stale`` seconds when fetching fails, then fails closed.
+It loads before the service reports ready, refreshes on a schedule (no later than the JWKS
+``max-age``, which the issuer's key rotation is timed against), refetches at most once per
+cooldown for an unknown ``kid`` (concurrent misses share that one fetch), and keeps the last
+good keys for ``max_stale`` seconds when fetching fails, then fails closed.
 """
 
 from __future__ import annotations

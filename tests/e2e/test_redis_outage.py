@@ -14,7 +14,7 @@ import pytest
 
 from deploy.devcluster import Cluster
 
-from .conftest import ALICE, Browser, ClusterFactory, Secrets
+from .conftest import ALICE, SESSION_COOKIE, Browser, ClusterFactory, Secrets
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,7 @@ def cluster(cluster_factory: ClusterFactory) -> Iterator[Cluster]:
 
 @dataclass
 class Traffic:
-    """A client minting tokens in a loop, recording each answer's status and duration."""
+    """A client minting tokens and reading its session in a loop, recording each status and duration."""
 
     cluster: Cluster
     secrets: Secrets
@@ -41,13 +41,19 @@ class Traffic:
         with httpx.Client(base_url=self.cluster.url, timeout=10.0) as client:
             browser = Browser(self.cluster, client, self.secrets)
             session = browser.login(ALICE)
+            cookie = {"Cookie": f"{SESSION_COOKIE}={session.cookie}"}
+            requests = [
+                lambda: browser.request_token(session),
+                lambda: client.get("/auth/me", headers=cookie),
+            ]
             while not self.stop.is_set():
-                started = time.monotonic()
-                try:
-                    status = browser.request_token(session).status_code
-                except httpx.TimeoutException:
-                    status = 0  # a hung request: the client gave up after 10 s
-                self.results.append((started, status, time.monotonic() - started))
+                for send in requests:
+                    started = time.monotonic()
+                    try:
+                        status = send().status_code
+                    except httpx.TimeoutException:
+                        status = 0  # a hung request: the client gave up after 10 s
+                    self.results.append((started, status, time.monotonic() - started))
 
     def since(self, moment: float) -> list[tuple[float, int, float]]:
         return [result for result in self.results if result[0] >= moment]

@@ -177,3 +177,30 @@ def test_keys_are_written_owner_only_and_no_temporary_file_is_left(tmp_path: Pat
     names = sorted(os.listdir(tmp_path))
     assert [name for name in names if name.endswith(".tmp")] == []
     assert oct(os.stat(tmp_path / "keys.json").st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"not json",
+        b'{"version": 1, "keys": {"a": {"created_at": 1, "activates_at": 1},'
+        b' "a": {"created_at": 2, "activates_at": 2}}}',
+        b'{"version": 2, "keys": {}}',
+        b'{"version": 1, "keys": {"a": {"created_at": "yesterday", "activates_at": 1}}}',
+        b'{"version": 1, "keys": {"a": {"created_at": NaN, "activates_at": 1}}}',
+    ],
+    ids=["not-json", "duplicate-kid", "version", "not-a-number", "nan"],
+)
+def test_a_broken_schedule_is_named(tmp_path: Path, content: bytes) -> None:
+    init_keys(tmp_path, now=T0)
+    (tmp_path / "keys.json").write_bytes(content)
+    with pytest.raises(KeyFileError, match=f"{tmp_path / 'keys.json'}: not a valid key schedule"):
+        load_keys(tmp_path, POLICY, now=T0)
+
+
+def test_a_scheduled_key_without_its_file_is_named(tmp_path: Path) -> None:
+    init_keys(tmp_path, now=T0)
+    second = rotate_keys(tmp_path, POLICY, now=T0)
+    (tmp_path / f"{second}.pem").unlink()
+    with pytest.raises(KeyFileError, match=f"{tmp_path / (second + '.pem')}: missing; keys.json schedules"):
+        load_keys(tmp_path, POLICY, now=T0)
