@@ -205,15 +205,13 @@ def plan_rotation(schedule: Schedule, new_kid: str, policy: RotationPolicy, now:
     return planned
 
 
-def plan_retirement(
-    schedule: Schedule, kid: str, policy: RotationPolicy, now: float, *, force: bool
-) -> Schedule:
+def plan_retirement(schedule: Schedule, kid: str, now: float, *, force: bool) -> Schedule:
     """The schedule after ending ``kid``'s life as early as is safe, or at once with ``force``.
 
     Safe: a ``next`` key is withdrawn (it never signed). An ``active`` key needs ``rotate``
     first; a ``retired`` one leaves when its tokens have expired. ``force`` is for a
     compromised key: it leaves the JWKS now, its tokens fail at once, and if it was signing,
-    the next key (or ``replacement``) signs from now on.
+    the next key signs from now on (verifiers that have not cached it refetch once).
     """
     if kid not in schedule or schedule[kid].state(now) is KeyState.REMOVED:
         raise ScheduleError(f"no published key {kid}")
@@ -254,7 +252,7 @@ def _format_time(value: float | None) -> str:
 
 @dataclass(frozen=True)
 class Keyring:
-    """The keys not yet removed and their schedule, as loaded from one directory."""
+    """Every key file of one directory by kid, and the schedule that says which are published."""
 
     keys: dict[str, RSAKey]
     schedule: Schedule
@@ -500,7 +498,7 @@ def retire_key(
     with locked(directory):
         moment = time.time() if now is None else now
         load_keys(directory, now=moment)
-        planned = plan_retirement(read_schedule(directory), kid, policy, moment, force=force)
+        planned = plan_retirement(read_schedule(directory), kid, moment, force=force)
         _commit(directory, planned, policy, moment)
         return _unremoved(planned, moment)
 
