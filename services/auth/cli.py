@@ -1,7 +1,7 @@
 """Command line for auth: serve, manage users, create signing keys.
 
 python -m services.auth [serve]
-python -m services.auth keys init | list | rotate
+python -m services.auth keys init | list | rotate [--if-active-for SECONDS]
 python -m services.auth keys retire KID [--force]
 python -m services.auth users add EMAIL --role ROLE     (password on stdin)
 python -m services.auth users list
@@ -23,7 +23,9 @@ from services.auth import domain
 from services.auth.domain import SessionPolicy
 from services.auth.keys import (
     KeyFileError,
+    KeyState,
     ScheduleError,
+    active_kid,
     init_keys,
     load_keys,
     read_schedule,
@@ -115,8 +117,16 @@ def _keys_list() -> None:
         )
 
 
-def _keys_rotate() -> None:
+def _keys_rotate(if_active_for: float | None) -> None:
     directory, policy = _keys_dir(), rotation_policy(os.environ)
+    if if_active_for is not None:
+        now = time.time()
+        schedule = read_schedule(directory)
+        current = active_kid(schedule, now)
+        pending = [kid for kid, times in schedule.items() if times.state(now) is KeyState.NEXT]
+        if pending or (current is not None and now - schedule[current].activates_at < if_active_for):
+            print("no rotation due" + (f": key {pending[0]} is next" if pending else ""))
+            return
     kid = rotate_keys(directory, policy)
     schedule = read_schedule(directory)
     print(f"published key {kid}; it signs from {_when(schedule[kid].activates_at)}")
@@ -145,7 +155,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     keys = commands.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
     keys.add_parser("init", help="create a first signing key in AUTH_KEYS_DIR if it has none")
     keys.add_parser("list", help="every key with its state and schedule")
-    keys.add_parser("rotate", help="publish a new key that takes over signing once verifiers have it")
+    rotate = keys.add_parser(
+        "rotate", help="publish a new key that takes over signing once verifiers have it"
+    )
+    rotate.add_argument(
+        "--if-active-for",
+        type=float,
+        metavar="SECONDS",
+        help="only if the signing key has signed this long and no rotation is pending (for cron)",
+    )
     retire = keys.add_parser(
         "retire", help="withdraw a next key; with --force, remove a compromised key from the JWKS now"
     )
@@ -171,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif args.action == "list":
                 _keys_list()
             elif args.action == "rotate":
-                _keys_rotate()
+                _keys_rotate(args.if_active_for)
             else:
                 _keys_retire(args.kid, args.force)
         elif args.action == "add":

@@ -176,6 +176,23 @@ class TestKeys:
         schedule = json.loads((keys_dir / "keys.json").read_text())["keys"]
         assert schedule[first]["retires_at"] is None
 
+    def test_rotate_if_active_for_rotates_only_when_due_so_cron_can_run_it_often(
+        self, tmp_path: Path
+    ) -> None:
+        keys_dir = tmp_path / "keys"
+        nowhere = f"redis://127.0.0.1:{free_port()}/0"
+        assert cli("keys", "init", redis_url=nowhere, keys_dir=keys_dir).returncode == 0
+        not_due = cli("keys", "rotate", "--if-active-for", "3600", redis_url=nowhere, keys_dir=keys_dir)
+        assert not_due.returncode == 0, not_due.stderr
+        assert "no rotation due" in not_due.stdout
+        assert len(list(keys_dir.glob("*.pem"))) == 1
+        due = cli("keys", "rotate", "--if-active-for", "0", redis_url=nowhere, keys_dir=keys_dir)
+        assert "published key" in due.stdout, due.stderr
+        pending = cli("keys", "rotate", "--if-active-for", "0", redis_url=nowhere, keys_dir=keys_dir)
+        assert pending.returncode == 0, pending.stderr
+        assert "no rotation due: key" in pending.stdout
+        assert len(list(keys_dir.glob("*.pem"))) == 2
+
     def test_a_broken_key_file_is_named_and_nothing_changes(self, tmp_path: Path) -> None:
         keys_dir = tmp_path / "keys"
         nowhere = f"redis://127.0.0.1:{free_port()}/0"
