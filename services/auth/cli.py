@@ -148,6 +148,20 @@ def _keys_retire(kid: str, force: bool) -> None:
         print(f"key {kid} removed")
 
 
+def kid_arguments(argv: Sequence[str]) -> list[str]:
+    """``argv`` with the kid of ``keys retire`` after ``--``.
+
+    A kid is base64url and one in 64 begins with ``-``, which argparse would take for an option;
+    an operator pasting it from ``keys list`` must not have to know that.
+    """
+    args = list(argv)
+    if args[:2] != ["keys", "retire"] or "--" in args:
+        return args
+    options = [arg for arg in args[2:] if arg in ("--force", "-h", "--help")]
+    others = [arg for arg in args[2:] if arg not in options]
+    return [*args[:2], *options, "--", *others]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.auth", description="The auth service.")
     commands = parser.add_subparsers(dest="command")
@@ -178,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     users.add_parser("list", help="list accounts")
     set_password = users.add_parser("set-password", help="change a password (stdin) and revoke its sessions")
     set_password.add_argument("email")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(kid_arguments(sys.argv[1:] if argv is None else argv))
 
     try:
         if args.command in (None, "serve"):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from services.auth.cli import kid_arguments
 from services.auth.keys import (
     KeyFileError,
     KeyState,
@@ -204,3 +205,16 @@ def test_a_scheduled_key_without_its_file_is_named(tmp_path: Path) -> None:
     (tmp_path / f"{second}.pem").unlink()
     with pytest.raises(KeyFileError, match=f"{tmp_path / (second + '.pem')}: missing; keys.json schedules"):
         load_keys(tmp_path, POLICY, now=T0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "parsed"),
+    [
+        (["keys", "retire", "-eYq", "--force"], ["keys", "retire", "--force", "--", "-eYq"]),
+        (["keys", "retire", "abc"], ["keys", "retire", "--", "abc"]),
+        (["keys", "retire", "--", "-eYq"], ["keys", "retire", "--", "-eYq"]),
+        (["keys", "list"], ["keys", "list"]),
+    ],
+)
+def test_a_kid_that_starts_with_a_dash_is_not_taken_for_an_option(argv: list[str], parsed: list[str]) -> None:
+    assert kid_arguments(argv) == parsed
