@@ -355,8 +355,8 @@ class Cluster:
         for name in reversed(("redis", *SERVICES)):
             self.stop_service(name)
 
-    def start_service(self, name: str) -> None:
-        """Start one service (or ``redis``) and return once it reports ready."""
+    def start_service(self, name: str, *, wait: bool = True) -> None:
+        """Start one service (or ``redis``); unless ``wait`` is False, return once it reports ready."""
         if self.running(name):
             return
         port = self.config.port(name)
@@ -372,7 +372,8 @@ class Cluster:
         logger.info("starting %s on 127.0.0.1:%d", name, port)
         service = self._services[name]
         service.start(self.env_for(name))
-        self._wait_until_ready(name)
+        if wait:
+            self._wait_until_ready(name)
 
     def stop_service(self, name: str) -> None:
         """Stop one service (or ``redis``); a no-op when it is not running."""

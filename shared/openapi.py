@@ -63,6 +63,19 @@ def _service_paths() -> dict[str, Any]:
                 },
             }
         },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics of this process: key cache, verdicts, requests.",
+                "tags": ["operations"],
+                "responses": {
+                    "200": {
+                        "description": "The Prometheus text exposition format.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "operationId": "openapi",
@@ -97,7 +110,7 @@ def openapi_document(
     version: str = "1.0.0",
 ) -> dict[str, Any]:
     """A complete OpenAPI 3.1 document: ``paths``, the shared ``Error`` schema, and the routes every
-    service has (``/healthz``, ``/readyz``, ``/openapi.json``)."""
+    service has (``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``)."""
     components: dict[str, Any] = {"schemas": {"Error": _ERROR_SCHEMA, **(schemas or {})}}
     if security_schemes:
         components["securitySchemes"] = dict(security_schemes)

@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from services.auth import domain
 from services.auth.domain import Session, User
-from services.auth.keys import SigningKeys
+from services.auth.keys import KeyStore
 from services.auth.openapi import build_openapi
 from services.auth.passwords import Passwords
 from services.auth.settings import Settings
@@ -39,7 +39,7 @@ class AuthContext:
     users: UserStore
     sessions: SessionStore
     passwords: Passwords
-    keys: SigningKeys
+    keys: KeyStore
     cookie_signer: Signer
     throttles: ThrottleStore
     clock: Callable[[], float] = time.time

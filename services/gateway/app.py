@@ -14,7 +14,7 @@ from starlette.requests import Request
 
 from services.gateway import domain, proxy, routes
 from services.gateway.settings import GatewaySettings
-from shared import TokenVerifier, build_app, open_verifier
+from shared import TokenVerifier, VerifierMetrics, build_app, new_registry, open_verifier
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -49,6 +49,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
     if unknown:
         raise ValueError(f"the route table names upstreams without a URL: {', '.join(unknown)}")
     upstreams = {name: httpx.URL(url) for name, url in urls.items()}
+    registry = new_registry()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[GatewayState]:
@@ -58,6 +59,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 for audience in domain.audiences(domain.ROUTE_TABLE)
             }
             client = await stack.enter_async_context(proxy.open_client(settings))
+            collector = VerifierMetrics(verifiers)
+            registry.register(collector)
+            stack.callback(registry.unregister, collector)
             yield {
                 "assets": assets,
                 "client": client,
@@ -76,7 +80,11 @@ def create_app(settings: GatewaySettings) -> Starlette:
         }
 
     return build_app(
-        routes.ROUTES, lifespan=lifespan, readiness=readiness, max_body_bytes=settings.max_body_bytes
+        routes.ROUTES,
+        lifespan=lifespan,
+        readiness=readiness,
+        metrics=registry,
+        max_body_bytes=settings.max_body_bytes,
     )
 
 
