@@ -308,6 +308,8 @@ def paths() -> dict[str, Any]:
                 {
                     **_json_status("200", "CsrfToken", "Changed; the new CSRF token."),
                     "403": openapi_error("`wrong_password`, or a same-origin or CSRF failure."),
+                    # A wrong current password spends the login budgets, as a failed login does.
+                    **_THROTTLED,
                 },
                 body="PasswordChange",
             )

@@ -144,9 +144,19 @@ class FuzzTarget:
         return self.cluster.url if service == "gateway" else self.cluster.service_url(service)
 
 
+# The fuzzer sends wrong passwords by the hundred from one address; the throttles have their
+# own attack tests (test_throttling.py), and here they would only turn the run into 429s.
+UNTHROTTLED = {
+    "LOGIN_IP_LIMIT": "1000000",
+    "LOGIN_ACCOUNT_IP_LIMIT": "1000000",
+    "LOGIN_ACCOUNT_LIMIT": "1000000",
+    "TOKEN_RATE_LIMIT": "1000000",
+}
+
+
 @pytest.fixture(scope="module")
 def fuzz(cluster_factory: ClusterFactory) -> Iterator[FuzzTarget]:
-    with cluster_factory("fuzz") as cluster:
+    with cluster_factory("fuzz", UNTHROTTLED) as cluster:
         users = {role: Credentials(cluster, *create_user(cluster, role)) for role in ("user", "admin")}
         try:
             yield FuzzTarget(cluster, users)
