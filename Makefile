@@ -3,8 +3,21 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The images install Python packages only from this wheelhouse (see deploy/Dockerfile).
+WHEELHOUSE    := deploy/wheels
+WHEEL_PYTHONS ?= 3.11 3.12 3.13
+# pip download evaluates python_full_version markers with the host's interpreter, so a
+# dependency that only an early patch release needs is listed here: redis wants it below
+# 3.11.3, and Debian's python3 is 3.11.2.
+WHEEL_EXTRAS  ?= async-timeout>=4.0.3
+WHEEL_ARCH    ?= $(patsubst arm64,aarch64,$(shell uname -m))
+# glibc wheels a Debian bookworm base (glibc 2.36) can load; pip does not infer older tags.
+WHEEL_PLATFORMS = $(foreach glibc,2_28 2_27 2_26 2_24 2_17,manylinux_$(glibc)_$(WHEEL_ARCH)) \
+	manylinux2014_$(WHEEL_ARCH)
+COMPOSE       ?= docker compose
 
-.PHONY: install run test test-unit test-integration test-e2e lint format clean bench
+.PHONY: install run test test-unit test-integration test-e2e test-security test-browser test-compose \
+	lint format clean wheels up down logs bench
 
 install: $(STAMP)
 
@@ -29,6 +42,42 @@ test-integration: install
 
 test-e2e: install
 	$(BIN)/pytest tests/e2e
+
+test-security: install
+	$(BIN)/pytest tests/security
+
+test-browser: install  ## the demo page and the CSRF attacks in Debian's Chromium (apt-get install -y chromium)
+	$(BIN)/pytest tests/browser
+
+test-compose: install  ## the cluster in containers (needs a Docker engine and `docker compose`)
+	$(BIN)/pytest tests/compose
+
+wheels: $(WHEELHOUSE)/.complete  ## the wheelhouse the images install from, offline
+
+# Linux wheels for every Python the images may run (the official image has 3.12, a Debian
+# base 3.11), from pyproject.toml's build backend and runtime dependencies.
+$(WHEELHOUSE)/.complete: pyproject.toml Makefile $(STAMP)
+	rm -f $(WHEELHOUSE)/*.whl $@
+	$(BIN)/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); \
+		print(*p["build-system"]["requires"], *p["project"]["dependencies"], sep="\n")' \
+		> $(WHEELHOUSE)/requirements.txt
+	printf '%s\n' $(foreach req,$(WHEEL_EXTRAS),'$(req)') >> $(WHEELHOUSE)/requirements.txt
+	for version in $(WHEEL_PYTHONS); do \
+		$(BIN)/pip download --quiet --disable-pip-version-check --only-binary=:all: \
+			$(addprefix --platform ,$(WHEEL_PLATFORMS)) --python-version $$version \
+			--dest $(WHEELHOUSE) --requirement $(WHEELHOUSE)/requirements.txt || exit 1; \
+	done
+	touch $@
+
+up: wheels  ## the cluster in containers, gateway on http://localhost:$${GATEWAY_PORT:-8000}
+	$(COMPOSE) up --build --detach --wait
+	@echo "ready: http://localhost:$${GATEWAY_PORT:-8000} (make logs, make down)"
+
+down:  ## stop the containers; the volumes (sessions, keys, orders) stay for the next `make up`
+	$(COMPOSE) down
+
+logs:
+	$(COMPOSE) logs --follow
 
 bench: install $(VENV)/.bench-stamp  ## every scenario in one run: bench/results/latest.{md,png,json}
 	@command -v wrk >/dev/null || { echo "make bench needs wrk (Debian: apt-get install -y wrk)"; exit 1; }

@@ -54,6 +54,7 @@ _MANAGED_ENV = frozenset(
         "AUTH_URL",
         "ORDERS_URL",
         "DEMO_PASSWORD",
+        "TRUSTED_PROXIES",
         *(f"{name.upper()}_{part}" for name in SERVICES for part in ("HOST", "PORT")),
     }
 )
@@ -306,6 +307,11 @@ class Cluster:
                 REDIS_URL=self.redis.url,
                 AUTH_KEYS_DIR=str(self.keys_dir),
                 SESSION_SECRET_FILE=str(self.session_secret_file),
+                # The gateway reaches auth over loopback; its X-Forwarded-For names the client.
+                TRUSTED_PROXIES="127.0.0.1,::1",
+                # Every local client is 127.0.0.1, so one per-IP budget would be everyone's: the
+                # per-account budgets still apply, and tests that exercise this one set it low.
+                LOGIN_IP_LIMIT="100000",
             )
             # Only auth seeds users, so only auth sees the demo password.
             demo_password = self._demo_password_override()
@@ -349,8 +355,8 @@ class Cluster:
         for name in reversed(("redis", *SERVICES)):
             self.stop_service(name)
 
-    def start_service(self, name: str) -> None:
-        """Start one service (or ``redis``) and return once it reports ready."""
+    def start_service(self, name: str, *, wait: bool = True) -> None:
+        """Start one service (or ``redis``); unless ``wait`` is False, return once it reports ready."""
         if self.running(name):
             return
         port = self.config.port(name)
@@ -366,7 +372,8 @@ class Cluster:
         logger.info("starting %s on 127.0.0.1:%d", name, port)
         service = self._services[name]
         service.start(self.env_for(name))
-        self._wait_until_ready(name)
+        if wait:
+            self._wait_until_ready(name)
 
     def stop_service(self, name: str) -> None:
         """Stop one service (or ``redis``); a no-op when it is not running."""

@@ -1,4 +1,4 @@
-"""What every service needs and nothing more: token verification, errors, logging, health, settings."""
+"""What every service needs and nothing more: verification, errors, logging, health, metrics, settings."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from shared.errors import (
 )
 from shared.jwks import JWKSCache, JWKSConfig, JWKSFetchError, parse_jwks
 from shared.logs import configure_logging, request_id
+from shared.metrics import VerifierMetrics, metrics_route, new_registry
+from shared.openapi import openapi_document, openapi_error, openapi_route
 from shared.service import build_app, read_json_object, serve, serve_from_env
 from shared.settings import (
     Secret,
@@ -63,6 +65,7 @@ __all__ = [
     "Unauthorized",
     "UnsupportedMediaType",
     "ValidationFailed",
+    "VerifierMetrics",
     "VerifierSettings",
     "bearer_token",
     "build_app",
@@ -75,7 +78,12 @@ __all__ = [
     "env_secret",
     "env_str",
     "error_response",
+    "metrics_route",
+    "new_registry",
     "open_verifier",
+    "openapi_document",
+    "openapi_error",
+    "openapi_route",
     "parse_jwks",
     "read_json_object",
     "request_id",

@@ -1,8 +1,9 @@
 """An asynchronous JWKS cache: the only way a verifier learns public keys.
 
-It loads before the service reports ready, refreshes on a schedule, refetches at most once
-per cooldown for an unknown ``kid`` (concurrent misses share that one fetch), and keeps the
-last good keys for ``max_stale`` seconds when fetching fails, then fails closed.
+It loads before the service reports ready, refreshes on a schedule (no later than the JWKS
+``max-age``, which the issuer's key rotation is timed against), refetches at most once per
+cooldown for an unknown ``kid`` (concurrent misses share that one fetch), and keeps the last
+good keys for ``max_stale`` seconds when fetching fails, then fails closed.
 """
 
 from __future__ import annotations
@@ -75,7 +76,13 @@ def parse_jwks(body: bytes) -> dict[str, RSAKey]:
 
 
 class JWKSCache:
-    """Holds the issuer's public keys for one process. Open with :meth:`start`, close with :meth:`aclose`."""
+    """Holds the issuer's public keys for one process. Open with :meth:`start`, close with :meth:`aclose`.
+
+    The scheduled refresh runs every ``refresh_interval``, or sooner when the JWKS response's
+    ``Cache-Control: max-age`` says so: that is the issuer's promise of how long a key set
+    stays good, and key rotation is timed against it. After a failed fetch it retries with
+    a doubling delay from ``retry_interval`` up to the refresh interval.
+    """
 
     def __init__(
         self, config: JWKSConfig, client: httpx.AsyncClient, *, clock: Callable[[], float] = time.monotonic
@@ -85,12 +92,16 @@ class JWKSCache:
         self._clock = clock
         self._keys: dict[str, RSAKey] = {}
         self._fetched_at: float | None = None
-        self._last_attempt: float | None = None
+        self._last_refetch: float | None = None
         self._last_error: str | None = None
+        self._max_age: float | None = None
+        self._failures_in_a_row = 0
         self._inflight: asyncio.Task[None] | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self.fetch_count = 0
+        self.success_count = 0
         self.failure_count = 0
+        self.refetch_count = 0
 
     @property
     def ready(self) -> bool:
@@ -102,14 +113,27 @@ class JWKSCache:
         """Seconds since the last successful fetch, or None before the first."""
         return None if self._fetched_at is None else self._clock() - self._fetched_at
 
+    @property
+    def last_fetch_ok(self) -> bool | None:
+        """Whether the last completed fetch succeeded; None before any fetch."""
+        if self.fetch_count == 0:
+            return None
+        return self._failures_in_a_row == 0
+
+    @property
+    def key_count(self) -> int:
+        return len(self._keys)
+
     def status(self) -> dict[str, Any]:
         """A summary for readiness probes; holds no key material."""
         return {
             "ready": self.ready,
             "keys": len(self._keys),
             "age_seconds": None if self.age is None else round(self.age, 1),
+            "last_fetch_ok": self.last_fetch_ok,
             "fetches": self.fetch_count,
             "failures": self.failure_count,
+            "unknown_kid_refetches": self.refetch_count,
             "last_error": self._last_error,
         }
 
@@ -130,19 +154,31 @@ class JWKSCache:
         return self._keys if self.ready else {}
 
     async def key_for(self, kid: str) -> RSAKey | None:
-        """The key for ``kid``; an unknown ``kid`` triggers at most one refetch per cooldown."""
+        """The key for ``kid``; an unknown ``kid`` triggers at most one refetch per cooldown.
+
+        The cooldown counts from the last refetch an unknown ``kid`` caused, not from the
+        scheduled fetches: a key published just after a scheduled fetch is found by one
+        refetch, while a flood of made-up kids still costs one fetch per cooldown.
+        """
         key = self.keys().get(kid)
         if key is not None:
             return key
-        last = self._last_attempt
-        if (
-            self._inflight is None
-            and last is not None
-            and self._clock() - last < self.config.refetch_cooldown
-        ):
-            return None
-        await self.refresh()
+        await self.refetch()
         return self.keys().get(kid)
+
+    async def refetch(self) -> None:
+        """Fetch now on behalf of a caller that found no key, unless the cooldown forbids it.
+
+        A fetch already under way is joined instead, whatever the cooldown says.
+        """
+        if self._inflight is None:
+            now = self._clock()
+            last = self._last_refetch
+            if last is not None and now - last < self.config.refetch_cooldown:
+                return
+            self._last_refetch = now
+            self.refetch_count += 1
+        await self.refresh()
 
     async def refresh(self) -> None:
         """Fetch now, or join the fetch already under way."""
@@ -156,14 +192,14 @@ class JWKSCache:
             self._inflight = None
 
     async def _fetch(self) -> None:
-        self._last_attempt = self._clock()
         self.fetch_count += 1
         try:
             async with asyncio.timeout(self.config.timeout):
-                body = await self._download()
+                body, max_age = await self._download()
             keys = parse_jwks(body)
         except (JWKSFetchError, httpx.HTTPError, TimeoutError) as exc:
             self.failure_count += 1
+            self._failures_in_a_row += 1
             self._last_error = str(exc) or type(exc).__name__
             logger.warning(
                 "JWKS fetch failed; keeping %d cached keys",
@@ -171,11 +207,14 @@ class JWKSCache:
                 extra={"error": self._last_error},
             )
             return
+        self.success_count += 1
         self._keys = keys
         self._fetched_at = self._clock()
+        self._max_age = max_age
+        self._failures_in_a_row = 0
         self._last_error = None
 
-    async def _download(self) -> bytes:
+    async def _download(self) -> tuple[bytes, float | None]:
         async with self._client.stream("GET", self.config.url, follow_redirects=False) as response:
             if response.status_code != 200:
                 raise JWKSFetchError(f"JWKS answered HTTP {response.status_code}")
@@ -186,14 +225,42 @@ class JWKSCache:
                 if size > self.config.max_bytes:
                     raise JWKSFetchError(f"JWKS is larger than {self.config.max_bytes} bytes")
                 chunks.append(chunk)
-            return b"".join(chunks)
+            return b"".join(chunks), cache_max_age(response.headers.get("cache-control", ""))
+
+    def next_refresh_in(self) -> float:
+        """Seconds until the schedule fetches again, from the outcome of the last fetch.
+
+        Normally the refresh interval, or the JWKS max-age if shorter. After failures, while
+        the cached keys are still usable, a doubling delay capped at that; once no usable keys
+        are left, every ``retry_interval``, so a service that failed closed recovers quickly.
+        """
+        interval = self.config.refresh_interval
+        if self._max_age is not None:
+            interval = min(interval, max(self._max_age, self.config.retry_interval))
+        if not self.ready:
+            return self.config.retry_interval
+        if self._failures_in_a_row:
+            backoff: float = self.config.retry_interval * 2 ** (self._failures_in_a_row - 1)
+            return min(backoff, interval)
+        return interval
 
     async def _run_schedule(self) -> None:
         while True:
-            wait = self.config.refresh_interval if self._keys else self.config.retry_interval
-            await asyncio.sleep(wait)
+            await asyncio.sleep(self.next_refresh_in())
             try:
                 await self.refresh()
             except Exception:
                 # The schedule must outlive any single surprise, or the keys silently go stale.
                 logger.exception("JWKS refresh failed unexpectedly")
+
+
+def cache_max_age(cache_control: str) -> float | None:
+    """The ``max-age`` of a ``Cache-Control`` value in seconds, or None if absent or unreadable."""
+    for directive in cache_control.split(","):
+        name, _, value = directive.strip().partition("=")
+        if name.strip().lower() == "max-age":
+            value = value.strip().strip('"')
+            if value.isascii() and value.isdigit():
+                return float(value)
+            return None
+    return None

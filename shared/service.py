@@ -10,6 +10,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 import uvicorn
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -19,6 +20,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from shared.errors import BadRequest, UnsupportedMediaType, exception_handlers
 from shared.health import ReadinessCheck, health_routes
 from shared.logs import configure_logging
+from shared.metrics import metrics_route, new_registry
 from shared.middleware import LimitsMiddleware, RequestContextMiddleware
 from shared.settings import SettingsError
 from shared.tokens import loads_strict
@@ -50,12 +52,18 @@ def build_app(
     *,
     lifespan: Lifespan,
     readiness: ReadinessCheck,
+    metrics: CollectorRegistry | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
 ) -> Starlette:
-    """A Starlette app with the shared defaults around the service's own ``routes``."""
+    """A Starlette app with the shared defaults around the service's own ``routes``.
+
+    ``GET /metrics`` serves ``metrics`` (a fresh registry with process metrics if not given);
+    the service registers its own collectors there, typically in its lifespan.
+    """
+    registry = new_registry() if metrics is None else metrics
     app = Starlette(
-        routes=[*health_routes(readiness), *routes],
+        routes=[*health_routes(readiness), metrics_route(registry), *routes],
         lifespan=lifespan,
         exception_handlers=exception_handlers(),
         middleware=[

@@ -11,7 +11,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from shared.errors import InvalidToken
 
@@ -140,11 +140,23 @@ def _numeric_date(claims: dict[str, Any], name: str) -> int:
     return int(value)
 
 
+def _is_text(value: Any) -> TypeGuard[str]:
+    # JSON's "\\ud800" escape decodes to a lone surrogate, which no UTF-8 encoder accepts: a signed
+    # "sub" holding one passed verification, then orders answered 500 when SQLite bound it.
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _optional_str(claims: dict[str, Any], name: str) -> str | None:
     value = claims.get(name)
     if value is None:
         return None
-    if not isinstance(value, str):
+    if not _is_text(value):
         raise InvalidToken(f"claim_{name}")
     return value
 
@@ -170,7 +182,7 @@ def check_claims(claims: dict[str, Any], policy: TokenPolicy, now: float) -> Acc
     if claims["aud"] != policy.audience:
         raise InvalidToken("audience")
     sub, jti = claims["sub"], claims["jti"]
-    if not isinstance(sub, str) or not sub or not isinstance(jti, str) or not jti:
+    if not _is_text(sub) or not sub or not _is_text(jti) or not jti:
         raise InvalidToken("claim_type")
     return AccessClaims(
         sub=sub,

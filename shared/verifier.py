@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -34,6 +35,14 @@ class TokenVerifier:
         self.policy = policy
         self._keys = keys
         self._clock = clock
+        self.verified_count = 0
+        self.unavailable_count = 0
+        self.rejected: collections.Counter[str] = collections.Counter()
+
+    @property
+    def keys(self) -> JWKSCache:
+        """The key cache, for metrics."""
+        return self._keys
 
     @property
     def ready(self) -> bool:
@@ -41,12 +50,36 @@ class TokenVerifier:
         return self._keys.ready
 
     def status(self) -> dict[str, Any]:
-        """Readiness detail: the key cache's state, never key material."""
-        return self._keys.status()
+        """Readiness detail: the key cache's state and the verdicts so far, never key material."""
+        return {
+            **self._keys.status(),
+            "verified": self.verified_count,
+            "rejected": dict(sorted(self.rejected.items())),
+            "unavailable": self.unavailable_count,
+        }
 
     async def verify(self, token: str) -> AccessClaims:
         """The verified claims of ``token``."""
+        try:
+            claims = await self._verify(token)
+        except InvalidToken as exc:
+            self.rejected[exc.reason] += 1
+            raise
+        except ServiceUnavailable:
+            self.unavailable_count += 1
+            raise
+        self.verified_count += 1
+        return claims
+
+    async def _verify(self, token: str) -> AccessClaims:
+        # A token that is not even a well-formed JWS is its holder's fault, keys or not.
         kid = read_header(token, self.policy)
+        if not self._keys.ready:
+            # Without keys a well-formed token cannot be judged, so it is not blamed on its
+            # holder: 503, never 401, until keys can be had (one rate-limited attempt here).
+            await self._keys.refetch()
+            if not self._keys.ready:
+                raise ServiceUnavailable("signing keys are unavailable")
         key = await self._keys.key_for(kid)
         if key is None:
             if not self._keys.ready:
@@ -60,7 +93,15 @@ class TokenVerifier:
 
     async def verify_request(self, request: Request) -> AccessClaims:
         """The claims of the request's ``Authorization: Bearer`` token."""
-        return await self.verify(bearer_token(request))
+        try:
+            token = bearer_token(request)
+        except InvalidToken as exc:
+            self.rejected[exc.reason] += 1
+            raise
+        except Unauthorized:
+            self.rejected["missing"] += 1
+            raise
+        return await self.verify(token)
 
 
 def bearer_token(request: Request) -> str:

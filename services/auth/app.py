@@ -15,12 +15,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 
 from services.auth import domain
-from services.auth.keys import load_keys
+from services.auth.keys import KeyStore
+from services.auth.metrics import KeyStoreMetrics
 from services.auth.passwords import Passwords
 from services.auth.routes import AuthContext, routes
 from services.auth.settings import Settings
-from services.auth.store import SessionStore, UserStore, connect
-from shared import ApiError, Conflict, build_app
+from services.auth.store import SessionStore, ThrottleStore, UserStore, connect
+from shared import ApiError, Conflict, build_app, new_registry
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +30,14 @@ DEMO_ACCOUNTS = (("alice@example.com", "user"), ("admin@example.com", "admin"))
 
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> Starlette:
     """The auth application. Keys load and Redis connects when the lifespan starts."""
+    registry = new_registry()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        keys = load_keys(settings.keys_dir)
+        keys = KeyStore(settings.keys_dir, settings.rotation, clock=clock)
+        watching = asyncio.create_task(_watch_keys(keys, settings.rotation.reload_interval))
+        collector = KeyStoreMetrics(keys)
+        registry.register(collector)
         client = connect(settings.redis_url.value, settings.redis_timeout)
         policy = domain.SessionPolicy(
             idle=settings.session_idle_timeout, absolute=settings.session_absolute_timeout
@@ -44,15 +49,18 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             passwords=Passwords(),
             keys=keys,
             cookie_signer=Signer(settings.session_secret.value, salt="session-cookie"),
+            throttles=ThrottleStore(client),
             clock=clock,
         )
         seeding = asyncio.create_task(_seed_demo_users(context)) if settings.dev else None
-        logger.info("auth ready to sign with kid %s; %d key(s) published", keys.active_kid, len(keys.keys))
+        logger.info("auth started with keys %s", keys.status()["keys"])
         try:
             yield {"auth": context, "seeding": seeding}
         finally:
             if seeding is not None:
                 seeding.cancel()
+            watching.cancel()
+            registry.unregister(collector)
             await client.aclose()
 
     async def readiness(request: Request) -> dict[str, Any]:
@@ -63,7 +71,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             redis_ok = False
         checks: dict[str, Any] = {
             "redis": redis_ok,
-            "signing_key": context.keys.active_kid in context.keys.keys,
+            "signing_keys": context.keys.status(),
         }
         seeding: asyncio.Task[None] | None = request.state.seeding
         if seeding is not None:
@@ -71,7 +79,19 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             checks["demo_users"] = seeding.done()
         return checks
 
-    return build_app(routes, lifespan=lifespan, readiness=readiness)
+    return build_app(routes, lifespan=lifespan, readiness=readiness, metrics=registry)
+
+
+async def _watch_keys(keys: KeyStore, interval: float) -> None:
+    """Pick up rotations without a restart: look for changed key files every ``interval`` s."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            # Off the event loop: parsing a few PEM files takes milliseconds.
+            await asyncio.to_thread(keys.reload_if_changed)
+        except Exception:
+            # The watch must outlive any surprise, or a rotation would go unnoticed.
+            logger.exception("watching the key directory failed unexpectedly")
 
 
 async def _seed_demo_users(context: AuthContext) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import ipaddress
 import math
 import re
 import secrets
@@ -22,6 +23,8 @@ MAX_EMAIL_LENGTH = 254
 MAX_PASSWORD_LENGTH = 1024
 MIN_PASSWORD_LENGTH = 12
 SESSION_ID_BYTES = 32
+PUBLIC_HANDLE_LENGTH = 32
+MAX_USER_AGENT_LENGTH = 256
 CLIENT_ID = "gateway-web"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -34,9 +37,13 @@ class User:
     email: str
     role: str
     password_hash: str
+    disabled: bool = False
 
     def public(self) -> dict[str, str]:
         return {"id": self.id, "email": self.email, "role": self.role}
+
+    def admin_view(self) -> dict[str, str | bool]:
+        return {**self.public(), "disabled": self.disabled}
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,22 @@ class Session:
     csrf_token: str
     user_agent: str = ""
     ip: str = ""
+
+    @property
+    def public_handle(self) -> str:
+        """How the session is named to its owner and in tokens (``sid``): a prefix of the stored key."""
+        return self.handle[:PUBLIC_HANDLE_LENGTH]
+
+    def listing(self, current_handle: str) -> dict[str, str | int | bool]:
+        """The session as ``GET /sessions`` shows it to its owner."""
+        return {
+            "handle": self.public_handle,
+            "created_at": int(self.created_at),
+            "last_seen": int(self.last_seen),
+            "user_agent": self.user_agent,
+            "ip": self.ip,
+            "current": self.handle == current_handle,
+        }
 
 
 @dataclass(frozen=True)
@@ -93,9 +116,130 @@ def new_session(session_id: str, user: User, now: float, *, user_agent: str, ip:
         created_at=now,
         last_seen=now,
         csrf_token=secrets.token_urlsafe(32),
-        user_agent=user_agent[:256],
+        user_agent=user_agent[:MAX_USER_AGENT_LENGTH],
         ip=ip[:64],
     )
+
+
+def renewed_session(session: Session, session_id: str, now: float) -> Session:
+    """The same login under a new id and CSRF token (after a privilege change such as a new password).
+
+    ``created_at`` is kept, so renewing never extends the absolute lifetime.
+    """
+    return dataclasses.replace(
+        session, handle=session_handle(session_id), last_seen=now, csrf_token=secrets.token_urlsafe(32)
+    )
+
+
+def newest_first(sessions: list[Session]) -> list[Session]:
+    return sorted(sessions, key=lambda session: (session.created_at, session.handle), reverse=True)
+
+
+ProxyNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_trusted_proxies(entries: tuple[str, ...]) -> tuple[ProxyNetwork, ...]:
+    """Addresses or CIDR networks; ValueError names the first entry that is neither."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or network") from None
+    return tuple(networks)
+
+
+def client_ip(peer: str, forwarded_for: list[str], trusted: tuple[ProxyNetwork, ...]) -> str:
+    """The client's address: ``X-Forwarded-For`` is believed only as far as trusted proxies vouch.
+
+    Walking from the peer leftwards, each hop that is a trusted proxy passes the question on to
+    the address it reports; the first untrusted (or unparsable) address is the client. Anything
+    to its left was written by the client itself and is ignored. ``forwarded_for`` holds every
+    ``X-Forwarded-For`` header in order; a proxy chain may append to one or send several.
+    """
+    hops = [hop.strip() for header in forwarded_for for hop in header.split(",")]
+    current = peer
+    while _is_trusted(current, trusted) and hops:
+        current = hops.pop()
+    return current
+
+
+def _is_trusted(address: str, trusted: tuple[ProxyNetwork, ...]) -> bool:
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(parsed in network for network in trusted)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``limit`` events per fixed window of ``window`` seconds."""
+
+    limit: int
+    window: int
+
+
+def throttled_address(ip: str) -> str:
+    """The unit an address budget counts: the address, or its /64 for IPv6.
+
+    One IPv6 subscriber routinely holds a whole /64, so counting single addresses would give
+    an attacker 2**64 fresh budgets.
+    """
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip[:64]
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+@dataclass(frozen=True)
+class LoginThrottlePolicy:
+    """Budgets of failed logins, each a count that expires with its window (never a lock).
+
+    * ``per_ip``: failures from one client address, whatever the account (password spraying).
+    * ``per_account_ip``: failures for one account from one address (guessing one password).
+    * ``per_account``: failures for one account from everywhere. Past it the account is "under
+      attack", and then only addresses that have already failed on it in their window are
+      refused. An attacker spread over many addresses gets one guess per new address, while the
+      owner, who has not failed from their own address, still logs in: nobody elsewhere can
+      spend the owner's budget.
+
+    A success spends nothing. An unknown email is counted exactly like a known one.
+    """
+
+    per_ip: RateLimit
+    per_account_ip: RateLimit
+    per_account: RateLimit
+
+    def keys(self, email: str, ip: str) -> tuple[str, str, str]:
+        """The Redis keys of the three budgets, in the order of :attr:`limits`."""
+        ip = throttled_address(ip)
+        # Hashed, so Redis holds no email address in a key name.
+        account = hashlib.sha256(normalize_email(email).encode()).hexdigest()
+        pair = hashlib.sha256(f"{account}\n{ip}".encode()).hexdigest()
+        return f"throttle:login-ip:{ip}", f"throttle:login-pair:{pair}", f"throttle:login-account:{account}"
+
+    @property
+    def limits(self) -> tuple[RateLimit, RateLimit, RateLimit]:
+        return self.per_ip, self.per_account_ip, self.per_account
+
+
+def cookie_values(cookie_headers: list[str], name: str) -> list[str]:
+    """Every value sent for the cookie ``name``, across all ``Cookie`` headers, in order.
+
+    A ``__Host-`` cookie can exist only once per browser and host, so more than one value
+    means someone planted another (cookie tossing) and the caller must trust none of them.
+    """
+    values = []
+    for header in cookie_headers:
+        for pair in header.split(";"):
+            key, separator, value = pair.partition("=")
+            if separator and key.strip() == name:
+                values.append(value.strip())
+    return values
 
 
 def csrf_matches(session: Session, presented: str | None) -> bool:
@@ -161,6 +305,24 @@ def validate_new_password(password: str) -> None:
         raise ValidationFailed(f"password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters")
 
 
+def validate_password_change(body: dict[str, Any]) -> tuple[str, str]:
+    """The current and the new password of a change request, or a 422 saying what is wrong."""
+    unknown = set(body) - {"current_password", "new_password"}
+    if unknown:
+        raise ValidationFailed(f"unknown member: {sorted(unknown)[0]}")
+    current, new = body.get("current_password"), body.get("new_password")
+    if not isinstance(current, str) or not isinstance(new, str):
+        raise ValidationFailed("current_password and new_password are required strings")
+    if not current or len(current) > MAX_PASSWORD_LENGTH:
+        raise ValidationFailed("current_password has an invalid length")
+    if not (_is_utf8(current) and _is_utf8(new)):
+        raise ValidationFailed("passwords must be valid Unicode text")
+    validate_new_password(new)
+    if hmac.compare_digest(current.encode(), new.encode()):
+        raise ValidationFailed("the new password must differ from the current one")
+    return current, new
+
+
 def requested_audience(body: dict[str, Any], allowed: tuple[str, ...]) -> str:
     """The audience of a token request, which must be one configured service."""
     unknown = set(body) - {"audience"}
@@ -198,6 +360,6 @@ def access_token_claims(request: TokenRequest, now: float) -> dict[str, Any]:
         "jti": uuid.uuid4().hex,
         "client_id": CLIENT_ID,
         # An opaque handle derived from the stored key, never the cookie value itself.
-        "sid": request.session.handle[:32],
+        "sid": request.session.public_handle,
         "role": request.user.role,
     }

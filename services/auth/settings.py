@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from services.auth.domain import LoginThrottlePolicy, ProxyNetwork, RateLimit, parse_trusted_proxies
+from services.auth.keys import RotationPolicy
 from shared import (
     Secret,
     SettingsError,
@@ -43,7 +45,11 @@ class Settings:
     session_absolute_timeout: int
     cookie_secure: bool
     jwks_max_age: int
+    rotation: RotationPolicy
     demo_password: Secret | None
+    trusted_proxies: tuple[ProxyNetwork, ...]
+    login_throttle: LoginThrottlePolicy
+    token_rate: RateLimit
 
     @property
     def dev(self) -> bool:
@@ -77,6 +83,7 @@ class Settings:
                 "SESSION_IDLE_TIMEOUT_SECONDS must not exceed SESSION_ABSOLUTE_TIMEOUT_SECONDS"
             )
         audiences = env_list(environ, "TOKEN_AUDIENCES", ("orders",))
+        rotation = rotation_policy(environ)
         return cls(
             environment=environment,
             host=env_str(environ, "AUTH_HOST", "127.0.0.1"),
@@ -91,10 +98,45 @@ class Settings:
             keys_dir=Path(env_str(environ, "AUTH_KEYS_DIR", "var/keys")),
             session_secret=env_secret(environ, "SESSION_SECRET", dev=dev),
             audiences=audiences,
-            access_token_ttl=env_int(environ, "ACCESS_TOKEN_TTL_SECONDS", 300, minimum=30, maximum=300),
+            access_token_ttl=rotation.token_ttl,
             session_idle_timeout=idle,
             session_absolute_timeout=absolute,
             cookie_secure=cookie_secure,
-            jwks_max_age=env_int(environ, "JWKS_MAX_AGE_SECONDS", 300, minimum=0, maximum=86400),
+            jwks_max_age=rotation.jwks_max_age,
+            rotation=rotation,
             demo_password=Secret(env_str(environ, "DEMO_PASSWORD", DEMO_PASSWORD)) if dev else None,
+            trusted_proxies=_trusted_proxies(environ),
+            login_throttle=_login_throttle(environ),
+            token_rate=RateLimit(
+                env_int(environ, "TOKEN_RATE_LIMIT", 60, minimum=1),
+                env_int(environ, "TOKEN_RATE_WINDOW_SECONDS", 60, minimum=1, maximum=86400),
+            ),
         )
+
+
+def _trusted_proxies(environ: Mapping[str, str]) -> tuple[ProxyNetwork, ...]:
+    try:
+        return parse_trusted_proxies(env_list(environ, "TRUSTED_PROXIES", ()))
+    except ValueError as exc:
+        raise SettingsError(f"TRUSTED_PROXIES: {exc}") from None
+
+
+def _login_throttle(environ: Mapping[str, str]) -> LoginThrottlePolicy:
+    window = env_int(environ, "LOGIN_THROTTLE_WINDOW_SECONDS", 900, minimum=1, maximum=86400)
+    return LoginThrottlePolicy(
+        per_ip=RateLimit(env_int(environ, "LOGIN_IP_LIMIT", 100, minimum=1), window),
+        per_account_ip=RateLimit(env_int(environ, "LOGIN_ACCOUNT_IP_LIMIT", 10, minimum=1), window),
+        per_account=RateLimit(env_int(environ, "LOGIN_ACCOUNT_LIMIT", 100, minimum=1), window),
+    )
+
+
+def rotation_policy(environ: Mapping[str, str]) -> RotationPolicy:
+    """The key rotation timings, read alone so the ``keys`` commands need no secrets."""
+    return RotationPolicy(
+        token_ttl=env_int(environ, "ACCESS_TOKEN_TTL_SECONDS", 300, minimum=30, maximum=300),
+        # The verifiers' leeway is the clock skew the deployment allows; the same variable.
+        clock_skew=env_int(environ, "TOKEN_LEEWAY_SECONDS", 10, maximum=30),
+        jwks_max_age=env_int(environ, "JWKS_MAX_AGE_SECONDS", 300, minimum=0, maximum=86400),
+        reload_interval=env_float(environ, "KEYS_RELOAD_SECONDS", 5.0, minimum=0.05),
+        margin=env_int(environ, "KEY_ROTATION_MARGIN_SECONDS", 30, minimum=0, maximum=3600),
+    )

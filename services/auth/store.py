@@ -1,7 +1,9 @@
-"""Users and sessions in Redis. Every multi-key change runs in one MULTI/EXEC transaction.
+"""Users, sessions and throttles in Redis. Every multi-key change is one Lua script or MULTI/EXEC.
 
 Keys: ``user:<id>`` (hash), ``user-email:<email>`` (id), ``session:<handle>`` (hash, with a
-TTL that follows the session policy) and ``user-sessions:<user id>`` (set of handles).
+TTL that follows the session policy), ``user-sessions:<user id>`` (set of handles, pruned of
+dead sessions whenever it is read or written) and ``throttle:*`` (counters that expire with
+their window).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
-from services.auth.domain import Session, SessionPolicy, User
+from services.auth.domain import RateLimit, Session, SessionPolicy, User
 from shared import Conflict, NotFound, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -119,7 +121,11 @@ class UserStore:
         if not fields:
             return None
         return User(
-            id=fields["id"], email=fields["email"], role=fields["role"], password_hash=fields["password_hash"]
+            id=fields["id"],
+            email=fields["email"],
+            role=fields["role"],
+            password_hash=fields["password_hash"],
+            disabled=fields.get("disabled") == "1",
         )
 
     @_unavailable_on_redis_error
@@ -136,6 +142,12 @@ class UserStore:
         if not await self._redis.exists(_user_key(user_id)):
             raise NotFound("no such user")
         await self._redis.hset(_user_key(user_id), "password_hash", password_hash)
+
+    @_unavailable_on_redis_error
+    async def set_disabled(self, user_id: str, disabled: bool) -> None:
+        if not await self._redis.exists(_user_key(user_id)):
+            raise NotFound("no such user")
+        await self._redis.hset(_user_key(user_id), "disabled", "1" if disabled else "0")
 
 
 _REVOKE_ALL = """
@@ -158,24 +170,86 @@ return 0
 """
 
 
+# KEYS: session, index. ARGV: session TTL, handle, index TTL, session key prefix, "1" to revoke
+# every other session of the user first, then the session's field/value pairs.
+_CREATE = """
+for _, handle in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    if ARGV[5] == '1' then
+        redis.call('DEL', ARGV[4] .. handle)
+        redis.call('SREM', KEYS[2], handle)
+    elseif redis.call('EXISTS', ARGV[4] .. handle) == 0 then
+        redis.call('SREM', KEYS[2], handle)
+    end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3], 'GT')
+redis.call('EXPIRE', KEYS[2], ARGV[3], 'NX')
+return 1
+"""
+
+_INDEXED = """
+local found = {}
+for _, handle in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    local fields = redis.call('HGETALL', ARGV[1] .. handle)
+    if #fields == 0 then
+        redis.call('SREM', KEYS[1], handle)
+    else
+        table.insert(found, handle)
+        table.insert(found, fields)
+    end
+end
+return found
+"""
+
+
 class SessionStore:
     """Server-side sessions with a per-user index, both kept consistent transactionally."""
 
     def __init__(self, client: redis.Redis, policy: SessionPolicy):
         self._redis = client
         self.policy = policy
+        self._create = client.register_script(_CREATE)
+        self._indexed = client.register_script(_INDEXED)
         self._revoke_all = client.register_script(_REVOKE_ALL)
         self._touch = client.register_script(_TOUCH)
 
     @_unavailable_on_redis_error
-    async def create(self, session: Session, now: float) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(_session_key(session.handle), mapping=_session_fields(session))
-            pipe.expire(_session_key(session.handle), self.policy.ttl(session, now))
-            pipe.sadd(_index_key(session.user_id), session.handle)
-            pipe.expire(_index_key(session.user_id), self.policy.absolute, gt=True)
-            pipe.expire(_index_key(session.user_id), self.policy.absolute, nx=True)
-            await pipe.execute()
+    async def create(self, session: Session, now: float, *, revoke_others: bool = False) -> None:
+        """Store a session and index it; with ``revoke_others``, every other session of the user dies.
+
+        One script, so the index never names a session that is gone for good, and a password
+        change cannot leave behind a session created while it ran. Entries for sessions that
+        expired are pruned here too.
+        """
+        fields = [part for pair in _session_fields(session).items() for part in pair]
+        await self._create(
+            keys=[_session_key(session.handle), _index_key(session.user_id)],
+            args=[
+                self.policy.ttl(session, now),
+                session.handle,
+                self.policy.absolute,
+                _session_key(""),
+                "1" if revoke_others else "0",
+                *fields,
+            ],
+        )
+
+    @_unavailable_on_redis_error
+    async def live_for_user(self, user_id: str, now: float) -> list[Session]:
+        """The user's live sessions; index entries of expired or dead sessions are removed."""
+        found = await self._indexed(keys=[_index_key(user_id)], args=[_session_key("")])
+        live = []
+        for handle, raw in zip(found[::2], found[1::2], strict=True):
+            flat = [_text(part) for part in raw]
+            session = _session_from_fields(_text(handle), dict(zip(flat[::2], flat[1::2], strict=True)))
+            if session is not None and session.user_id == user_id and self.policy.is_live(session, now):
+                live.append(session)
+            else:
+                # Past a timeout by the policy's clock though Redis has not expired it yet.
+                await self.delete(_text(handle), user_id)
+        return live
 
     @_unavailable_on_redis_error
     async def get(self, handle: str, now: float) -> Session | None:
@@ -190,14 +264,19 @@ class SessionStore:
         return session
 
     @_unavailable_on_redis_error
-    async def touch(self, session: Session, now: float) -> Session:
-        """Record a use: the idle timer restarts, bounded by the absolute timeout."""
+    async def touch(self, session: Session, now: float) -> Session | None:
+        """Record a use: the idle timer restarts, bounded by the absolute timeout.
+
+        None when the session was revoked since it was read. The check and the write are one
+        script, so a caller that gets a session back held a live one at that instant: a token
+        minted on it was minted before any logout that races it completed.
+        """
         touched = self.policy.touched(session, now)
         # Only if it still exists: a logout racing this request must not leave a stub behind.
-        await self._touch(
+        alive = await self._touch(
             keys=[_session_key(session.handle)], args=[repr(now), self.policy.ttl(touched, now)]
         )
-        return touched
+        return touched if alive else None
 
     @_unavailable_on_redis_error
     async def delete(self, handle: str, user_id: str) -> None:
@@ -217,6 +296,74 @@ class SessionStore:
     @_unavailable_on_redis_error
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
+
+
+# KEYS: the budgets' counters. ARGV: limit and window of each, in the same order. The budgets of
+# domain.LoginThrottlePolicy: per IP, per account at that IP, per account (see its docstring).
+_RESERVE_LOGIN = """
+local counts, waits = {}, {}
+for i = 1, 3 do
+    counts[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
+    waits[i] = math.max(redis.call('PTTL', KEYS[i]), 1)
+end
+local wait = 0
+if counts[1] >= tonumber(ARGV[1]) then wait = math.max(wait, waits[1]) end
+if counts[2] >= tonumber(ARGV[3]) then wait = math.max(wait, waits[2]) end
+if counts[3] >= tonumber(ARGV[5]) and counts[2] > 0 then
+    wait = math.max(wait, math.min(waits[2], waits[3]))
+end
+if wait > 0 then return wait end
+for i = 1, 3 do
+    if redis.call('INCR', KEYS[i]) == 1 then
+        redis.call('EXPIRE', KEYS[i], ARGV[2 * i])
+    end
+end
+return 0
+"""
+
+_REFUND = """
+for i = 1, #KEYS do
+    if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
+end
+return 0
+"""
+
+_HIT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if count > tonumber(ARGV[1]) then return math.max(redis.call('PTTL', KEYS[1]), 1) end
+return 0
+"""
+
+
+class ThrottleStore:
+    """Fixed-window counters, each checked and spent in one script and gone with its window."""
+
+    def __init__(self, client: redis.Redis):
+        self._reserve_login = client.register_script(_RESERVE_LOGIN)
+        self._refund = client.register_script(_REFUND)
+        self._hit = client.register_script(_HIT)
+
+    @_unavailable_on_redis_error
+    async def reserve_login(self, keys: tuple[str, str, str], limits: tuple[RateLimit, ...]) -> int:
+        """Spend one failure from each budget in advance; else the seconds until a retry can pass.
+
+        Spending before the password check (and refunding a success) keeps parallel guesses
+        from all passing a check that only counts the ones already finished.
+        """
+        args = [value for limit in limits for value in (limit.limit, limit.window)]
+        wait_ms = int(await self._reserve_login(keys=list(keys), args=args))
+        return -(-wait_ms // 1000)
+
+    @_unavailable_on_redis_error
+    async def refund(self, keys: tuple[str, ...]) -> None:
+        await self._refund(keys=list(keys), args=[])
+
+    @_unavailable_on_redis_error
+    async def hit(self, key: str, rate: RateLimit) -> int:
+        """Count one event; 0 if within the rate, else the seconds until the window ends."""
+        wait_ms = int(await self._hit(keys=[key], args=[rate.limit, rate.window]))
+        return -(-wait_ms // 1000)
 
 
 def _session_fields(session: Session) -> dict[FieldT, EncodableT]:

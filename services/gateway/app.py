@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any, TypedDict
 
 import httpx
@@ -13,25 +14,42 @@ from starlette.requests import Request
 
 from services.gateway import domain, proxy, routes
 from services.gateway.settings import GatewaySettings
-from shared import TokenVerifier, build_app, open_verifier
+from shared import TokenVerifier, VerifierMetrics, build_app, new_registry, open_verifier
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 class GatewayState(TypedDict):
     """What handlers find on ``request.state``."""
 
+    assets: Mapping[str, domain.Asset]
     client: httpx.AsyncClient
     request_body_timeout: float
     upstreams: dict[str, httpx.URL]
     verifiers: dict[str, TokenVerifier]
 
 
+def load_assets(directory: Path) -> dict[str, domain.Asset]:
+    """The demo page's files by name, read once; a missing page or an unknown file type fails start-up."""
+    assets = {
+        path.name: domain.asset(path.name, path.read_bytes())
+        for path in sorted(directory.iterdir())
+        if path.is_file() and not path.name.startswith(".")
+    }
+    if domain.PAGE_FILE not in assets:
+        raise ValueError(f"{directory} has no {domain.PAGE_FILE}")
+    return assets
+
+
 def create_app(settings: GatewaySettings) -> Starlette:
-    """The gateway: one verifier per audience the route table names, one pooled upstream client."""
+    """The gateway: the demo page, one verifier per audience the route table names, one upstream client."""
+    assets = load_assets(STATIC_DIR)
     urls = settings.upstream_urls()
     unknown = sorted({route.upstream for route in domain.ROUTE_TABLE} - set(urls))
     if unknown:
         raise ValueError(f"the route table names upstreams without a URL: {', '.join(unknown)}")
     upstreams = {name: httpx.URL(url) for name, url in urls.items()}
+    registry = new_registry()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[GatewayState]:
@@ -41,7 +59,11 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 for audience in domain.audiences(domain.ROUTE_TABLE)
             }
             client = await stack.enter_async_context(proxy.open_client(settings))
+            collector = VerifierMetrics(verifiers)
+            registry.register(collector)
+            stack.callback(registry.unregister, collector)
             yield {
+                "assets": assets,
                 "client": client,
                 "request_body_timeout": settings.request_body_timeout,
                 "upstreams": upstreams,
@@ -58,7 +80,11 @@ def create_app(settings: GatewaySettings) -> Starlette:
         }
 
     return build_app(
-        routes.ROUTES, lifespan=lifespan, readiness=readiness, max_body_bytes=settings.max_body_bytes
+        routes.ROUTES,
+        lifespan=lifespan,
+        readiness=readiness,
+        metrics=registry,
+        max_body_bytes=settings.max_body_bytes,
     )
 
 

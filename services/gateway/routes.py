@@ -1,4 +1,4 @@
-"""HTTP mapping: every path outside /healthz and /readyz goes through the route table."""
+"""HTTP mapping: the demo page and its files, then every other path through the route table."""
 
 from __future__ import annotations
 
@@ -10,7 +10,29 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from services.gateway import domain, proxy
-from shared import TokenVerifier
+from services.gateway.openapi import build_openapi
+from shared import NotFound, TokenVerifier, openapi_route
+
+
+def _asset_response(request: Request, name: str) -> Response:
+    assets: Mapping[str, domain.Asset] = request.state.assets
+    item = assets.get(name)
+    if item is None:
+        raise NotFound("no such file")
+    headers = domain.asset_headers(item)
+    if domain.etag_matches(request.headers.get("if-none-match"), item.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(item.body, headers=headers)
+
+
+async def page(request: Request) -> Response:
+    """``GET /``: the demo page."""
+    return _asset_response(request, domain.PAGE_FILE)
+
+
+async def static_file(request: Request) -> Response:
+    """``GET /static/{name}``: one of the page's files, looked up by name in memory, never on disk."""
+    return _asset_response(request, request.path_params["name"])
 
 
 async def forward(request: Request) -> Response:
@@ -48,5 +70,9 @@ async def forward(request: Request) -> Response:
 PROXIED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 ROUTES: list[BaseRoute] = [
+    openapi_route(build_openapi),
+    # Exactly "/" and "/static/...": nothing the route table proxies is shadowed.
+    Route("/", page, methods=["GET"]),
+    Route(domain.STATIC_PREFIX + "{name:path}", static_file, methods=["GET"]),
     Route("/{path:path}", forward, methods=PROXIED_METHODS),
 ]

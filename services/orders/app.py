@@ -14,7 +14,7 @@ from services.orders.domain import AUDIENCE
 from services.orders.routes import routes
 from services.orders.settings import OrdersSettings
 from services.orders.store import OrderStore, open_order_store
-from shared import TokenVerifier, build_app, open_verifier
+from shared import TokenVerifier, VerifierMetrics, build_app, new_registry, open_verifier
 
 # An order body is a few hundred bytes; nothing legitimate comes near this.
 MAX_BODY_BYTES = 16 * 1024
@@ -36,15 +36,24 @@ async def _readiness(request: Request) -> dict[str, Any]:
 def create_app(settings: OrdersSettings) -> Starlette:
     """The orders app for ``settings``; nothing is opened until its lifespan starts."""
 
+    registry = new_registry()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         async with (
             open_order_store(settings.db_path) as store,
             open_verifier(settings.verifier, AUDIENCE) as verifier,
         ):
-            yield {"verifier": verifier, "store": store}
+            collector = VerifierMetrics({AUDIENCE: verifier})
+            registry.register(collector)
+            try:
+                yield {"verifier": verifier, "store": store}
+            finally:
+                registry.unregister(collector)
 
-    return build_app(routes, lifespan=lifespan, readiness=_readiness, max_body_bytes=MAX_BODY_BYTES)
+    return build_app(
+        routes, lifespan=lifespan, readiness=_readiness, metrics=registry, max_body_bytes=MAX_BODY_BYTES
+    )
 
 
 def app_from_env() -> Starlette:

@@ -10,8 +10,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.orders import domain
+from services.orders.openapi import build_openapi
 from services.orders.store import OrderStore
-from shared import AccessClaims, NotFound, TokenVerifier, read_json_object
+from shared import AccessClaims, NotFound, TokenVerifier, openapi_route, read_json_object
 
 
 async def _authenticate(request: Request) -> AccessClaims:
@@ -67,4 +68,5 @@ routes = [
     Route("/orders", list_orders, methods=["GET"]),
     Route("/orders", create_order, methods=["POST"]),
     Route("/orders/{order_id}", get_order, methods=["GET"]),
+    openapi_route(build_openapi),
 ]

@@ -17,6 +17,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from deploy.devcluster import Cluster, ClusterConfig
+from services.auth.keys import load_keys
 
 SESSION_COOKIE = "__Host-session"
 ALICE = "alice@example.com"
@@ -24,7 +25,7 @@ ADMIN = "admin@example.com"
 BOB = "bob@example.com"
 BOB_PASSWORD = "bob-has-a-long-passphrase-too"
 
-ClusterFactory = Callable[[str], AbstractContextManager[Cluster]]
+ClusterFactory = Callable[..., AbstractContextManager[Cluster]]
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,12 @@ def _b64_json(segment: str) -> dict[str, Any]:
 
 def sign_with_cluster_key(cluster: Cluster, claims: dict[str, Any]) -> str:
     """A token signed by the cluster's real active key, as only auth could make it."""
-    kid = (cluster.keys_dir / "active").read_text().strip()
+    kid = load_keys(cluster.keys_dir).active_kid(time.time())
+    return sign_with_key(cluster, kid, claims)
+
+
+def sign_with_key(cluster: Cluster, kid: str, claims: dict[str, Any]) -> str:
+    """A token signed by one of the cluster's keys, whatever its state."""
     key = RSAKey.import_key((cluster.keys_dir / f"{kid}.pem").read_bytes())
     assert key.thumbprint() == kid
     return jwt.encode({"alg": "RS256", "kid": kid, "typ": "at+jwt"}, claims, key, algorithms=["RS256"])
@@ -217,9 +223,9 @@ def cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> ClusterFactory:
     """Starts a cluster on free ports in its own directory and always stops it."""
 
     @contextmanager
-    def start(name: str) -> Iterator[Cluster]:
+    def start(name: str, env: dict[str, str] | None = None) -> Iterator[Cluster]:
         state_dir = tmp_path_factory.mktemp(name)
-        cluster = Cluster(ClusterConfig.on_free_ports(state_dir))
+        cluster = Cluster(ClusterConfig.on_free_ports(state_dir, env))
         try:
             cluster.start()
             create_bob(cluster)

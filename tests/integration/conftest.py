@@ -30,8 +30,8 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
 
 @pytest.fixture
 def keys_dir(tmp_path: Path) -> Path:
-    from services.auth.keys import create_key
+    from services.auth.keys import init_keys
 
     directory = tmp_path / "keys"
-    create_key(directory, activate=True)
+    init_keys(directory)
     return directory

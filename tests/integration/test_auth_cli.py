@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import subprocess
@@ -135,16 +136,76 @@ class TestKeys:
         assert len(pems) == 1
         kid = pems[0].stem
         assert stat.S_IMODE(pems[0].stat().st_mode) == 0o600
-        assert (keys_dir / "active").read_text().strip() == kid
         assert f"created signing key {kid} in {keys_dir}" in first.stdout
         assert "BEGIN" not in first.stdout + first.stderr
-        assert load_keys(keys_dir).active_kid == kid
+        assert load_keys(keys_dir).active_kid(time.time()) == kid
 
         second = cli("keys", "init", redis_url=nowhere, keys_dir=keys_dir)
         assert second.returncode == 0, second.stderr
         assert f"{keys_dir} already holds a key" in second.stdout
         assert list(keys_dir.glob("*.pem")) == pems
-        assert (keys_dir / "active").read_text().strip() == kid
+        assert load_keys(keys_dir).active_kid(time.time()) == kid
+
+    def test_rotate_publishes_a_next_key_list_shows_it_and_retire_withdraws_it(self, tmp_path: Path) -> None:
+        keys_dir = tmp_path / "keys"
+        nowhere = f"redis://127.0.0.1:{free_port()}/0"
+        assert cli("keys", "init", redis_url=nowhere, keys_dir=keys_dir).returncode == 0
+        (first,) = (path.stem for path in keys_dir.glob("*.pem"))
+
+        rotated = cli("keys", "rotate", redis_url=nowhere, keys_dir=keys_dir)
+        assert rotated.returncode == 0, rotated.stderr
+        (second,) = {path.stem for path in keys_dir.glob("*.pem")} - {first}
+        assert f"published key {second}" in rotated.stdout
+        # The defaults: 5 s reload + 300 s max-age + 2 x 10 s skew + 30 s margin.
+        assert "publish lead 355 s" in rotated.stdout
+        listed = cli("keys", "list", redis_url=nowhere, keys_dir=keys_dir)
+        states = {line.split()[0]: line.split()[1] for line in listed.stdout.splitlines()[1:]}
+        assert states == {first: "active", second: "next"}
+
+        again = cli("keys", "rotate", redis_url=nowhere, keys_dir=keys_dir)
+        assert again.returncode == 1
+        assert f"a rotation is already scheduled: key {second} is next" in again.stderr
+
+        refused = cli("keys", "retire", first, redis_url=nowhere, keys_dir=keys_dir)
+        assert refused.returncode == 1
+        assert "is signing: run `keys rotate`" in refused.stderr
+
+        withdrawn = cli("keys", "retire", second, redis_url=nowhere, keys_dir=keys_dir)
+        assert withdrawn.returncode == 0, withdrawn.stderr
+        assert [path.stem for path in keys_dir.glob("*.pem")] == [first]
+        schedule = json.loads((keys_dir / "keys.json").read_text())["keys"]
+        assert schedule[first]["retires_at"] is None
+
+    def test_rotate_if_active_for_rotates_only_when_due_so_cron_can_run_it_often(
+        self, tmp_path: Path
+    ) -> None:
+        keys_dir = tmp_path / "keys"
+        nowhere = f"redis://127.0.0.1:{free_port()}/0"
+        assert cli("keys", "init", redis_url=nowhere, keys_dir=keys_dir).returncode == 0
+        not_due = cli("keys", "rotate", "--if-active-for", "3600", redis_url=nowhere, keys_dir=keys_dir)
+        assert not_due.returncode == 0, not_due.stderr
+        assert "no rotation due" in not_due.stdout
+        assert len(list(keys_dir.glob("*.pem"))) == 1
+        due = cli("keys", "rotate", "--if-active-for", "0", redis_url=nowhere, keys_dir=keys_dir)
+        assert "published key" in due.stdout, due.stderr
+        pending = cli("keys", "rotate", "--if-active-for", "0", redis_url=nowhere, keys_dir=keys_dir)
+        assert pending.returncode == 0, pending.stderr
+        assert "no rotation due: key" in pending.stdout
+        assert len(list(keys_dir.glob("*.pem"))) == 2
+
+    def test_a_broken_key_file_is_named_and_nothing_changes(self, tmp_path: Path) -> None:
+        keys_dir = tmp_path / "keys"
+        nowhere = f"redis://127.0.0.1:{free_port()}/0"
+        assert cli("keys", "init", redis_url=nowhere, keys_dir=keys_dir).returncode == 0
+        broken = keys_dir / "broken.pem"
+        broken.write_text("not a key")
+        before = (keys_dir / "keys.json").read_text()
+        result = cli("keys", "rotate", redis_url=nowhere, keys_dir=keys_dir)
+        assert result.returncode == 1
+        assert f"{broken}: not a PEM RSA private key" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert (keys_dir / "keys.json").read_text() == before
+        assert len(list(keys_dir.glob("*.pem"))) == 2
 
 
 class TestUsers:
@@ -239,6 +300,30 @@ class TestUsers:
         assert result.returncode != 0
         assert "no user nobody@example.com" in result.stderr
         assert_no_password(result, NEW_PASSWORD)
+
+    def test_disable_revokes_the_users_sessions_and_enable_clears_the_flag(self, redis_url: str) -> None:
+        assert add_user("ivan@example.com", "user", redis_url).returncode == 0
+        assert add_user("judy@example.com", "user", redis_url).returncode == 0
+        ivan = stored_user(redis_url, "ivan@example.com")
+        handles = [open_session(redis_url, ivan) for _ in range(2)]
+        judy_handle = open_session(redis_url, stored_user(redis_url, "judy@example.com"))
+
+        result = cli("users", "disable", "Ivan@Example.com", redis_url=redis_url)
+        assert result.returncode == 0, result.stderr
+        assert "disabled ivan@example.com; 2 session(s) revoked" in result.stdout
+        assert stored_user(redis_url, "ivan@example.com").disabled
+        assert not any(session_is_live(redis_url, handle) for handle in handles)
+        assert session_index(redis_url, ivan) == set()
+        assert session_is_live(redis_url, judy_handle)
+
+        result = cli("users", "enable", "ivan@example.com", redis_url=redis_url)
+        assert result.returncode == 0, result.stderr
+        assert not stored_user(redis_url, "ivan@example.com").disabled
+
+    def test_disable_for_an_unknown_user_fails_clearly(self, redis_url: str) -> None:
+        result = cli("users", "disable", "nobody@example.com", redis_url=redis_url)
+        assert result.returncode != 0
+        assert "no user nobody@example.com" in result.stderr
 
     def test_an_unreachable_redis_is_a_clear_error_not_a_traceback(self) -> None:
         result = cli("users", "list", redis_url=f"redis://127.0.0.1:{free_port()}/0")

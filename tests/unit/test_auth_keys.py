@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import stat
+import time
 from pathlib import Path
 
 import httpx
@@ -17,9 +18,10 @@ from joserfc import jwt
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import RSAKey
 
-from services.auth.keys import KeyFileError, create_key, init_keys, load_keys
+from services.auth.keys import KeyFileError, RotationPolicy, create_key, init_keys, load_keys
 from shared import JWKSCache, JWKSConfig, TokenPolicy, TokenVerifier
 
+POLICY = RotationPolicy(token_ttl=300, clock_skew=10, jwks_max_age=300, reload_interval=5, margin=30)
 CLAIMS = {"iss": "http://localhost:8000", "sub": "u1", "aud": "orders", "iat": 1, "exp": 301, "jti": "j1"}
 
 
@@ -78,9 +80,20 @@ def keys_dir(tmp_path: Path) -> Path:
     return tmp_path / "keys"
 
 
+NOW = 1_000_000.0
+
+
+def legacy_dir(directory: Path, *, extra: int = 0) -> tuple[str, list[str]]:
+    """A directory in the layout from before keys.json: PEMs and an ``active`` file."""
+    active = create_key(directory)
+    others = [create_key(directory) for _ in range(extra)]
+    (directory / "active").write_text(active + "\n")
+    return active, others
+
+
 class TestCreate:
     def test_create_key_writes_an_owner_only_pem_named_by_its_thumbprint(self, keys_dir: Path) -> None:
-        kid = create_key(keys_dir, activate=False)
+        kid = create_key(keys_dir)
         path = keys_dir / f"{kid}.pem"
         assert [p.name for p in keys_dir.iterdir()] == [path.name]
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -90,42 +103,43 @@ class TestCreate:
         assert kid == rfc7638_thumbprint(pem)
 
     def test_create_key_makes_2048_bit_keys_by_default(self, keys_dir: Path) -> None:
-        kid = create_key(keys_dir, activate=False)
+        kid = create_key(keys_dir)
         private = serialization.load_pem_private_key((keys_dir / f"{kid}.pem").read_bytes(), password=None)
         assert isinstance(private, rsa.RSAPrivateKey)
         assert private.key_size == 2048
 
-    def test_activate_names_the_key_in_the_active_file(self, keys_dir: Path) -> None:
-        kid = create_key(keys_dir, activate=True)
-        assert (keys_dir / "active").read_text().strip() == kid
-
-    def test_init_keys_creates_and_activates_a_first_key(self, keys_dir: Path) -> None:
-        kid = init_keys(keys_dir)
+    def test_init_keys_creates_a_key_active_from_now_in_the_schedule(self, keys_dir: Path) -> None:
+        kid = init_keys(keys_dir, now=NOW)
         assert kid is not None
         assert (keys_dir / f"{kid}.pem").is_file()
-        assert load_keys(keys_dir).active_kid == kid
+        schedule = json.loads((keys_dir / "keys.json").read_text())
+        assert schedule == {
+            "version": 1,
+            "keys": {kid: {"created_at": NOW, "activates_at": NOW, "retires_at": None, "removes_at": None}},
+        }
+        assert load_keys(keys_dir, now=NOW).active_kid(NOW) == kid
 
     def test_init_keys_is_idempotent(self, keys_dir: Path) -> None:
         first = init_keys(keys_dir)
         before = sorted(p.name for p in keys_dir.iterdir())
         assert init_keys(keys_dir) is None
         assert sorted(p.name for p in keys_dir.iterdir()) == before
-        assert load_keys(keys_dir).active_kid == first
+        assert load_keys(keys_dir).active_kid(time.time()) == first
 
 
 class TestLoadAndSign:
-    def test_load_keys_round_trips_what_create_key_wrote(self, keys_dir: Path) -> None:
-        kid = create_key(keys_dir, activate=True)
-        keys = load_keys(keys_dir)
-        assert keys.active_kid == kid
+    def test_load_keys_round_trips_what_init_wrote(self, keys_dir: Path) -> None:
+        kid = init_keys(keys_dir, now=NOW)
+        keys = load_keys(keys_dir, now=NOW)
+        assert keys.active_kid(NOW) == kid
         assert list(keys.keys) == [kid]
         assert keys.keys[kid].thumbprint() == kid
 
     def test_a_signed_token_verifies_with_the_published_public_key(self, keys_dir: Path) -> None:
-        kid = create_key(keys_dir, activate=True)
-        keys = load_keys(keys_dir)
-        token = keys.sign(CLAIMS)
-        (published,) = keys.jwks()["keys"]
+        kid = init_keys(keys_dir, now=NOW)
+        keys = load_keys(keys_dir, now=NOW)
+        token = keys.sign(CLAIMS, NOW)
+        (published,) = keys.jwks(NOW)["keys"]
         public = RSAKey.import_key(published)
         assert not public.is_private
         decoded = jwt.decode(token, public, algorithms=["RS256"])
@@ -133,41 +147,42 @@ class TestLoadAndSign:
         assert decoded.claims == CLAIMS
 
     def test_a_signed_token_does_not_verify_with_another_key(self, keys_dir: Path) -> None:
-        create_key(keys_dir, activate=True)
-        token = load_keys(keys_dir).sign(CLAIMS)
+        init_keys(keys_dir, now=NOW)
+        token = load_keys(keys_dir, now=NOW).sign(CLAIMS, NOW)
         stranger = RSAKey.import_key(RSAKey.generate_key(2048).as_dict(private=False))
         with pytest.raises(BadSignatureError):
             jwt.decode(token, stranger, algorithms=["RS256"])
 
-    def test_only_the_active_key_signs_while_every_key_is_published(self, keys_dir: Path) -> None:
-        active = create_key(keys_dir, activate=True)
-        upcoming = create_key(keys_dir, activate=False)
-        keys = load_keys(keys_dir)
-        assert keys.active_kid == active
-        assert {entry["kid"] for entry in keys.jwks()["keys"]} == {active, upcoming}
-        decoded = jwt.decode(keys.sign(CLAIMS), keys.keys[active], algorithms=["RS256"])
+    def test_a_legacy_directory_loads_with_every_key_published_and_the_named_one_signing(
+        self, keys_dir: Path
+    ) -> None:
+        active, (other,) = legacy_dir(keys_dir, extra=1)
+        keys = load_keys(keys_dir, POLICY, now=NOW)
+        assert keys.active_kid(NOW) == active
+        assert {entry["kid"] for entry in keys.jwks(NOW)["keys"]} == {active, other}
+        decoded = jwt.decode(keys.sign(CLAIMS, NOW), keys.keys[active], algorithms=["RS256"])
         assert decoded.header["kid"] == active
         with pytest.raises(BadSignatureError):
-            jwt.decode(keys.sign(CLAIMS), keys.keys[upcoming], algorithms=["RS256"])
+            jwt.decode(keys.sign(CLAIMS, NOW), keys.keys[other], algorithms=["RS256"])
 
     def test_jwks_holds_only_public_members(self, keys_dir: Path) -> None:
-        kid = create_key(keys_dir, activate=True)
-        keys = load_keys(keys_dir)
-        (entry,) = keys.jwks()["keys"]
+        kid = init_keys(keys_dir, now=NOW)
+        keys = load_keys(keys_dir, now=NOW)
+        (entry,) = keys.jwks(NOW)["keys"]
         assert set(entry) == {"kty", "n", "e", "kid", "alg", "use"}
         assert (entry["kty"], entry["alg"], entry["use"], entry["kid"]) == ("RSA", "RS256", "sig", kid)
         private = keys.keys[kid].as_dict(private=True)
-        serialized = json.dumps(keys.jwks())
+        serialized = json.dumps(keys.jwks(NOW))
         for member in ("d", "p", "q", "dp", "dq", "qi"):
             assert private[member] not in serialized
 
     async def test_the_shared_verifier_accepts_a_token_signed_here(self, keys_dir: Path) -> None:
-        create_key(keys_dir, activate=True)
-        keys = load_keys(keys_dir)
+        init_keys(keys_dir, now=NOW)
+        keys = load_keys(keys_dir, now=NOW)
         claims = {**CLAIMS, "iat": 1000, "nbf": 1000, "exp": 1300}
 
         def serve_jwks(request: httpx.Request) -> httpx.Response:
-            return httpx.Response(200, json=keys.jwks())
+            return httpx.Response(200, json=keys.jwks(NOW))
 
         async with httpx.AsyncClient(transport=httpx.MockTransport(serve_jwks)) as client:
             cache = JWKSCache(JWKSConfig(url="http://127.0.0.1:8001/.well-known/jwks.json"), client)
@@ -175,7 +190,7 @@ class TestLoadAndSign:
             verifier = TokenVerifier(
                 TokenPolicy("http://localhost:8000", "orders"), cache, clock=lambda: 1100
             )
-            verified = await verifier.verify(keys.sign(claims))
+            verified = await verifier.verify(keys.sign(claims, NOW))
         assert (verified.sub, verified.aud, verified.jti) == ("u1", "orders", "j1")
 
 
@@ -235,7 +250,7 @@ class TestLoadErrors:
         assert "2048" in message
 
     def test_a_file_not_named_by_its_thumbprint_is_refused(self, keys_dir: Path) -> None:
-        kid = create_key(keys_dir, activate=True)
+        kid, _ = legacy_dir(keys_dir)
         renamed = keys_dir / "my-key.pem"
         (keys_dir / f"{kid}.pem").rename(renamed)
         (keys_dir / "active").write_text("my-key")
@@ -243,19 +258,19 @@ class TestLoadErrors:
         assert "thumbprint" in message
 
     def test_a_missing_active_file_is_named(self, keys_dir: Path) -> None:
-        kid = create_key(keys_dir, activate=False)
+        kid = create_key(keys_dir)
         pem = (keys_dir / f"{kid}.pem").read_bytes()
         assert_error_names_file_without_material(keys_dir, keys_dir / "active", pem)
 
     def test_an_active_file_naming_an_absent_kid_is_named(self, keys_dir: Path) -> None:
-        kid = create_key(keys_dir, activate=False)
+        kid = create_key(keys_dir)
         pem = (keys_dir / f"{kid}.pem").read_bytes()
         (keys_dir / "active").write_text("no-such-kid\n")
         message = assert_error_names_file_without_material(keys_dir, keys_dir / "active", pem)
         assert "no-such-kid" in message
 
     def test_one_bad_file_spoils_the_directory(self, keys_dir: Path) -> None:
-        create_key(keys_dir, activate=True)
+        init_keys(keys_dir)
         path = keys_dir / "zz-broken.pem"
         path.write_bytes(b"not a key")
         assert_error_names_file_without_material(keys_dir, path)

@@ -416,7 +416,7 @@ def test_a_token_signed_by_another_key_is_401(client: httpx.Client, orders_seen:
     assert "/orders/forged-probe" not in orders_seen.paths()
 
 
-@pytest.mark.parametrize("path", ["/api/ordersX", "/authz", "/", "/api"])
+@pytest.mark.parametrize("path", ["/api/ordersX", "/authz", "/api", "/staticX"])
 def test_paths_outside_the_route_table_are_404(client: httpx.Client, path: str) -> None:
     assert_error(client.get(path), 404, "not_found")
 

@@ -75,6 +75,7 @@ class JWKSServer:
         self.failure: str | None = None
         self.paths: list[str] = []
         self.gate: asyncio.Event | None = None
+        self.cache_control = "public, max-age=300"
 
     @property
     def jwks_requests(self) -> int:
@@ -98,7 +99,8 @@ class JWKSServer:
         body = self.body()
         match self.failure:
             case None:
-                return httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+                headers = {"Content-Type": "application/json", "Cache-Control": self.cache_control}
+                return httpx.Response(200, content=body, headers=headers)
             case "connect":
                 raise httpx.ConnectError("connection refused", request=request)
             case "http-500":
@@ -213,11 +215,61 @@ async def test_failed_first_load_leaves_the_cache_not_ready(open_cache: OpenCach
     assert await cache.key_for("key-1") is None
 
 
-async def test_unknown_kid_right_after_a_load_does_not_refetch(open_cache: OpenCache, key_1: RSAKey) -> None:
+async def test_a_new_kid_right_after_a_load_is_found_by_exactly_one_refetch(
+    open_cache: OpenCache, key_1: RSAKey, key_2: RSAKey
+) -> None:
+    # The start-up (or a scheduled) fetch does not count against the unknown-kid cooldown:
+    # a key published a moment after it must not wait out the cooldown.
     server = JWKSServer(key_1)
     cache = await open_cache(server)
-    assert await cache.key_for("key-9") is None
-    assert server.jwks_requests == 1
+    server.keys.append(key_2)
+    assert modulus(await cache.key_for("key-2")) == modulus(key_2)
+    assert server.jwks_requests == 2
+    assert cache.status()["unknown_kid_refetches"] == 1
+
+
+async def test_a_flood_of_made_up_kids_costs_one_fetch_per_cooldown(
+    open_cache: OpenCache, clock: FakeClock, key_1: RSAKey
+) -> None:
+    server = JWKSServer(key_1)
+    cache = await open_cache(server)
+    for round_ in range(3):
+        for i in range(100):
+            assert await cache.key_for(f"made-up-{round_}-{i}") is None
+            clock.advance(COOLDOWN / 200)
+        assert server.jwks_requests == 2 + round_
+        clock.advance(COOLDOWN / 2)
+    assert cache.status()["unknown_kid_refetches"] == 3
+
+
+async def test_the_schedule_follows_the_jwks_max_age_when_it_is_shorter(
+    open_cache: OpenCache, key_1: RSAKey
+) -> None:
+    server = JWKSServer(key_1)
+    server.cache_control = "public, max-age=7"
+    cache = await open_cache(server, refresh_interval=300.0, retry_interval=1.0)
+    assert cache.next_refresh_in() == 7
+    server.cache_control = "public, max-age=900"
+    await cache.refresh()
+    assert cache.next_refresh_in() == 300
+    server.cache_control = "no-cache"
+    await cache.refresh()
+    assert cache.next_refresh_in() == 300
+
+
+async def test_failed_fetches_are_retried_with_a_doubling_delay(open_cache: OpenCache, key_1: RSAKey) -> None:
+    server = JWKSServer(key_1)
+    cache = await open_cache(server, refresh_interval=10.0, retry_interval=1.0)
+    server.failure = "http-500"
+    delays = []
+    for _ in range(6):
+        await cache.refresh()
+        delays.append(cache.next_refresh_in())
+    assert delays == [1, 2, 4, 8, 10, 10]
+    assert cache.ready
+    server.failure = None
+    await cache.refresh()
+    assert cache.next_refresh_in() == 10
 
 
 async def test_unknown_kid_refetches_once_and_again_only_after_the_cooldown(
@@ -547,3 +599,18 @@ def test_parse_jwks_never_keeps_private_members(key_1: RSAKey) -> None:
 def test_parse_jwks_rejects_a_document_that_is_not_a_jwks(body: bytes) -> None:
     with pytest.raises(JWKSFetchError):
         parse_jwks(body)
+
+
+async def test_a_cache_that_failed_closed_retries_every_retry_interval(
+    open_cache: OpenCache, clock: FakeClock, key_1: RSAKey
+) -> None:
+    server = JWKSServer(key_1)
+    cache = await open_cache(server, refresh_interval=300.0, retry_interval=1.0)
+    server.failure = "connect"
+    for _ in range(8):
+        await cache.refresh()
+    assert cache.next_refresh_in() == 128
+    clock.advance(MAX_STALE + 1)
+    assert not cache.ready
+    # No backoff once nothing is served: recovery must not wait minutes after auth returns.
+    assert cache.next_refresh_in() == 1.0

@@ -401,6 +401,12 @@ def test_exp_not_after_iat_is_rejected(exp: int) -> None:
         ("jti", 1, "claim_type"),
         ("jti", "", "claim_type"),
         ("jti", ["jti-1"], "claim_type"),
+        ("sub", "user-\ud800", "claim_type"),
+        ("jti", "\udfff", "claim_type"),
+        ("sid", "\ud800", "claim_sid"),
+        ("role", "admin\ud800", "claim_role"),
+        ("client_id", "\udc00spa", "claim_client_id"),
+        ("scope", "\ud83d", "claim_scope"),
         ("sid", 1, "claim_sid"),
         ("sid", ["sid-1"], "claim_sid"),
         ("role", ["admin"], "claim_role"),
@@ -411,7 +417,12 @@ def test_exp_not_after_iat_is_rejected(exp: int) -> None:
     ],
 )
 def test_claims_of_the_wrong_type_are_rejected(name: str, value: Any, expected: str) -> None:
+    # The lone surrogates were found by tests/security: a signed "sub": "\ud800" made orders answer 500.
     assert claims_reason(claims(**{name: value})) == expected
+
+
+def test_a_claim_with_a_surrogate_pair_is_text() -> None:
+    assert check_claims(claims(sub="user-\U0001f600"), POLICY, NOW).sub == "user-\U0001f600"
 
 
 def test_policy_refuses_a_leeway_outside_zero_to_thirty_seconds() -> None:

@@ -278,6 +278,18 @@ async def test_signed_payload_that_is_not_a_claim_object_is_rejected(
 
 
 @pytest.mark.parametrize(
+    ("name", "reason"), [("sub", "claim_type"), ("role", "claim_role"), ("sid", "claim_sid")]
+)
+async def test_a_signed_claim_holding_a_lone_surrogate_is_rejected(
+    verifier: TokenVerifier, signing_key: RSAKey, name: str, reason: str
+) -> None:
+    # Found by tests/security: "sub": "\ud800" passed verification and orders answered 500.
+    payload = json.dumps(good_claims(**{name: "\ud800"})).encode()
+    assert b"\\ud800" in payload
+    assert await rejection(verifier, sign_by_hand(signing_key, HEADER, payload)) == reason
+
+
+@pytest.mark.parametrize(
     ("changes", "expected"),
     [
         ({"exp": NOW - 10, "iat": NOW - 310, "nbf": NOW - 310}, "expired"),

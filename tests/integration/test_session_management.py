@@ -1,0 +1,287 @@
+"""Session index, throttles and client addresses against a real Redis (and a real socket for the last)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+import redis.asyncio as aioredis
+import uvicorn
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from deploy.processes import free_port
+from services.auth import domain
+from services.auth.app import create_app
+from services.auth.domain import RateLimit, SessionPolicy, User
+from services.auth.passwords import Passwords
+from services.auth.settings import DEMO_PASSWORD
+from services.auth.store import SessionStore, ThrottleStore, connect
+from tests.integration.test_auth_app import ORIGIN, login, settings_for, wait_for_demo_users
+
+NOW = 1_800_000_000.0
+POLICY = SessionPolicy(idle=1800, absolute=86400)
+ALICE = User(id="u-alice", email="alice@example.com", role="user", password_hash="x")
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = connect(redis_url, 0.5)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def sessions(client: aioredis.Redis) -> SessionStore:
+    return SessionStore(client, POLICY)
+
+
+async def _new(sessions: SessionStore, now: float = NOW) -> domain.Session:
+    session = domain.new_session(domain.new_session_id(), ALICE, now, user_agent="pytest", ip="127.0.0.1")
+    await sessions.create(session, now)
+    return session
+
+
+async def _index(client: aioredis.Redis) -> set[str]:
+    return {str(handle) for handle in await client.smembers(f"user-sessions:{ALICE.id}")}
+
+
+async def test_live_sessions_are_listed_from_the_index(sessions: SessionStore) -> None:
+    first, second = await _new(sessions), await _new(sessions, NOW + 5)
+    listed = await sessions.live_for_user(ALICE.id, NOW + 10)
+    assert {s.handle for s in listed} == {first.handle, second.handle}
+
+
+async def test_a_session_expired_by_the_policy_is_not_listed_and_leaves_the_index(
+    sessions: SessionStore, client: aioredis.Redis
+) -> None:
+    idle = await _new(sessions)
+    fresh = await _new(sessions, NOW + 1000)
+    # Redis has not expired it yet (its TTL runs on Redis' own clock); the policy says it is dead.
+    listed = await sessions.live_for_user(ALICE.id, NOW + 1800)
+    assert [s.handle for s in listed] == [fresh.handle]
+    assert await _index(client) == {fresh.handle}
+    assert not await client.exists(f"session:{idle.handle}")
+
+
+async def test_a_session_redis_expired_is_pruned_from_the_index_on_read(
+    sessions: SessionStore, client: aioredis.Redis
+) -> None:
+    gone, kept = await _new(sessions), await _new(sessions)
+    # What Redis does when the session's TTL runs out: the record goes, the index entry stays.
+    await client.delete(f"session:{gone.handle}")
+    assert await _index(client) == {gone.handle, kept.handle}
+    assert [s.handle for s in await sessions.live_for_user(ALICE.id, NOW + 1)] == [kept.handle]
+    assert await _index(client) == {kept.handle}
+
+
+async def test_dead_index_entries_are_pruned_on_write(sessions: SessionStore, client: aioredis.Redis) -> None:
+    gone = await _new(sessions)
+    await client.delete(f"session:{gone.handle}")
+    added = await _new(sessions)
+    assert await _index(client) == {added.handle}
+
+
+async def test_the_index_expires_no_sooner_than_its_longest_session(
+    sessions: SessionStore, client: aioredis.Redis
+) -> None:
+    await _new(sessions)
+    ttl = await client.ttl(f"user-sessions:{ALICE.id}")
+    assert POLICY.absolute - 5 <= ttl <= POLICY.absolute
+
+
+async def test_concurrent_logins_and_revocations_keep_the_index_exact(
+    sessions: SessionStore, client: aioredis.Redis
+) -> None:
+    async def create_many() -> None:
+        for _ in range(40):
+            await _new(sessions)
+
+    async def revoke_repeatedly() -> None:
+        for _ in range(10):
+            await sessions.delete_all_for_user(ALICE.id)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(create_many(), create_many(), revoke_repeatedly(), create_many())
+    indexed = await _index(client)
+    stored = {str(key).removeprefix("session:") async for key in client.scan_iter(match="session:*")}
+    # Every stored session is indexed (a revoke-all cannot miss one) and every entry is stored.
+    assert indexed == stored
+    await sessions.delete_all_for_user(ALICE.id)
+    assert not [key async for key in client.scan_iter(match="session:*")]
+
+
+async def test_revoke_others_replaces_every_session_in_one_step(
+    sessions: SessionStore, client: aioredis.Redis
+) -> None:
+    current, other = await _new(sessions), await _new(sessions)
+    renewed = domain.renewed_session(current, domain.new_session_id(), NOW + 10)
+    await sessions.create(renewed, NOW + 10, revoke_others=True)
+    assert await _index(client) == {renewed.handle}
+    assert await sessions.get(current.handle, NOW + 10) is None
+    assert await sessions.get(other.handle, NOW + 10) is None
+    assert await sessions.get(renewed.handle, NOW + 10) == renewed
+
+
+async def test_touch_reports_a_session_revoked_since_it_was_read(sessions: SessionStore) -> None:
+    session = await _new(sessions)
+    assert await sessions.touch(session, NOW + 1) is not None
+    await sessions.delete(session.handle, ALICE.id)
+    assert await sessions.touch(session, NOW + 2) is None
+
+
+LOGIN = (RateLimit(100, 60), RateLimit(5, 60), RateLimit(100, 60))
+KEYS = ("throttle:t-ip", "throttle:t-pair", "throttle:t-account")
+
+
+async def test_parallel_guesses_cannot_overspend_a_login_budget(client: aioredis.Redis) -> None:
+    throttles = ThrottleStore(client)
+    waits = await asyncio.gather(*(throttles.reserve_login(KEYS, LOGIN) for _ in range(30)))
+    assert waits.count(0) == 5
+    assert all(1 <= wait <= 60 for wait in waits if wait)
+    assert int(await client.get("throttle:t-pair") or 0) == 5
+
+
+async def test_every_throttle_counter_expires_with_its_window(client: aioredis.Redis) -> None:
+    throttles = ThrottleStore(client)
+    await throttles.reserve_login(KEYS, LOGIN)
+    await throttles.hit("throttle:t-token", RateLimit(3, 20))
+    for key in KEYS:
+        assert 0 < await client.ttl(key) <= 60
+    assert 0 < await client.ttl("throttle:t-token") <= 20
+
+
+async def test_a_refund_gives_back_a_reserved_attempt(client: aioredis.Redis) -> None:
+    throttles = ThrottleStore(client)
+    for _ in range(10):
+        assert await throttles.reserve_login(KEYS, LOGIN) == 0
+        await throttles.refund(KEYS)
+    assert [int(await client.get(key) or 0) for key in KEYS] == [0, 0, 0]
+
+
+async def test_an_account_under_attack_refuses_only_addresses_that_failed_on_it(
+    client: aioredis.Redis,
+) -> None:
+    throttles = ThrottleStore(client)
+    limits = (RateLimit(100, 60), RateLimit(5, 60), RateLimit(3, 60))
+
+    def keys(ip: str) -> tuple[str, str, str]:
+        return (f"throttle:ip:{ip}", f"throttle:pair:{ip}", "throttle:account")
+
+    for ip in ("a", "b", "c"):
+        assert await throttles.reserve_login(keys(ip), limits) == 0
+    # The account is past its budget: an address that failed on it waits ...
+    assert await throttles.reserve_login(keys("a"), limits) > 0
+    # ... a new one gets a single guess, and the owner's own address is not locked.
+    assert await throttles.reserve_login(keys("d"), limits) == 0
+    assert await throttles.reserve_login(keys("d"), limits) > 0
+    assert await throttles.reserve_login(keys("owner"), limits) == 0
+
+
+async def test_token_hits_past_the_rate_wait_for_the_window(client: aioredis.Redis) -> None:
+    throttles = ThrottleStore(client)
+    assert [await throttles.hit("throttle:tok", RateLimit(3, 20)) for _ in range(3)] == [0, 0, 0]
+    assert 1 <= await throttles.hit("throttle:tok", RateLimit(3, 20)) <= 20
+
+
+def _ready_without_spent_budgets(test_client: TestClient, redis_url: str) -> None:
+    """Wait for the demo users, then check that waiting spent no login budget."""
+    wait_for_demo_users(test_client)
+    with redis.Redis.from_url(redis_url) as sync_client:
+        assert not list(sync_client.scan_iter(match="throttle:*"))
+
+
+def test_a_throttled_login_runs_no_argon2(
+    redis_url: str, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verified: list[str | None] = []
+    original = Passwords.verify
+
+    async def counting_verify(self: Passwords, password_hash: str | None, password: str) -> bool:
+        verified.append(password_hash)
+        return await original(self, password_hash, password)
+
+    monkeypatch.setattr(Passwords, "verify", counting_verify)
+    settings = settings_for(redis_url, keys_dir, LOGIN_ACCOUNT_IP_LIMIT="2")
+    with TestClient(create_app(settings), base_url="http://localhost:8001") as test_client:
+        _ready_without_spent_budgets(test_client, redis_url)
+        for email in ("alice@example.com", "nobody@example.com"):
+            verified.clear()
+            statuses = [login(test_client, email=email, password="wrong-pw-1").status_code for _ in range(4)]
+            assert statuses == [401, 401, 429, 429]
+            # Two argon2 runs for the two failures, including the dummy one for the unknown email.
+            assert len(verified) == 2
+
+
+def test_a_successful_login_spends_no_budget(redis_url: str, keys_dir: Path) -> None:
+    settings = settings_for(redis_url, keys_dir, LOGIN_ACCOUNT_IP_LIMIT="2")
+    with TestClient(create_app(settings), base_url="http://localhost:8001") as test_client:
+        _ready_without_spent_budgets(test_client, redis_url)
+        assert all(login(test_client).status_code == 200 for _ in range(5))
+        assert login(test_client, password="wrong-password!").status_code == 401
+        assert login(test_client).status_code == 200
+
+
+class _Server:
+    """Auth under uvicorn on a real socket in this process, started and stopped by polling."""
+
+    def __init__(self, app: Starlette, port: int):
+        # As shared.serve_from_env runs it: uvicorn's own X-Forwarded-For rewriting is off.
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> _Server:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert self.thread.is_alive(), "auth exited while starting"
+            assert time.monotonic() < deadline, "auth did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def auth_behind_a_proxy(redis_url: str, keys_dir: Path) -> Iterator[str]:
+    """Auth trusting only 127.0.0.2 as its proxy; the URL to reach it."""
+    port = free_port()
+    settings = settings_for(redis_url, keys_dir, TRUSTED_PROXIES="127.0.0.2")
+    with _Server(create_app(settings), port):
+        yield f"http://127.0.0.1:{port}"
+
+
+def _recorded_ip(url: str, local_address: str, forwarded_for: str) -> str:
+    transport = httpx.HTTPTransport(local_address=local_address)
+    with httpx.Client(base_url=url, transport=transport, timeout=10) as http:
+        deadline = time.monotonic() + 10
+        while http.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "the demo users were not seeded"
+            time.sleep(0.05)
+        response = http.post(
+            "/login",
+            json={"email": "alice@example.com", "password": DEMO_PASSWORD},
+            headers={"Origin": ORIGIN, "X-Forwarded-For": forwarded_for},
+        )
+        assert response.status_code == 200, response.text
+        cookie = response.headers["set-cookie"].split(";")[0]
+        listed = http.get("/sessions", headers={"Cookie": cookie}).json()["sessions"]
+    return str(next(s["ip"] for s in listed if s["current"]))
+
+
+def test_a_client_reaching_auth_directly_cannot_spoof_its_address(auth_behind_a_proxy: str) -> None:
+    assert _recorded_ip(auth_behind_a_proxy, "127.0.0.1", "203.0.113.9") == "127.0.0.1"
+
+
+def test_the_trusted_proxys_forwarded_for_names_the_client(auth_behind_a_proxy: str) -> None:
+    # The client wrote 198.51.100.7 itself; the proxy appended what it saw: 203.0.113.9.
+    assert _recorded_ip(auth_behind_a_proxy, "127.0.0.2", "198.51.100.7, 203.0.113.9") == "203.0.113.9"
