@@ -11,7 +11,7 @@ reported every time.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Container
 from dataclasses import dataclass
 
 from shared.tokens import AccessClaims
@@ -40,12 +40,16 @@ class VerifiedTokens:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, token: str, now: float) -> AccessClaims | None:
-        """The claims ``token`` verified to, while it is still within its lifetime."""
+    def get(self, token: str, now: float, published: Container[str]) -> AccessClaims | None:
+        """The claims ``token`` verified to, while it is within its lifetime and its key is published.
+
+        ``published`` is the verifier's current key set: a token whose key has been withdrawn
+        (or a verifier that has failed closed and holds no keys) never hits.
+        """
         entry = self._entries.get(token)
         if entry is None:
             return None
-        if now >= entry.expires_at:
+        if now >= entry.expires_at or entry.kid not in published:
             del self._entries[token]
             return None
         return entry.claims
@@ -57,12 +61,6 @@ class VerifiedTokens:
         if token not in self._entries and len(self._entries) >= self.capacity:
             self._make_room(now)
         self._entries[token] = _Entry(claims, kid, expires_at)
-
-    def keep_only_kids(self, kids: Collection[str]) -> None:
-        """Forget every token signed by a key that is no longer published."""
-        stale = [token for token, entry in self._entries.items() if entry.kid not in kids]
-        for token in stale:
-            del self._entries[token]
 
     def clear(self) -> None:
         self._entries.clear()
