@@ -77,6 +77,21 @@ def test_login_token_orders_logout_then_no_more_tokens(gateway: Gateway) -> None
     assert_json_error(gateway.orders("not-a-token"), 401)
 
 
+def test_auth_records_the_client_the_gateway_saw_not_the_gateway(
+    stack: ComposeStack, gateway: Gateway
+) -> None:
+    # Per-IP login throttling depends on it: behind a gateway it does not trust, auth would see
+    # one client, the gateway, and one attacker's failures would refuse everyone's logins.
+    session = gateway.login(ALICE)
+    listed = gateway.http.get("/auth/sessions", headers=gateway.cookie_headers(session))
+    assert listed.status_code == 200, listed.text
+    (current,) = [entry for entry in listed.json()["sessions"] if entry["current"]]
+    networks = stack.container("gateway").attrs["NetworkSettings"]["Networks"]
+    gateway_addresses = {network["IPAddress"] for network in networks.values()}
+    assert current["ip"], current
+    assert current["ip"] not in gateway_addresses, (current["ip"], gateway_addresses)
+
+
 def test_demo_users_are_those_of_make_run(gateway: Gateway) -> None:
     alice = gateway.token(gateway.login(ALICE))
     admin = gateway.token(gateway.login(ADMIN))

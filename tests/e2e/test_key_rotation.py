@@ -27,6 +27,8 @@ FAST_ROTATION = {
     "JWKS_MAX_AGE_SECONDS": "2",
     "KEYS_RELOAD_SECONDS": "0.2",
     "KEY_ROTATION_MARGIN_SECONDS": "1",
+    # The load loop mints a token per request, far above the per-session budget meant for browsers.
+    "TOKEN_RATE_LIMIT": "1000000",
 }
 # How long the client keeps a token and uses it again: most of its 30 s life.
 TOKEN_REUSE_SECONDS = 25.0

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from deploy.devcluster import Cluster
+from services.auth.keys import load_keys
 from shared import VerifierSettings
 from tests.unit.claims_factory import DROP, b64
 
@@ -112,7 +113,7 @@ def forge(
 
 def cluster_kid(cluster: Cluster) -> str:
     """The ``kid`` of the key auth signs with now."""
-    return (cluster.keys_dir / "active").read_text().strip()
+    return load_keys(cluster.keys_dir).active_kid(time.time())
 
 
 def cluster_private_key(cluster: Cluster) -> rsa.RSAPrivateKey:
