@@ -162,7 +162,7 @@ return revoked
 
 _TOUCH = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
-    redis.call('HSET', KEYS[1], 'last_seen', ARGV[1])
+    redis.call('HSET', KEYS[1], 'seen', ARGV[1])
     redis.call('EXPIRE', KEYS[1], ARGV[2])
     return 1
 end
@@ -259,7 +259,7 @@ class SessionStore:
             return None
         session = _session_from_fields(handle, fields)
         if session is None or not self.policy.is_live(session, now):
-            await self.delete(handle, fields.get("user_id", ""))
+            await self.delete(handle, fields.get(_USER, ""))
             return None
         return session
 
@@ -274,7 +274,7 @@ class SessionStore:
         touched = self.policy.touched(session, now)
         # Only if it still exists: a logout racing this request must not leave a stub behind.
         alive = await self._touch(
-            keys=[_session_key(session.handle)], args=[repr(now), self.policy.ttl(touched, now)]
+            keys=[_session_key(session.handle)], args=[_ms(now), self.policy.ttl(touched, now)]
         )
         return touched if alive else None
 
@@ -366,14 +366,24 @@ class ThrottleStore:
         return -(-wait_ms // 1000)
 
 
+# A session is stored as a small hash of short fields, times in integer milliseconds: with every
+# value under 64 bytes Redis keeps it as a listpack and stores integers in a few bytes, which
+# is what holds a session (record plus index entry) under 400 bytes at 100,000 sessions.
+_USER, _CREATED, _SEEN, _CSRF, _AGENT, _IP = "uid", "created", "seen", "csrf", "ua", "ip"
+
+
+def _ms(seconds: float) -> str:
+    return str(round(seconds * 1000))
+
+
 def _session_fields(session: Session) -> dict[FieldT, EncodableT]:
     return {
-        "user_id": session.user_id,
-        "created_at": repr(session.created_at),
-        "last_seen": repr(session.last_seen),
-        "csrf_token": session.csrf_token,
-        "user_agent": session.user_agent,
-        "ip": session.ip,
+        _USER: session.user_id,
+        _CREATED: _ms(session.created_at),
+        _SEEN: _ms(session.last_seen),
+        _CSRF: session.csrf_token,
+        _AGENT: session.user_agent,
+        _IP: session.ip,
     }
 
 
@@ -381,12 +391,12 @@ def _session_from_fields(handle: str, fields: dict[str, str]) -> Session | None:
     try:
         return Session(
             handle=handle,
-            user_id=fields["user_id"],
-            created_at=float(fields["created_at"]),
-            last_seen=float(fields["last_seen"]),
-            csrf_token=fields["csrf_token"],
-            user_agent=fields.get("user_agent", ""),
-            ip=fields.get("ip", ""),
+            user_id=fields[_USER],
+            created_at=int(fields[_CREATED]) / 1000,
+            last_seen=int(fields[_SEEN]) / 1000,
+            csrf_token=fields[_CSRF],
+            user_agent=fields.get(_AGENT, ""),
+            ip=fields.get(_IP, ""),
         )
     except (KeyError, ValueError):
         logger.warning("discarding a malformed session record")
