@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from services.auth.domain import RateLimit, Session, SessionPolicy, User
-from shared import Conflict, NotFound, ServiceUnavailable
+from shared import Conflict, NotFound, ServiceUnavailable, TooManyRequests
 
 logger = logging.getLogger(__name__)
 
@@ -160,12 +160,18 @@ return revoked
 """
 
 
+# KEYS: session, and optionally a budget counter. ARGV: now (ms), session TTL, then the budget's
+# limit and window. One script, so a request over its budget neither slides the idle timer nor
+# costs a second round trip, and a session revoked meanwhile is never revived as a stub.
 _TOUCH = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-    redis.call('HSET', KEYS[1], 'seen', ARGV[1])
-    redis.call('EXPIRE', KEYS[1], ARGV[2])
-    return 1
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if KEYS[2] then
+    local count = redis.call('INCR', KEYS[2])
+    if count == 1 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+    if count > tonumber(ARGV[3]) then return math.max(redis.call('PTTL', KEYS[2]), 1) end
 end
+redis.call('HSET', KEYS[1], 'seen', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 0
 """
 
@@ -264,19 +270,28 @@ class SessionStore:
         return session
 
     @_unavailable_on_redis_error
-    async def touch(self, session: Session, now: float) -> Session | None:
+    async def touch(
+        self, session: Session, now: float, *, spend: tuple[str, RateLimit] | None = None
+    ) -> Session | None:
         """Record a use: the idle timer restarts, bounded by the absolute timeout.
 
         None when the session was revoked since it was read. The check and the write are one
         script, so a caller that gets a session back held a live one at that instant: a token
-        minted on it was minted before any logout that races it completed.
+        minted on it was minted before any logout that races it completed. With ``spend``
+        (a counter key and its rate), one unit of that budget is spent first, in the same
+        script; over budget, :class:`TooManyRequests` and the session is left as it was.
         """
         touched = self.policy.touched(session, now)
-        # Only if it still exists: a logout racing this request must not leave a stub behind.
-        alive = await self._touch(
-            keys=[_session_key(session.handle)], args=[_ms(now), self.policy.ttl(touched, now)]
-        )
-        return touched if alive else None
+        keys = [_session_key(session.handle)]
+        args: list[EncodableT] = [_ms(now), self.policy.ttl(touched, now)]
+        if spend is not None:
+            counter, rate = spend
+            keys.append(counter)
+            args += [rate.limit, rate.window]
+        outcome = int(await self._touch(keys=keys, args=args))
+        if outcome > 0:
+            raise TooManyRequests("too many token requests for this session", retry_after=-(-outcome // 1000))
+        return touched if outcome == 0 else None
 
     @_unavailable_on_redis_error
     async def delete(self, handle: str, user_id: str) -> None:
@@ -328,13 +343,6 @@ end
 return 0
 """
 
-_HIT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-if count > tonumber(ARGV[1]) then return math.max(redis.call('PTTL', KEYS[1]), 1) end
-return 0
-"""
-
 
 class ThrottleStore:
     """Fixed-window counters, each checked and spent in one script and gone with its window."""
@@ -342,7 +350,6 @@ class ThrottleStore:
     def __init__(self, client: redis.Redis):
         self._reserve_login = client.register_script(_RESERVE_LOGIN)
         self._refund = client.register_script(_REFUND)
-        self._hit = client.register_script(_HIT)
 
     @_unavailable_on_redis_error
     async def reserve_login(self, keys: tuple[str, str, str], limits: tuple[RateLimit, ...]) -> int:
@@ -358,12 +365,6 @@ class ThrottleStore:
     @_unavailable_on_redis_error
     async def refund(self, keys: tuple[str, ...]) -> None:
         await self._refund(keys=list(keys), args=[])
-
-    @_unavailable_on_redis_error
-    async def hit(self, key: str, rate: RateLimit) -> int:
-        """Count one event; 0 if within the rate, else the seconds until the window ends."""
-        wait_ms = int(await self._hit(keys=[key], args=[rate.limit, rate.window]))
-        return -(-wait_ms // 1000)
 
 
 # A session is stored as a small hash of short fields, times in integer milliseconds: with every
