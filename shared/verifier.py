@@ -106,7 +106,7 @@ class TokenVerifier:
             raise InvalidToken("signature") from None
         claims = check_claims(decoded.claims, self.policy, now)
         # Good until the second check_claims would call it expired.
-        self._verified.put(token, kid, claims, expires_at=claims.exp + self.policy.leeway, now=now)
+        self._verified.put(token, kid, claims, expires_at=claims.exp + self.policy.leeway)
         return claims
 
     async def verify_request(self, request: Request) -> AccessClaims:
