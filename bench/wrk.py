@@ -67,12 +67,20 @@ def run(url: str, load: Load, script: str, env: Mapping[str, str] | None = None)
     completed = subprocess.run(  # noqa: S603 - wrk with our own arguments
         command, capture_output=True, text=True, env=child_env, timeout=load.seconds + 60, check=False
     )
-    for line in completed.stdout.splitlines():
+    result = parse(completed.stdout)
+    if result is None:
+        raise RuntimeError(f"wrk gave no result for {url}:\n{completed.stdout}\n{completed.stderr}")
+    return result
+
+
+def parse(stdout: str) -> WrkResult | None:
+    """The result line ``lua/report.lua`` prints, or None when wrk printed none."""
+    for line in stdout.splitlines():
         if line.startswith(_MARKER):
             data = json.loads(line[len(_MARKER) :])
             break
     else:
-        raise RuntimeError(f"wrk gave no result for {url}:\n{completed.stdout}\n{completed.stderr}")
+        return None
     errors = sum(
         data[name] for name in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
     )
