@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
@@ -374,7 +375,8 @@ _USER, _CREATED, _SEEN, _CSRF, _AGENT, _IP = "uid", "created", "seen", "csrf", "
 
 
 def _ms(seconds: float) -> str:
-    return str(round(seconds * 1000))
+    # Rounded down: a stored time may only ever make a session end sooner, never later.
+    return str(math.floor(seconds * 1000))
 
 
 def _session_fields(session: Session) -> dict[FieldT, EncodableT]:
