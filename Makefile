@@ -17,7 +17,7 @@ WHEEL_PLATFORMS = $(foreach glibc,2_28 2_27 2_26 2_24 2_17,manylinux_$(glibc)_$(
 COMPOSE       ?= docker compose
 
 .PHONY: install run test test-unit test-integration test-e2e test-security test-browser test-compose \
-	lint format clean wheels up down logs
+	lint format clean wheels up down logs bench
 
 install: $(STAMP)
 
@@ -78,6 +78,14 @@ down:  ## stop the containers; the volumes (sessions, keys, orders) stay for the
 
 logs:
 	$(COMPOSE) logs --follow
+
+bench: install $(VENV)/.bench-stamp  ## every scenario in one run: bench/results/latest.{md,png,json}
+	@command -v wrk >/dev/null || { echo "make bench needs wrk (Debian: apt-get install -y wrk)"; exit 1; }
+	$(BIN)/python -m bench
+
+$(VENV)/.bench-stamp: pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
 
 lint: install
 	$(BIN)/ruff check .

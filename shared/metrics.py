@@ -75,6 +75,11 @@ class VerifierMetrics(Collector):
         rejected = CounterMetricFamily(
             "tokens_rejected", "Access tokens refused (401) by reason", labels=["audience", "reason"]
         )
+        remembered = CounterMetricFamily(
+            "tokens_verified_from_cache",
+            "Accepted tokens that were already verified (no signature check)",
+            labels=["audience"],
+        )
         unavailable = CounterMetricFamily(
             "tokens_unverifiable", "Requests answered 503 because no keys could be had", labels=["audience"]
         )
@@ -90,7 +95,19 @@ class VerifierMetrics(Collector):
             fetches.add_metric([audience, "failure"], cache.failure_count)
             refetches.add_metric([audience], cache.refetch_count)
             verified.add_metric([audience], verifier.verified_count)
+            remembered.add_metric([audience], verifier.cache_hits)
             for reason, count in sorted(verifier.rejected.items()):
                 rejected.add_metric([audience, reason], count)
             unavailable.add_metric([audience], verifier.unavailable_count)
-        yield from (age, keys, ready, last_ok, fetches, refetches, verified, rejected, unavailable)
+        yield from (
+            age,
+            keys,
+            ready,
+            last_ok,
+            fetches,
+            refetches,
+            verified,
+            remembered,
+            rejected,
+            unavailable,
+        )

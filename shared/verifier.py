@@ -19,6 +19,7 @@ from shared.errors import InvalidToken, ServiceUnavailable, Unauthorized
 from shared.jwks import JWKSCache, JWKSConfig
 from shared.settings import env_float, env_int, env_str
 from shared.tokens import ALGORITHM, AccessClaims, StrictJSONDecoder, TokenPolicy, check_claims, read_header
+from shared.verified_cache import VerifiedTokens
 
 # With registry= given, joserfc ignores algorithms=: the allowlist must live here.
 _REGISTRY = JWSRegistry(algorithms=[ALGORITHM])
@@ -31,10 +32,19 @@ class TokenVerifier:
     when no keys can be had, so an outage is never reported as the caller's fault.
     """
 
-    def __init__(self, policy: TokenPolicy, keys: JWKSCache, *, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        policy: TokenPolicy,
+        keys: JWKSCache,
+        *,
+        clock: Callable[[], float] = time.time,
+        verified: VerifiedTokens | None = None,
+    ):
         self.policy = policy
         self._keys = keys
         self._clock = clock
+        self._verified = verified if verified is not None else VerifiedTokens()
+        self.cache_hits = 0
         self.verified_count = 0
         self.unavailable_count = 0
         self.rejected: collections.Counter[str] = collections.Counter()
@@ -72,6 +82,11 @@ class TokenVerifier:
         return claims
 
     async def _verify(self, token: str) -> AccessClaims:
+        now = self._clock()
+        remembered = self._verified.get(token, now, self._keys.keys())
+        if remembered is not None:
+            self.cache_hits += 1
+            return remembered
         # A token that is not even a well-formed JWS is its holder's fault, keys or not.
         kid = read_header(token, self.policy)
         if not self._keys.ready:
@@ -89,7 +104,10 @@ class TokenVerifier:
             decoded = jwt.decode(token, key, registry=_REGISTRY, decoder_cls=StrictJSONDecoder)
         except (JoseError, ValueError):
             raise InvalidToken("signature") from None
-        return check_claims(decoded.claims, self.policy, self._clock())
+        claims = check_claims(decoded.claims, self.policy, now)
+        # Good until the second check_claims would call it expired.
+        self._verified.put(token, kid, claims, expires_at=claims.exp + self.policy.leeway)
+        return claims
 
     async def verify_request(self, request: Request) -> AccessClaims:
         """The claims of the request's ``Authorization: Bearer`` token."""
@@ -122,6 +140,7 @@ class VerifierSettings:
     issuer: str
     jwks: JWKSConfig
     leeway: int
+    verified_cache_size: int = 10_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> VerifierSettings:
@@ -135,6 +154,9 @@ class VerifierSettings:
                 timeout=env_float(environ, "JWKS_TIMEOUT_SECONDS", 3.0, minimum=0.1),
             ),
             leeway=env_int(environ, "TOKEN_LEEWAY_SECONDS", 10, maximum=30),
+            verified_cache_size=env_int(
+                environ, "VERIFIED_TOKEN_CACHE_SIZE", 10_000, minimum=0, maximum=1_000_000
+            ),
         )
 
 
@@ -148,6 +170,10 @@ async def open_verifier(settings: VerifierSettings, audience: str) -> AsyncItera
         cache = JWKSCache(settings.jwks, client)
         await cache.start()
         try:
-            yield TokenVerifier(TokenPolicy(settings.issuer, audience, leeway=settings.leeway), cache)
+            yield TokenVerifier(
+                TokenPolicy(settings.issuer, audience, leeway=settings.leeway),
+                cache,
+                verified=VerifiedTokens(settings.verified_cache_size),
+            )
         finally:
             await cache.aclose()

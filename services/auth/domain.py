@@ -5,6 +5,7 @@ Nothing here performs I/O or reads a clock; callers pass ``now`` in (seconds sin
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import hmac
@@ -24,7 +25,9 @@ MAX_PASSWORD_LENGTH = 1024
 MIN_PASSWORD_LENGTH = 12
 SESSION_ID_BYTES = 32
 PUBLIC_HANDLE_LENGTH = 32
-MAX_USER_AGENT_LENGTH = 256
+# A session list needs "Chrome 131 on Linux", not the whole header; and with every field of a
+# session at most 64 bytes Redis keeps it as a compact listpack, a third of a hashtable's size.
+MAX_USER_AGENT_LENGTH = 64
 CLIENT_ID = "gateway-web"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -105,8 +108,51 @@ def new_session_id() -> str:
 
 
 def session_handle(session_id: str) -> str:
-    """The hash under which a session is stored and named; a Redis dump never yields a cookie."""
-    return hashlib.sha256(session_id.encode()).hexdigest()
+    """The hash under which a session is stored and named; a Redis dump never yields a cookie.
+
+    SHA-256 in unpadded base64url: 43 characters where hex needs 64, in the session's key and
+    again in the user's index, for every session.
+    """
+    digest = hashlib.sha256(session_id.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+# Checked in order: Chromium-based browsers also say "Chrome/" and "Safari/", Chrome says "Safari/".
+_BROWSERS = (
+    ("Edge", re.compile(r"\bEdgi?A?/(\d+)")),
+    ("Opera", re.compile(r"\bOPR/(\d+)")),
+    ("Firefox", re.compile(r"\b(?:Firefox|FxiOS)/(\d+)")),
+    ("Chrome", re.compile(r"\b(?:Chrome|CriOS)/(\d+)")),
+    ("Safari", re.compile(r"\bVersion/(\d+).*\bSafari/")),
+)
+_SYSTEMS = (
+    ("Android", "Android"),
+    ("iPhone", "iOS"),
+    ("iPad", "iPadOS"),
+    ("Windows", "Windows"),
+    ("Mac OS X", "macOS"),
+    ("CrOS", "ChromeOS"),
+    ("Linux", "Linux"),
+)
+
+
+def user_agent_label(user_agent: str) -> str:
+    """What a session list shows for a ``User-Agent``: a short one as sent, a browser's as
+    ``Chrome 131 on Linux``, anything else cut to :data:`MAX_USER_AGENT_LENGTH` characters.
+
+    Storing the label rather than the header is also data minimisation: the full string is a
+    fingerprint, and nothing here needs it.
+    """
+    text = "".join(char for char in user_agent if char.isprintable()).strip()
+    if len(text) <= MAX_USER_AGENT_LENGTH:
+        return text
+    browser = next(
+        (f"{name} {match.group(1)}" for name, pattern in _BROWSERS if (match := pattern.search(text))), None
+    )
+    system = next((label for marker, label in _SYSTEMS if marker in text), None)
+    if browser is None:
+        return text[:MAX_USER_AGENT_LENGTH]
+    return f"{browser} on {system}" if system else browser
 
 
 def new_session(session_id: str, user: User, now: float, *, user_agent: str, ip: str) -> Session:
@@ -116,7 +162,7 @@ def new_session(session_id: str, user: User, now: float, *, user_agent: str, ip:
         created_at=now,
         last_seen=now,
         csrf_token=secrets.token_urlsafe(32),
-        user_agent=user_agent[:MAX_USER_AGENT_LENGTH],
+        user_agent=user_agent_label(user_agent),
         ip=ip[:64],
     )
 

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.auth import domain
-from services.auth.domain import Session, User
+from services.auth.domain import RateLimit, Session, User
 from services.auth.keys import KeyStore
 from services.auth.openapi import build_openapi
 from services.auth.passwords import Passwords
@@ -86,9 +86,11 @@ async def _current_session(context: AuthContext, request: Request) -> tuple[Sess
     return session, user
 
 
-async def _touched(context: AuthContext, session: Session) -> Session:
-    """The session after this use, or 401 if it was revoked since it was read."""
-    touched = await context.sessions.touch(session, context.clock())
+async def _touched(
+    context: AuthContext, session: Session, *, spend: tuple[str, RateLimit] | None = None
+) -> Session:
+    """The session after this use, or 401 if it was revoked since it was read (429 over ``spend``)."""
+    touched = await context.sessions.touch(session, context.clock(), spend=spend)
     if touched is None:
         raise Unauthorized("no valid session", code="no_session")
     return touched
@@ -191,10 +193,9 @@ async def token(request: Request) -> Response:
     session, user = await _current_session(context, request)
     if not domain.csrf_matches(session, request.headers.get("x-csrf-token")):
         raise Forbidden("missing or wrong X-CSRF-Token", code="csrf_failed")
-    retry_after = await context.throttles.hit(f"throttle:token:{session.handle}", context.settings.token_rate)
-    if retry_after:
-        raise TooManyRequests("too many token requests for this session", retry_after=retry_after)
-    session = await _touched(context, session)
+    session = await _touched(
+        context, session, spend=(f"throttle:token:{session.handle}", context.settings.token_rate)
+    )
     claims = domain.access_token_claims(
         domain.TokenRequest(
             issuer=context.settings.issuer,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
@@ -22,7 +23,7 @@ from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from services.auth.domain import RateLimit, Session, SessionPolicy, User
-from shared import Conflict, NotFound, ServiceUnavailable
+from shared import Conflict, NotFound, ServiceUnavailable, TooManyRequests
 
 logger = logging.getLogger(__name__)
 
@@ -160,12 +161,18 @@ return revoked
 """
 
 
+# KEYS: session, and optionally a budget counter. ARGV: now (ms), session TTL, then the budget's
+# limit and window. One script, so a request over its budget neither slides the idle timer nor
+# costs a second round trip, and a session revoked meanwhile is never revived as a stub.
 _TOUCH = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-    redis.call('HSET', KEYS[1], 'last_seen', ARGV[1])
-    redis.call('EXPIRE', KEYS[1], ARGV[2])
-    return 1
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if KEYS[2] then
+    local count = redis.call('INCR', KEYS[2])
+    if count == 1 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+    if count > tonumber(ARGV[3]) then return math.max(redis.call('PTTL', KEYS[2]), 1) end
 end
+redis.call('HSET', KEYS[1], 'seen', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 0
 """
 
@@ -259,24 +266,33 @@ class SessionStore:
             return None
         session = _session_from_fields(handle, fields)
         if session is None or not self.policy.is_live(session, now):
-            await self.delete(handle, fields.get("user_id", ""))
+            await self.delete(handle, fields.get(_USER, ""))
             return None
         return session
 
     @_unavailable_on_redis_error
-    async def touch(self, session: Session, now: float) -> Session | None:
+    async def touch(
+        self, session: Session, now: float, *, spend: tuple[str, RateLimit] | None = None
+    ) -> Session | None:
         """Record a use: the idle timer restarts, bounded by the absolute timeout.
 
         None when the session was revoked since it was read. The check and the write are one
         script, so a caller that gets a session back held a live one at that instant: a token
-        minted on it was minted before any logout that races it completed.
+        minted on it was minted before any logout that races it completed. With ``spend``
+        (a counter key and its rate), one unit of that budget is spent first, in the same
+        script; over budget, :class:`TooManyRequests` and the session is left as it was.
         """
         touched = self.policy.touched(session, now)
-        # Only if it still exists: a logout racing this request must not leave a stub behind.
-        alive = await self._touch(
-            keys=[_session_key(session.handle)], args=[repr(now), self.policy.ttl(touched, now)]
-        )
-        return touched if alive else None
+        keys = [_session_key(session.handle)]
+        args: list[EncodableT] = [_ms(now), self.policy.ttl(touched, now)]
+        if spend is not None:
+            counter, rate = spend
+            keys.append(counter)
+            args += [rate.limit, rate.window]
+        outcome = int(await self._touch(keys=keys, args=args))
+        if outcome > 0:
+            raise TooManyRequests("too many token requests for this session", retry_after=-(-outcome // 1000))
+        return touched if outcome == 0 else None
 
     @_unavailable_on_redis_error
     async def delete(self, handle: str, user_id: str) -> None:
@@ -328,13 +344,6 @@ end
 return 0
 """
 
-_HIT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-if count > tonumber(ARGV[1]) then return math.max(redis.call('PTTL', KEYS[1]), 1) end
-return 0
-"""
-
 
 class ThrottleStore:
     """Fixed-window counters, each checked and spent in one script and gone with its window."""
@@ -342,7 +351,6 @@ class ThrottleStore:
     def __init__(self, client: redis.Redis):
         self._reserve_login = client.register_script(_RESERVE_LOGIN)
         self._refund = client.register_script(_REFUND)
-        self._hit = client.register_script(_HIT)
 
     @_unavailable_on_redis_error
     async def reserve_login(self, keys: tuple[str, str, str], limits: tuple[RateLimit, ...]) -> int:
@@ -359,21 +367,26 @@ class ThrottleStore:
     async def refund(self, keys: tuple[str, ...]) -> None:
         await self._refund(keys=list(keys), args=[])
 
-    @_unavailable_on_redis_error
-    async def hit(self, key: str, rate: RateLimit) -> int:
-        """Count one event; 0 if within the rate, else the seconds until the window ends."""
-        wait_ms = int(await self._hit(keys=[key], args=[rate.limit, rate.window]))
-        return -(-wait_ms // 1000)
+
+# A session is stored as a small hash of short fields, times in integer milliseconds: with every
+# value under 64 bytes Redis keeps it as a listpack and stores integers in a few bytes, which
+# is what holds a session (record plus index entry) under 400 bytes at 100,000 sessions.
+_USER, _CREATED, _SEEN, _CSRF, _AGENT, _IP = "uid", "created", "seen", "csrf", "ua", "ip"
+
+
+def _ms(seconds: float) -> str:
+    # Rounded down: a stored time may only ever make a session end sooner, never later.
+    return str(math.floor(seconds * 1000))
 
 
 def _session_fields(session: Session) -> dict[FieldT, EncodableT]:
     return {
-        "user_id": session.user_id,
-        "created_at": repr(session.created_at),
-        "last_seen": repr(session.last_seen),
-        "csrf_token": session.csrf_token,
-        "user_agent": session.user_agent,
-        "ip": session.ip,
+        _USER: session.user_id,
+        _CREATED: _ms(session.created_at),
+        _SEEN: _ms(session.last_seen),
+        _CSRF: session.csrf_token,
+        _AGENT: session.user_agent,
+        _IP: session.ip,
     }
 
 
@@ -381,12 +394,12 @@ def _session_from_fields(handle: str, fields: dict[str, str]) -> Session | None:
     try:
         return Session(
             handle=handle,
-            user_id=fields["user_id"],
-            created_at=float(fields["created_at"]),
-            last_seen=float(fields["last_seen"]),
-            csrf_token=fields["csrf_token"],
-            user_agent=fields.get("user_agent", ""),
-            ip=fields.get("ip", ""),
+            user_id=fields[_USER],
+            created_at=int(fields[_CREATED]) / 1000,
+            last_seen=int(fields[_SEEN]) / 1000,
+            csrf_token=fields[_CSRF],
+            user_agent=fields.get(_AGENT, ""),
+            ip=fields.get(_IP, ""),
         )
     except (KeyError, ValueError):
         logger.warning("discarding a malformed session record")

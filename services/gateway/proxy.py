@@ -8,7 +8,7 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from services.gateway.settings import GatewaySettings
@@ -82,6 +82,42 @@ class UpstreamResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             await self._upstream.aclose()
+
+
+# Up to this size a response is read whole and sent in one piece (nginx's proxy_buffering): the
+# upstream connection goes back to the pool at once, and the client gets a plain response
+# instead of a streamed one, which in Starlette costs a task group per request. Larger ones,
+# and ones of unknown length, stream.
+BUFFERED_RESPONSE_MAX_BYTES = 64 * 1024
+
+
+def declared_length(upstream: httpx.Response) -> int | None:
+    """The upstream's Content-Length when it is one plain number, else None."""
+    value = upstream.headers.get("content-length", "")
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
+async def respond(
+    upstream_name: str, upstream: httpx.Response, headers: list[tuple[bytes, bytes]]
+) -> Response:
+    """The client's response: small bodies read whole (raw, still encoded), others streamed."""
+    length = declared_length(upstream)
+    if length is None or length > BUFFERED_RESPONSE_MAX_BYTES:
+        return UpstreamResponse(upstream, headers)
+    try:
+        body = b"".join([chunk async for chunk in upstream.aiter_raw()])
+    except httpx.TimeoutException as exc:
+        logger.warning("upstream %s timed out in its body: %s", upstream_name, type(exc).__name__)
+        raise GatewayTimeout(f"the {upstream_name} service did not answer in time") from None
+    except httpx.HTTPError as exc:
+        logger.warning("upstream %s failed in its body: %s", upstream_name, type(exc).__name__)
+        raise BadGateway(f"the {upstream_name} service sent a broken response") from None
+    finally:
+        await upstream.aclose()
+    response = Response(body, status_code=upstream.status_code)
+    # Raw pairs, as the upstream sent them (Content-Length included), so every Set-Cookie survives.
+    response.raw_headers = headers
+    return response
 
 
 async def send(

@@ -63,7 +63,9 @@ async def forward(request: Request) -> Response:
         body = await proxy.read_body(request, within=request.state.request_body_timeout)
     client: httpx.AsyncClient = request.state.client
     upstream = await proxy.send(client, route.upstream, request.method, url, headers, body)
-    return proxy.UpstreamResponse(upstream, domain.client_response_headers(upstream.headers.raw, route))
+    return await proxy.respond(
+        route.upstream, upstream, domain.client_response_headers(upstream.headers.raw, route)
+    )
 
 
 # No OPTIONS: the gateway never approves a CORS preflight, which is what makes X-CSRF-Token work.

@@ -23,6 +23,7 @@ from services.auth.domain import RateLimit, SessionPolicy, User
 from services.auth.passwords import Passwords
 from services.auth.settings import DEMO_PASSWORD
 from services.auth.store import SessionStore, ThrottleStore, connect
+from shared import TooManyRequests
 from tests.integration.test_auth_app import ORIGIN, login, settings_for, wait_for_demo_users
 
 NOW = 1_800_000_000.0
@@ -148,10 +149,12 @@ async def test_parallel_guesses_cannot_overspend_a_login_budget(client: aioredis
     assert int(await client.get("throttle:t-pair") or 0) == 5
 
 
-async def test_every_throttle_counter_expires_with_its_window(client: aioredis.Redis) -> None:
+async def test_every_throttle_counter_expires_with_its_window(
+    client: aioredis.Redis, sessions: SessionStore
+) -> None:
     throttles = ThrottleStore(client)
     await throttles.reserve_login(KEYS, LOGIN)
-    await throttles.hit("throttle:t-token", RateLimit(3, 20))
+    await sessions.touch(await _new(sessions), NOW, spend=("throttle:t-token", RateLimit(3, 20)))
     for key in KEYS:
         assert 0 < await client.ttl(key) <= 60
     assert 0 < await client.ttl("throttle:t-token") <= 20
@@ -184,10 +187,29 @@ async def test_an_account_under_attack_refuses_only_addresses_that_failed_on_it(
     assert await throttles.reserve_login(keys("owner"), limits) == 0
 
 
-async def test_token_hits_past_the_rate_wait_for_the_window(client: aioredis.Redis) -> None:
-    throttles = ThrottleStore(client)
-    assert [await throttles.hit("throttle:tok", RateLimit(3, 20)) for _ in range(3)] == [0, 0, 0]
-    assert 1 <= await throttles.hit("throttle:tok", RateLimit(3, 20)) <= 20
+async def test_token_uses_past_the_rate_wait_for_the_window_and_leave_the_session_untouched(
+    client: aioredis.Redis, sessions: SessionStore
+) -> None:
+    session = await _new(sessions)
+    budget = ("throttle:tok", RateLimit(3, 20))
+    for second in (1, 2, 3):
+        assert await sessions.touch(session, NOW + second, spend=budget) is not None
+    with pytest.raises(TooManyRequests) as caught:
+        await sessions.touch(session, NOW + 4, spend=budget)
+    assert 1 <= int(caught.value.headers["Retry-After"]) <= 20
+    stored = await sessions.get(session.handle, NOW + 5)
+    assert stored is not None
+    assert stored.last_seen == NOW + 3, "a refused use does not slide the idle timer"
+
+
+async def test_a_budgeted_touch_of_a_revoked_session_spends_nothing(
+    client: aioredis.Redis, sessions: SessionStore
+) -> None:
+    session = await _new(sessions)
+    await sessions.delete(session.handle, session.user_id)
+    assert await sessions.touch(session, NOW, spend=("throttle:gone", RateLimit(3, 20))) is None
+    assert not await client.exists(f"session:{session.handle}"), "no stub revived"
+    assert not await client.exists("throttle:gone")
 
 
 def _ready_without_spent_budgets(test_client: TestClient, redis_url: str) -> None:

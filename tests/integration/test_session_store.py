@@ -112,7 +112,7 @@ async def test_delete_all_for_user_revokes_every_session(sessions: SessionStore)
 
 
 async def test_malformed_record_is_discarded(sessions: SessionStore, client: aioredis.Redis) -> None:
-    await client.hset("session:bogus", mapping={"user_id": "u", "created_at": "not-a-number"})
+    await client.hset("session:bogus", mapping={"uid": "u", "created": "not-a-number"})
     assert await sessions.get("bogus", NOW) is None
     assert not await client.exists("session:bogus")
 

@@ -127,11 +127,11 @@ class TestSessionIds:
         joined = "".join(domain.new_session_id() for _ in range(200))
         assert len(set(joined)) == 64
 
-    def test_the_handle_is_the_sha256_hex_of_the_id(self) -> None:
+    def test_the_handle_is_the_sha256_of_the_id_in_unpadded_base64url(self) -> None:
         session_id = domain.new_session_id()
         handle = domain.session_handle(session_id)
-        assert handle == hashlib.sha256(session_id.encode()).hexdigest()
-        assert re.fullmatch(r"[0-9a-f]{64}", handle)
+        assert base64.urlsafe_b64decode(handle + "=") == hashlib.sha256(session_id.encode()).digest()
+        assert re.fullmatch(r"[A-Za-z0-9_-]{43}", handle)
         assert handle != session_id
         assert session_id not in handle
 
@@ -157,8 +157,53 @@ class TestNewSession:
 
     def test_long_user_agent_and_ip_are_truncated(self) -> None:
         session = domain.new_session("id", ALICE, T0, user_agent="A" * 10_000, ip="1" * 1000)
-        assert session.user_agent == "A" * 256
+        assert session.user_agent == "A" * 64
         assert session.ip == "1" * 64
+
+
+CHROME_LINUX = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+
+
+class TestUserAgentLabel:
+    @pytest.mark.parametrize(
+        ("user_agent", "label"),
+        [
+            (CHROME_LINUX, "Chrome 131 on Linux"),
+            (
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                "Chrome/131.0.0.0 Safari/537.36 Edg/131.0.2903.86",
+                "Edge 131 on Windows",
+            ),
+            (
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 14.7; rv:133.0) Gecko/20100101 Firefox/133.0",
+                "Firefox 133 on macOS",
+            ),
+            (
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 "
+                "(KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+                "Safari 18 on iOS",
+            ),
+            (
+                "Mozilla/5.0 (Linux; Android 15; Pixel 9) AppleWebKit/537.36 (KHTML, like Gecko) "
+                "Chrome/131.0.6778.81 Mobile Safari/537.36",
+                "Chrome 131 on Android",
+            ),
+        ],
+    )
+    def test_a_browser_is_named_by_its_product_version_and_system(self, user_agent: str, label: str) -> None:
+        assert domain.user_agent_label(user_agent) == label
+
+    def test_a_short_user_agent_is_kept_as_sent(self) -> None:
+        assert domain.user_agent_label("curl/8.5.0") == "curl/8.5.0"
+
+    def test_an_unknown_long_one_is_cut_and_control_characters_are_dropped(self) -> None:
+        label = domain.user_agent_label("bot\x00\x1b[31m" + "x" * 100)
+        assert label == ("bot[31m" + "x" * 100)[:64]
+
+    def test_every_label_fits_a_compact_redis_field(self) -> None:
+        assert len(domain.user_agent_label(CHROME_LINUX + " " * 500 + "y" * 500)) <= 64
 
 
 class TestCsrf:

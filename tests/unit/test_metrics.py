@@ -76,7 +76,9 @@ async def test_verdicts_and_fetches_are_counted_by_reason(key: RSAKey) -> None:
 
     verifier, close = await open_test_verifier(handle)
     try:
-        await verifier.verify(mint(key))
+        reused = mint(key)
+        await verifier.verify(reused)
+        await verifier.verify(reused)
         for token in ("not-a-token", mint(key, kid="key-9"), mint(key)[:-8] + "AAAAAAAA"):
             with contextlib.suppress(InvalidToken):
                 await verifier.verify(token)
@@ -89,7 +91,8 @@ async def test_verdicts_and_fetches_are_counted_by_reason(key: RSAKey) -> None:
         await close()
 
     orders = (("audience", "orders"),)
-    assert found[("tokens_verified_total", orders)] == 1
+    assert found[("tokens_verified_total", orders)] == 2
+    assert found[("tokens_verified_from_cache_total", orders)] == 1
     for reason in ("malformed", "unknown_kid", "signature"):
         assert found[("tokens_rejected_total", (("audience", "orders"), ("reason", reason)))] == 1
     assert found[("jwks_fetches_total", (("audience", "orders"), ("result", "success")))] == 2

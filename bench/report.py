@@ -1,0 +1,133 @@
+"""Turn one bench run into the ratios that matter, a Markdown table, a chart and the raw JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCENARIOS = (
+    ("health", "1. orders `/healthz`, no token (framework ceiling)"),
+    ("verify_warm", "2. orders `/whoami`, token verified, warm (client reuses its token)"),
+    ("verify_cold", "2. orders `/whoami`, token verified, cold (every token new)"),
+    ("orders_direct", "3. orders `GET /orders`, direct"),
+    ("orders_gateway", "3. `GET /api/orders` through the gateway"),
+    ("mint", "4. auth `POST /token`, distinct sessions (minting)"),
+    ("session_lookup", "5. auth `GET /me`, session cookie (a Redis lookup per request)"),
+    ("login", "6. auth `POST /login` (argon2id, bounded on purpose)"),
+    ("verify_warm_many_sessions", "2. orders `/whoami`, warm, with 100,000 more live sessions"),
+    ("session_lookup_many_sessions", "5. auth `GET /me`, with 100,000 more live sessions"),
+    ("health_2_workers", "1. orders `/healthz`, `ORDERS_WORKERS=2`"),
+    ("verify_warm_2_workers", "2. orders `/whoami`, warm, `ORDERS_WORKERS=2`"),
+)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    name: str
+    value: float
+    target: str
+    met: bool | None
+
+
+def ratios(data: dict[str, Any]) -> list[Ratio]:
+    """The comparisons the bench exists for, each with its target when it has one."""
+    rps = {name: scenario["rps"] for name, scenario in data["scenarios"].items()}
+    health_ms = 1000.0 / rps["health"]
+    verify_ms = 1000.0 / data["rsa"]["verify_per_second"]
+    physical_bound = health_ms / (health_ms + verify_ms)
+    memory = data["redis_memory"]["bytes_per_session"]
+
+    def at_least(name: str, value: float, target: float) -> Ratio:
+        return Ratio(name, value, f">= {target:g}", value >= target)
+
+    def info(name: str, value: float, note: str = "") -> Ratio:
+        return Ratio(name, value, note, None)
+
+    return [
+        at_least("verify warm / unauthenticated: (2)/(1)", rps["verify_warm"] / rps["health"], 0.85),
+        at_least("verify cold / unauthenticated: (2)/(1)", rps["verify_cold"] / rps["health"], 0.45),
+        info(
+            "physical bound for cold: t(1) / (t(1) + one raw RSA-2048 verify)",
+            physical_bound,
+            f"t(1) = {health_ms:.3f} ms, verify = {verify_ms:.3f} ms",
+        ),
+        info("gateway / direct: (3)", rps["orders_gateway"] / rps["orders_direct"]),
+        info("session lookup / verify warm: (5)/(2)", rps["session_lookup"] / rps["verify_warm"]),
+        info("session lookup / verify cold: (5)/(2)", rps["session_lookup"] / rps["verify_cold"]),
+        at_least(
+            "minting / raw RSA-2048 signing, one core: (4)", rps["mint"] / data["rsa"]["sign_per_second"], 0.5
+        ),
+        info("verify warm, 100,000 sessions / few", rps["verify_warm_many_sessions"] / rps["verify_warm"]),
+        info(
+            "session lookup, 100,000 sessions / few",
+            rps["session_lookup_many_sessions"] / rps["session_lookup"],
+        ),
+        info("verify warm, 2 workers / 1", rps["verify_warm_2_workers"] / rps["verify_warm"], "no target"),
+        Ratio("Redis bytes per session", memory, "<= 400", memory <= 400),
+    ]
+
+
+def markdown(data: dict[str, Any]) -> str:
+    scenarios = data["scenarios"]
+    lines = [
+        f"# Benchmark results ({data['when']})",
+        "",
+        f"Machine: {data['machine']['cpus']} CPUs, Python {data['machine']['python']}, "
+        f"{data['machine']['platform']}. wrk, one thread, {data['options']['seconds']:g} s per scenario "
+        "after a warm-up; every number below comes from this one run.",
+        "",
+        "| Scenario | req/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, title in SCENARIOS:
+        if name in scenarios:
+            s = scenarios[name]
+            lines.append(
+                f"| {title} | {s['rps']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['errors']} |"
+            )
+    lines += ["", "| Ratio | value | target | met |", "|---|---:|---|---|"]
+    for ratio in ratios(data):
+        met = "" if ratio.met is None else ("yes" if ratio.met else "**no**")
+        lines.append(f"| {ratio.name} | {ratio.value:.2f} | {ratio.target} | {met} |")
+    sizes, rates = data["sizes"], data["rsa"]
+    lines += [
+        "",
+        f"* Raw RSA-2048 on one core: {rates['sign_per_second']:,.0f} signatures/s, "
+        f"{rates['verify_per_second']:,.0f} verifications/s.",
+        f"* Access token: {sizes['access_token_bytes']} bytes; session cookie value: "
+        f"{sizes['session_cookie_bytes']} bytes.",
+        f"* Redis memory: {data['redis_memory']['bytes_per_session']:.0f} bytes per session, "
+        f"measured over {data['redis_memory']['sessions']:,} sessions.",
+        f"* Errors across all scenarios: {sum(s['errors'] for s in scenarios.values())}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def chart(data: dict[str, Any], path: Path) -> None:
+    """A horizontal bar chart of requests per second per scenario."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [(name, title) for name, title in SCENARIOS if name in data["scenarios"]]
+    values = [data["scenarios"][name]["rps"] for name, _ in names]
+    figure, axes = plt.subplots(figsize=(10, 0.45 * len(names) + 1.5))
+    axes.barh([title.replace("`", "") for _, title in names], values, color="#3b6ea5")
+    axes.invert_yaxis()
+    axes.set_xlabel("requests per second (one run, same machine)")
+    axes.set_title(f"Hybrid auth benchmark, {data['when']}")
+    for index, value in enumerate(values):
+        axes.text(value, index, f" {value:,.0f}", va="center", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write(data: dict[str, Any], directory: Path) -> None:
+    (directory / "latest.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    (directory / "latest.md").write_text(markdown(data))
+    chart(data, directory / "latest.png")
