@@ -31,10 +31,17 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def connect(url: str, timeout: float) -> redis.Redis:
-    """A client that fails within about ``2 * timeout`` instead of hanging when Redis is away."""
-    return redis.Redis.from_url(
+def connect(url: str, timeout: float, *, max_connections: int = 100) -> redis.Redis:
+    """A client that fails within about ``2 * timeout`` instead of hanging when Redis is away.
+
+    Its pool blocks: a burst of more concurrent requests than ``max_connections`` waits up to
+    ``timeout`` for a free connection. redis-py's default pool raises at once instead, which
+    turned the 101st concurrent request into a 503 while Redis itself was fine.
+    """
+    pool = redis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=timeout,
         decode_responses=True,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
@@ -43,6 +50,7 @@ def connect(url: str, timeout: float) -> redis.Redis:
         retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
         health_check_interval=30,
     )
+    return redis.Redis.from_pool(pool)
 
 
 def _unavailable_on_redis_error(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:

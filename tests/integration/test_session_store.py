@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -170,3 +171,14 @@ async def test_store_answers_503_within_one_timeout_when_redis_hangs(tmp_path: P
         await client.aclose()
     # One 0.5 s socket timeout, not a retry on top of it.
     assert elapsed < 0.9
+
+
+async def test_a_burst_larger_than_the_pool_waits_for_connections_instead_of_failing(redis_url: str) -> None:
+    client = connect(redis_url, 0.5, max_connections=4)
+    try:
+        sessions = SessionStore(client, SessionPolicy(idle=1800, absolute=86400))
+        _, session = await _new(sessions)
+        found = await asyncio.gather(*(sessions.get(session.handle, NOW + 1) for _ in range(200)))
+    finally:
+        await client.aclose()
+    assert found == [session] * 200
