@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import dataclasses
 import json
 import logging
@@ -33,6 +32,7 @@ from services.auth import domain
 from services.auth.keys import load_keys
 from services.auth.settings import Settings
 from services.auth.store import SessionStore, UserStore, connect
+from shared.tokens import b64url_decode, loads_strict
 
 logger = logging.getLogger("bench")
 
@@ -104,7 +104,7 @@ class Bench:
 
     def cold_tokens(self, template: str, count: int) -> Path:
         """``count`` distinct valid tokens (unique jti), signed with the cluster's own key."""
-        claims = json.loads(_b64decode(template.split(".")[1]))
+        claims = loads_strict(b64url_decode(template.split(".")[1]))
         keys = load_keys(self.cluster.keys_dir)
         path = self.work_dir / "cold-tokens.txt"
         now = int(time.time())
@@ -134,10 +134,6 @@ class Bench:
             result.errors,
         )
         return result
-
-
-def _b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 def _bearer(token: str) -> dict[str, str]:
