@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import platform
-import secrets
 import tempfile
 import time
 import uuid
@@ -182,7 +181,7 @@ async def _sessions_memory(cluster: Cluster, count: int) -> dict[str, float]:
         now = time.time()
         sessions = [
             domain.new_session(
-                secrets.token_urlsafe(32),
+                domain.new_session_id(users[n % len(users)].id),
                 users[n % len(users)],
                 now,
                 user_agent=BENCH_USER_AGENT,

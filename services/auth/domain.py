@@ -30,6 +30,9 @@ PUBLIC_HANDLE_LENGTH = 32
 MAX_USER_AGENT_LENGTH = 64
 CLIENT_ID = "gateway-web"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# What a user id may look like inside a session id: no dot, and no brace that could move the
+# Redis Cluster hash tag ("{...}") the store builds around it.
+_USER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ class User:
 
 @dataclass(frozen=True)
 class Session:
-    """A server-side session, stored under :func:`session_key` of its secret id."""
+    """A server-side session, stored under its owner's id and :func:`session_handle` of its secret id."""
 
     handle: str
     user_id: str
@@ -102,9 +105,22 @@ class SessionPolicy:
         return dataclasses.replace(session, last_seen=now)
 
 
-def new_session_id() -> str:
-    """A fresh session id: 256 bits from the OS CSPRNG."""
-    return secrets.token_urlsafe(SESSION_ID_BYTES)
+def new_session_id(user_id: str) -> str:
+    """A fresh session id: the owner's user id, a dot, then 256 bits from the OS CSPRNG.
+
+    The owner travels in the (signed) cookie so that auth can name every key of the session in
+    advance: it reads the session and its user in one Redis round trip, and on Redis Cluster all
+    of a user's keys share one hash slot. The secret part alone is what makes the id unguessable.
+    """
+    return f"{user_id}.{secrets.token_urlsafe(SESSION_ID_BYTES)}"
+
+
+def session_owner(session_id: str) -> str | None:
+    """The user id a session id names, or None when the id does not have the shape of one."""
+    user_id, dot, secret = session_id.rpartition(".")
+    if not dot or not _USER_ID.fullmatch(user_id) or len(secret) < SESSION_ID_BYTES:
+        return None
+    return user_id
 
 
 def session_handle(session_id: str) -> str:
@@ -266,7 +282,12 @@ class LoginThrottlePolicy:
         # Hashed, so Redis holds no email address in a key name.
         account = hashlib.sha256(normalize_email(email).encode()).hexdigest()
         pair = hashlib.sha256(f"{account}\n{ip}".encode()).hexdigest()
-        return f"throttle:login-ip:{ip}", f"throttle:login-pair:{pair}", f"throttle:login-account:{account}"
+        # One hash tag for all three: the script that spends them needs them in one Redis Cluster slot.
+        return (
+            f"throttle:{{login}}:ip:{ip}",
+            f"throttle:{{login}}:pair:{pair}",
+            f"throttle:{{login}}:account:{account}",
+        )
 
     @property
     def limits(self) -> tuple[RateLimit, RateLimit, RateLimit]:

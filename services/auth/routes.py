@@ -75,22 +75,24 @@ async def _current_session(context: AuthContext, request: Request) -> tuple[Sess
     session_id = _session_id_from_cookie(context, request)
     if session_id is None:
         raise Unauthorized("no valid session", code="no_session")
-    now = context.clock()
-    session = await context.sessions.get(domain.session_handle(session_id), now)
-    if session is None:
+    owner = domain.session_owner(session_id)
+    if owner is None:
         raise Unauthorized("no valid session", code="no_session")
-    user = await context.users.by_id(session.user_id)
+    found = await context.sessions.get_with_user(owner, domain.session_handle(session_id), context.clock())
+    if found is None:
+        raise Unauthorized("no valid session", code="no_session")
+    session, user = found
     if user is None or user.disabled:
-        await context.sessions.delete(session.handle, session.user_id)
+        await context.sessions.delete(session.user_id, session.handle)
         raise Unauthorized("no valid session", code="no_session")
     return session, user
 
 
 async def _touched(
-    context: AuthContext, session: Session, *, spend: tuple[str, RateLimit] | None = None
+    context: AuthContext, session: Session, *, token_budget: RateLimit | None = None
 ) -> Session:
-    """The session after this use, or 401 if it was revoked since it was read (429 over ``spend``)."""
-    touched = await context.sessions.touch(session, context.clock(), spend=spend)
+    """The session after this use, or 401 if it was revoked since it was read (429 over ``token_budget``)."""
+    touched = await context.sessions.touch(session, context.clock(), token_budget=token_budget)
     if touched is None:
         raise Unauthorized("no valid session", code="no_session")
     return touched
@@ -168,10 +170,10 @@ async def login(request: Request) -> Response:
     now = context.clock()
     for previous_id in _session_ids_from_cookies(context, request):
         # Fixation: a session id presented before login is never reused, and it stops working.
-        previous = await context.sessions.get(domain.session_handle(previous_id), now)
-        if previous is not None:
-            await context.sessions.delete(previous.handle, previous.user_id)
-    session_id = domain.new_session_id()
+        owner = domain.session_owner(previous_id)
+        if owner is not None:
+            await context.sessions.delete(owner, domain.session_handle(previous_id))
+    session_id = domain.new_session_id(user.id)
     session = domain.new_session(
         session_id,
         user,
@@ -193,9 +195,7 @@ async def token(request: Request) -> Response:
     session, user = await _current_session(context, request)
     if not domain.csrf_matches(session, request.headers.get("x-csrf-token")):
         raise Forbidden("missing or wrong X-CSRF-Token", code="csrf_failed")
-    session = await _touched(
-        context, session, spend=(f"throttle:token:{session.handle}", context.settings.token_rate)
-    )
+    session = await _touched(context, session, token_budget=context.settings.token_rate)
     claims = domain.access_token_claims(
         domain.TokenRequest(
             issuer=context.settings.issuer,
@@ -217,7 +217,7 @@ async def token(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     context = _context(request)
     session, _ = await _csrf_protected_session(context, request)
-    await context.sessions.delete(session.handle, session.user_id)
+    await context.sessions.delete(session.user_id, session.handle)
     response = JSONResponse({"status": "logged_out"}, headers=NO_STORE)
     _clear_session_cookie(context, response)
     return response
@@ -250,7 +250,7 @@ async def revoke_session(request: Request) -> Response:
     target = next((session for session in live if session.public_handle == handle), None)
     if target is None:
         raise NotFound("no such session")
-    await context.sessions.delete(target.handle, user.id)
+    await context.sessions.delete(user.id, target.handle)
     response = _no_content()
     if target.handle == current.handle:
         _clear_session_cookie(context, response)
@@ -277,7 +277,7 @@ async def change_password(request: Request) -> Response:
     await context.throttles.refund(throttle_keys)
     await context.users.set_password_hash(user.id, await context.passwords.hash(new_password))
     now = context.clock()
-    session_id = domain.new_session_id()
+    session_id = domain.new_session_id(user.id)
     renewed = domain.renewed_session(current, session_id, now)
     # One script revokes every session of the user, the current one's old id included.
     await context.sessions.create(renewed, now, revoke_others=True)

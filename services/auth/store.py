@@ -1,9 +1,15 @@
 """Users, sessions and throttles in Redis. Every multi-key change is one Lua script or MULTI/EXEC.
 
-Keys: ``user:<id>`` (hash), ``user-email:<email>`` (id), ``session:<handle>`` (hash, with a
-TTL that follows the session policy), ``user-sessions:<user id>`` (set of handles, pruned of
-dead sessions whenever it is read or written) and ``throttle:*`` (counters that expire with
-their window).
+Keys: ``user:{<id>}`` (hash), ``user-email:<email>`` (id), ``session:{<user id>}:<handle>``
+(hash, with a TTL that follows the session policy), ``user-sessions:{<user id>}`` (set of
+handles, pruned of dead sessions whenever it is read or written) and ``throttle:*`` (counters
+that expire with their window).
+
+Every key of one user carries the hash tag ``{<user id>}``, so on Redis Cluster a user's
+account, sessions, index and token budgets live in one slot: each script below touches a single
+slot and nothing needs a cross-slot transaction. The login budgets share the tag ``{login}``.
+The one pair in different slots, an email and its account, is written in an order that never
+leaves the email pointing at nothing (see :meth:`UserStore.create`).
 """
 
 from __future__ import annotations
@@ -75,28 +81,27 @@ def _texts(fields: dict[bytes | str, bytes | str]) -> dict[str, str]:
 
 
 def _user_key(user_id: str) -> str:
-    return f"user:{user_id}"
+    return f"user:{{{user_id}}}"
 
 
 def _email_key(email: str) -> str:
     return f"user-email:{email}"
 
 
-def _session_key(handle: str) -> str:
-    return f"session:{handle}"
+def _session_prefix(user_id: str) -> str:
+    return f"session:{{{user_id}}}:"
+
+
+def _session_key(user_id: str, handle: str) -> str:
+    return _session_prefix(user_id) + handle
 
 
 def _index_key(user_id: str) -> str:
-    return f"user-sessions:{user_id}"
+    return f"user-sessions:{{{user_id}}}"
 
 
-_CREATE_USER = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
-    redis.call('HSET', KEYS[2], 'id', ARGV[1], 'email', ARGV[2], 'role', ARGV[3], 'password_hash', ARGV[4])
-    return 1
-end
-return 0
-"""
+def _token_budget_key(session: Session) -> str:
+    return f"throttle:token:{{{session.user_id}}}:{session.handle}"
 
 
 class UserStore:
@@ -104,18 +109,24 @@ class UserStore:
 
     def __init__(self, client: redis.Redis):
         self._redis = client
-        self._create = client.register_script(_CREATE_USER)
 
     @_unavailable_on_redis_error
     async def create(self, email: str, role: str, password_hash: str) -> User:
-        """Store a new account; :class:`Conflict` if the email is taken."""
+        """Store a new account; :class:`Conflict` if the email is taken.
+
+        The email and the account are in different Cluster slots, so no script can write both.
+        The account is written first, under a fresh id nothing refers to yet; claiming the email
+        (``SET NX``) then publishes it, so two concurrent creations cannot both win, and a crash
+        in between leaves an unreachable record (which :meth:`all` skips), never an email that
+        names no account.
+        """
         user = User(id=uuid.uuid4().hex, email=email, role=role, password_hash=password_hash)
-        # One script claims the email and writes the account, so two concurrent creations cannot
-        # both win and a failure cannot leave an email claimed by no account.
-        created = await self._create(
-            keys=[_email_key(email), _user_key(user.id)], args=[user.id, email, role, password_hash]
+        await self._redis.hset(
+            _user_key(user.id),
+            mapping={"id": user.id, "email": email, "role": role, "password_hash": password_hash},
         )
-        if not created:
+        if not await self._redis.set(_email_key(email), user.id, nx=True):
+            await self._redis.delete(_user_key(user.id))
             raise Conflict("an account with this email exists", code="email_taken")
         return user
 
@@ -126,23 +137,16 @@ class UserStore:
 
     @_unavailable_on_redis_error
     async def by_id(self, user_id: str) -> User | None:
-        fields = _texts(await self._redis.hgetall(_user_key(user_id)))
-        if not fields:
-            return None
-        return User(
-            id=fields["id"],
-            email=fields["email"],
-            role=fields["role"],
-            password_hash=fields["password_hash"],
-            disabled=fields.get("disabled") == "1",
-        )
+        return _user_from_fields(_texts(await self._redis.hgetall(_user_key(user_id))))
 
     @_unavailable_on_redis_error
     async def all(self) -> list[User]:
         users = []
-        async for key in self._redis.scan_iter(match="user:*", count=500):
-            user = await self.by_id(_text(key).removeprefix("user:"))
-            if user is not None:
+        async for key in self._redis.scan_iter(match="user:{*}", count=500):
+            user = await self.by_id(_text(key).removeprefix("user:{").removesuffix("}"))
+            # An account is published by its email claim; a record without one is a create that
+            # lost its race or never finished.
+            if user is not None and await self._redis.get(_email_key(user.email)) == user.id:
                 users.append(user)
         return sorted(users, key=lambda user: user.email)
 
@@ -184,9 +188,27 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 0
 """
 
+# KEYS: session, its user. One round trip for what every session-authenticated request needs.
+_LOOKUP = """
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+"""
 
-# KEYS: session, index. ARGV: session TTL, handle, index TTL, session key prefix, "1" to revoke
-# every other session of the user first, then the session's field/value pairs.
+# The scripts below reach a user's sessions by names built from a prefix (ARGV) and the handles
+# in the index. Those keys are not declared, which Redis Cluster tolerates because they share
+# the index's hash slot; the Cluster integration tests hold this to account.
+
+# KEYS: index. ARGV: the user's session key prefix.
+_REVOKE_ALL = """
+local revoked = 0
+for _, handle in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    revoked = revoked + redis.call('DEL', ARGV[1] .. handle)
+end
+redis.call('DEL', KEYS[1])
+return revoked
+"""
+
+# KEYS: session, index. ARGV: session TTL, handle, index TTL, the user's session key prefix,
+# "1" to revoke every other session of the user first, then the session's field/value pairs.
 _CREATE = """
 for _, handle in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     if ARGV[5] == '1' then
@@ -204,6 +226,7 @@ redis.call('EXPIRE', KEYS[2], ARGV[3], 'NX')
 return 1
 """
 
+# KEYS: index. ARGV: the user's session key prefix.
 _INDEXED = """
 local found = {}
 for _, handle in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -220,7 +243,10 @@ return found
 
 
 class SessionStore:
-    """Server-side sessions with a per-user index, both kept consistent transactionally."""
+    """Server-side sessions with a per-user index, both kept consistent transactionally.
+
+    A session is addressed by its owner's user id and its handle: both come from the cookie.
+    """
 
     def __init__(self, client: redis.Redis, policy: SessionPolicy):
         self._redis = client
@@ -229,6 +255,7 @@ class SessionStore:
         self._indexed = client.register_script(_INDEXED)
         self._revoke_all = client.register_script(_REVOKE_ALL)
         self._touch = client.register_script(_TOUCH)
+        self._lookup = client.register_script(_LOOKUP)
 
     @_unavailable_on_redis_error
     async def create(self, session: Session, now: float, *, revoke_others: bool = False) -> None:
@@ -240,12 +267,12 @@ class SessionStore:
         """
         fields = [part for pair in _session_fields(session).items() for part in pair]
         await self._create(
-            keys=[_session_key(session.handle), _index_key(session.user_id)],
+            keys=[_session_key(session.user_id, session.handle), _index_key(session.user_id)],
             args=[
                 self.policy.ttl(session, now),
                 session.handle,
                 self.policy.absolute,
-                _session_key(""),
+                _session_prefix(session.user_id),
                 "1" if revoke_others else "0",
                 *fields,
             ],
@@ -254,67 +281,78 @@ class SessionStore:
     @_unavailable_on_redis_error
     async def live_for_user(self, user_id: str, now: float) -> list[Session]:
         """The user's live sessions; index entries of expired or dead sessions are removed."""
-        found = await self._indexed(keys=[_index_key(user_id)], args=[_session_key("")])
+        found = await self._indexed(keys=[_index_key(user_id)], args=[_session_prefix(user_id)])
         live = []
         for handle, raw in zip(found[::2], found[1::2], strict=True):
-            flat = [_text(part) for part in raw]
-            session = _session_from_fields(_text(handle), dict(zip(flat[::2], flat[1::2], strict=True)))
-            if session is not None and session.user_id == user_id and self.policy.is_live(session, now):
+            session = _session_from_fields(user_id, _text(handle), _pairs(raw))
+            if session is not None and self.policy.is_live(session, now):
                 live.append(session)
             else:
                 # Past a timeout by the policy's clock though Redis has not expired it yet.
-                await self.delete(_text(handle), user_id)
+                await self.delete(user_id, _text(handle))
         return live
 
     @_unavailable_on_redis_error
-    async def get(self, handle: str, now: float) -> Session | None:
+    async def get(self, user_id: str, handle: str, now: float) -> Session | None:
         """The live session, or None. A session past either timeout is deleted on sight."""
-        fields = _texts(await self._redis.hgetall(_session_key(handle)))
+        fields = _texts(await self._redis.hgetall(_session_key(user_id, handle)))
+        return await self._live(user_id, handle, fields, now)
+
+    @_unavailable_on_redis_error
+    async def get_with_user(
+        self, user_id: str, handle: str, now: float
+    ) -> tuple[Session, User | None] | None:
+        """The live session and its account (None if the account is gone), in one round trip."""
+        session_fields, user_fields = await self._lookup(
+            keys=[_session_key(user_id, handle), _user_key(user_id)]
+        )
+        session = await self._live(user_id, handle, _pairs(session_fields), now)
+        return None if session is None else (session, _user_from_fields(_pairs(user_fields)))
+
+    async def _live(self, user_id: str, handle: str, fields: dict[str, str], now: float) -> Session | None:
         if not fields:
             return None
-        session = _session_from_fields(handle, fields)
+        session = _session_from_fields(user_id, handle, fields)
         if session is None or not self.policy.is_live(session, now):
-            await self.delete(handle, fields.get(_USER, ""))
+            await self.delete(user_id, handle)
             return None
         return session
 
     @_unavailable_on_redis_error
     async def touch(
-        self, session: Session, now: float, *, spend: tuple[str, RateLimit] | None = None
+        self, session: Session, now: float, *, token_budget: RateLimit | None = None
     ) -> Session | None:
         """Record a use: the idle timer restarts, bounded by the absolute timeout.
 
         None when the session was revoked since it was read. The check and the write are one
         script, so a caller that gets a session back held a live one at that instant: a token
-        minted on it was minted before any logout that races it completed. With ``spend``
-        (a counter key and its rate), one unit of that budget is spent first, in the same
-        script; over budget, :class:`TooManyRequests` and the session is left as it was.
+        minted on it was minted before any logout that races it completed. With
+        ``token_budget``, one token request is spent from the session's budget first, in the
+        same script; over budget, :class:`TooManyRequests` and the session is left as it was.
         """
         touched = self.policy.touched(session, now)
-        keys = [_session_key(session.handle)]
+        keys = [_session_key(session.user_id, session.handle)]
         args: list[EncodableT] = [_ms(now), self.policy.ttl(touched, now)]
-        if spend is not None:
-            counter, rate = spend
-            keys.append(counter)
-            args += [rate.limit, rate.window]
+        if token_budget is not None:
+            keys.append(_token_budget_key(session))
+            args += [token_budget.limit, token_budget.window]
         outcome = int(await self._touch(keys=keys, args=args))
         if outcome > 0:
             raise TooManyRequests("too many token requests for this session", retry_after=-(-outcome // 1000))
         return touched if outcome == 0 else None
 
     @_unavailable_on_redis_error
-    async def delete(self, handle: str, user_id: str) -> None:
+    async def delete(self, user_id: str, handle: str) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(_session_key(handle))
-            if user_id:
-                pipe.srem(_index_key(user_id), handle)
+            pipe.delete(_session_key(user_id, handle))
+            pipe.srem(_index_key(user_id), handle)
             await pipe.execute()
 
     @_unavailable_on_redis_error
     async def delete_all_for_user(self, user_id: str) -> int:
         """Revoke every session of a user (password change, logout everywhere); the count revoked."""
         # One script, so a session created concurrently cannot slip between read and delete.
-        revoked = await self._revoke_all(keys=[_index_key(user_id)], args=[_session_key("")])
+        revoked = await self._revoke_all(keys=[_index_key(user_id)], args=[_session_prefix(user_id)])
         return int(revoked)
 
     @_unavailable_on_redis_error
@@ -378,8 +416,9 @@ class ThrottleStore:
 
 # A session is stored as a small hash of short fields, times in integer milliseconds: with every
 # value under 64 bytes Redis keeps it as a listpack and stores integers in a few bytes, which
-# is what holds a session (record plus index entry) under 400 bytes at 100,000 sessions.
-_USER, _CREATED, _SEEN, _CSRF, _AGENT, _IP = "uid", "created", "seen", "csrf", "ua", "ip"
+# is what holds a session (record plus index entry) under 400 bytes at 100,000 sessions. The
+# owner is not a field: the key names it.
+_CREATED, _SEEN, _CSRF, _AGENT, _IP = "created", "seen", "csrf", "ua", "ip"
 
 
 def _ms(seconds: float) -> str:
@@ -387,9 +426,14 @@ def _ms(seconds: float) -> str:
     return str(math.floor(seconds * 1000))
 
 
+def _pairs(flat: list[bytes | str]) -> dict[str, str]:
+    # A script returns a hash as a flat list of alternating fields and values.
+    texts = [_text(part) for part in flat]
+    return dict(zip(texts[::2], texts[1::2], strict=True))
+
+
 def _session_fields(session: Session) -> dict[FieldT, EncodableT]:
     return {
-        _USER: session.user_id,
         _CREATED: _ms(session.created_at),
         _SEEN: _ms(session.last_seen),
         _CSRF: session.csrf_token,
@@ -398,11 +442,11 @@ def _session_fields(session: Session) -> dict[FieldT, EncodableT]:
     }
 
 
-def _session_from_fields(handle: str, fields: dict[str, str]) -> Session | None:
+def _session_from_fields(user_id: str, handle: str, fields: dict[str, str]) -> Session | None:
     try:
         return Session(
             handle=handle,
-            user_id=fields[_USER],
+            user_id=user_id,
             created_at=int(fields[_CREATED]) / 1000,
             last_seen=int(fields[_SEEN]) / 1000,
             csrf_token=fields[_CSRF],
@@ -412,3 +456,15 @@ def _session_from_fields(handle: str, fields: dict[str, str]) -> Session | None:
     except (KeyError, ValueError):
         logger.warning("discarding a malformed session record")
         return None
+
+
+def _user_from_fields(fields: dict[str, str]) -> User | None:
+    if not fields:
+        return None
+    return User(
+        id=fields["id"],
+        email=fields["email"],
+        role=fields["role"],
+        password_hash=fields["password_hash"],
+        disabled=fields.get("disabled") == "1",
+    )

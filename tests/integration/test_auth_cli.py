@@ -104,18 +104,18 @@ def stored_user(redis_url: str, email: str) -> User:
 def open_session(redis_url: str, user: User) -> str:
     """Log ``user`` in as the server does; the session's handle."""
     now = time.time()
-    session = domain.new_session(domain.new_session_id(), user, now, user_agent="test", ip="127.0.0.1")
+    session = domain.new_session(domain.new_session_id(user.id), user, now, user_agent="test", ip="127.0.0.1")
     with_stores(redis_url, lambda _, sessions: sessions.create(session, now))
     return session.handle
 
 
-def session_is_live(redis_url: str, handle: str) -> bool:
-    return with_stores(redis_url, lambda _, sessions: sessions.get(handle, time.time())) is not None
+def session_is_live(redis_url: str, user: User, handle: str) -> bool:
+    return with_stores(redis_url, lambda _, sessions: sessions.get(user.id, handle, time.time())) is not None
 
 
 def session_index(redis_url: str, user: User) -> set[str]:
     with redis.Redis.from_url(redis_url, decode_responses=True) as client:
-        return set(client.smembers(f"user-sessions:{user.id}"))
+        return set(client.smembers(f"user-sessions:{{{user.id}}}"))
 
 
 def verifies(password_hash: str, password: str) -> bool:
@@ -265,7 +265,7 @@ class TestUsers:
         )
         frank_handles = {open_session(redis_url, frank), open_session(redis_url, frank)}
         grace_handle = open_session(redis_url, grace)
-        assert all(session_is_live(redis_url, handle) for handle in frank_handles)
+        assert all(session_is_live(redis_url, frank, handle) for handle in frank_handles)
 
         result = cli(
             "users", "set-password", "Frank@Example.com", redis_url=redis_url, stdin=NEW_PASSWORD + "\n"
@@ -278,20 +278,21 @@ class TestUsers:
         assert after.id == frank.id
         assert verifies(after.password_hash, NEW_PASSWORD)
         assert not verifies(after.password_hash, PASSWORD)
-        assert not any(session_is_live(redis_url, handle) for handle in frank_handles)
+        assert not any(session_is_live(redis_url, frank, handle) for handle in frank_handles)
         assert session_index(redis_url, frank) == set()
-        assert session_is_live(redis_url, grace_handle)
+        assert session_is_live(redis_url, grace, grace_handle)
         assert session_index(redis_url, grace) == {grace_handle}
 
     def test_set_password_refuses_a_short_password_and_keeps_the_old_one(self, redis_url: str) -> None:
         assert add_user("heidi@example.com", "user", redis_url).returncode == 0
-        handle = open_session(redis_url, stored_user(redis_url, "heidi@example.com"))
+        heidi = stored_user(redis_url, "heidi@example.com")
+        handle = open_session(redis_url, heidi)
         result = cli("users", "set-password", "heidi@example.com", redis_url=redis_url, stdin="tiny-pw\n")
         assert result.returncode != 0
         assert "password must be 12" in result.stderr
         assert_no_password(result, "tiny-pw")
         assert verifies(stored_user(redis_url, "heidi@example.com").password_hash, PASSWORD)
-        assert session_is_live(redis_url, handle)
+        assert session_is_live(redis_url, heidi, handle)
 
     def test_set_password_for_an_unknown_user_fails_clearly(self, redis_url: str) -> None:
         result = cli(
@@ -306,15 +307,16 @@ class TestUsers:
         assert add_user("judy@example.com", "user", redis_url).returncode == 0
         ivan = stored_user(redis_url, "ivan@example.com")
         handles = [open_session(redis_url, ivan) for _ in range(2)]
-        judy_handle = open_session(redis_url, stored_user(redis_url, "judy@example.com"))
+        judy = stored_user(redis_url, "judy@example.com")
+        judy_handle = open_session(redis_url, judy)
 
         result = cli("users", "disable", "Ivan@Example.com", redis_url=redis_url)
         assert result.returncode == 0, result.stderr
         assert "disabled ivan@example.com; 2 session(s) revoked" in result.stdout
         assert stored_user(redis_url, "ivan@example.com").disabled
-        assert not any(session_is_live(redis_url, handle) for handle in handles)
+        assert not any(session_is_live(redis_url, ivan, handle) for handle in handles)
         assert session_index(redis_url, ivan) == set()
-        assert session_is_live(redis_url, judy_handle)
+        assert session_is_live(redis_url, judy, judy_handle)
 
         result = cli("users", "enable", "ivan@example.com", redis_url=redis_url)
         assert result.returncode == 0, result.stderr

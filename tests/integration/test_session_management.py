@@ -44,13 +44,15 @@ def sessions(client: aioredis.Redis) -> SessionStore:
 
 
 async def _new(sessions: SessionStore, now: float = NOW) -> domain.Session:
-    session = domain.new_session(domain.new_session_id(), ALICE, now, user_agent="pytest", ip="127.0.0.1")
+    session = domain.new_session(
+        domain.new_session_id(ALICE.id), ALICE, now, user_agent="pytest", ip="127.0.0.1"
+    )
     await sessions.create(session, now)
     return session
 
 
 async def _index(client: aioredis.Redis) -> set[str]:
-    return {str(handle) for handle in await client.smembers(f"user-sessions:{ALICE.id}")}
+    return {str(handle) for handle in await client.smembers(f"user-sessions:{{{ALICE.id}}}")}
 
 
 async def test_live_sessions_are_listed_from_the_index(sessions: SessionStore) -> None:
@@ -68,7 +70,7 @@ async def test_a_session_expired_by_the_policy_is_not_listed_and_leaves_the_inde
     listed = await sessions.live_for_user(ALICE.id, NOW + 1800)
     assert [s.handle for s in listed] == [fresh.handle]
     assert await _index(client) == {fresh.handle}
-    assert not await client.exists(f"session:{idle.handle}")
+    assert not await client.exists(f"session:{{{ALICE.id}}}:{idle.handle}")
 
 
 async def test_a_session_redis_expired_is_pruned_from_the_index_on_read(
@@ -76,7 +78,7 @@ async def test_a_session_redis_expired_is_pruned_from_the_index_on_read(
 ) -> None:
     gone, kept = await _new(sessions), await _new(sessions)
     # What Redis does when the session's TTL runs out: the record goes, the index entry stays.
-    await client.delete(f"session:{gone.handle}")
+    await client.delete(f"session:{{{ALICE.id}}}:{gone.handle}")
     assert await _index(client) == {gone.handle, kept.handle}
     assert [s.handle for s in await sessions.live_for_user(ALICE.id, NOW + 1)] == [kept.handle]
     assert await _index(client) == {kept.handle}
@@ -84,7 +86,7 @@ async def test_a_session_redis_expired_is_pruned_from_the_index_on_read(
 
 async def test_dead_index_entries_are_pruned_on_write(sessions: SessionStore, client: aioredis.Redis) -> None:
     gone = await _new(sessions)
-    await client.delete(f"session:{gone.handle}")
+    await client.delete(f"session:{{{ALICE.id}}}:{gone.handle}")
     added = await _new(sessions)
     assert await _index(client) == {added.handle}
 
@@ -93,7 +95,7 @@ async def test_the_index_expires_no_sooner_than_its_longest_session(
     sessions: SessionStore, client: aioredis.Redis
 ) -> None:
     await _new(sessions)
-    ttl = await client.ttl(f"user-sessions:{ALICE.id}")
+    ttl = await client.ttl(f"user-sessions:{{{ALICE.id}}}")
     assert POLICY.absolute - 5 <= ttl <= POLICY.absolute
 
 
@@ -111,7 +113,9 @@ async def test_concurrent_logins_and_revocations_keep_the_index_exact(
 
     await asyncio.gather(create_many(), create_many(), revoke_repeatedly(), create_many())
     indexed = await _index(client)
-    stored = {str(key).removeprefix("session:") async for key in client.scan_iter(match="session:*")}
+    stored = {
+        str(key).removeprefix(f"session:{{{ALICE.id}}}:") async for key in client.scan_iter(match="session:*")
+    }
     # Every stored session is indexed (a revoke-all cannot miss one) and every entry is stored.
     assert indexed == stored
     await sessions.delete_all_for_user(ALICE.id)
@@ -122,18 +126,18 @@ async def test_revoke_others_replaces_every_session_in_one_step(
     sessions: SessionStore, client: aioredis.Redis
 ) -> None:
     current, other = await _new(sessions), await _new(sessions)
-    renewed = domain.renewed_session(current, domain.new_session_id(), NOW + 10)
+    renewed = domain.renewed_session(current, domain.new_session_id(ALICE.id), NOW + 10)
     await sessions.create(renewed, NOW + 10, revoke_others=True)
     assert await _index(client) == {renewed.handle}
-    assert await sessions.get(current.handle, NOW + 10) is None
-    assert await sessions.get(other.handle, NOW + 10) is None
-    assert await sessions.get(renewed.handle, NOW + 10) == renewed
+    assert await sessions.get(ALICE.id, current.handle, NOW + 10) is None
+    assert await sessions.get(ALICE.id, other.handle, NOW + 10) is None
+    assert await sessions.get(ALICE.id, renewed.handle, NOW + 10) == renewed
 
 
 async def test_touch_reports_a_session_revoked_since_it_was_read(sessions: SessionStore) -> None:
     session = await _new(sessions)
     assert await sessions.touch(session, NOW + 1) is not None
-    await sessions.delete(session.handle, ALICE.id)
+    await sessions.delete(ALICE.id, session.handle)
     assert await sessions.touch(session, NOW + 2) is None
 
 
@@ -154,10 +158,11 @@ async def test_every_throttle_counter_expires_with_its_window(
 ) -> None:
     throttles = ThrottleStore(client)
     await throttles.reserve_login(KEYS, LOGIN)
-    await sessions.touch(await _new(sessions), NOW, spend=("throttle:t-token", RateLimit(3, 20)))
+    session = await _new(sessions)
+    await sessions.touch(session, NOW, token_budget=RateLimit(3, 20))
     for key in KEYS:
         assert 0 < await client.ttl(key) <= 60
-    assert 0 < await client.ttl("throttle:t-token") <= 20
+    assert 0 < await client.ttl(f"throttle:token:{{{ALICE.id}}}:{session.handle}") <= 20
 
 
 async def test_a_refund_gives_back_a_reserved_attempt(client: aioredis.Redis) -> None:
@@ -191,13 +196,13 @@ async def test_token_uses_past_the_rate_wait_for_the_window_and_leave_the_sessio
     client: aioredis.Redis, sessions: SessionStore
 ) -> None:
     session = await _new(sessions)
-    budget = ("throttle:tok", RateLimit(3, 20))
+    budget = RateLimit(3, 20)
     for second in (1, 2, 3):
-        assert await sessions.touch(session, NOW + second, spend=budget) is not None
+        assert await sessions.touch(session, NOW + second, token_budget=budget) is not None
     with pytest.raises(TooManyRequests) as caught:
-        await sessions.touch(session, NOW + 4, spend=budget)
+        await sessions.touch(session, NOW + 4, token_budget=budget)
     assert 1 <= int(caught.value.headers["Retry-After"]) <= 20
-    stored = await sessions.get(session.handle, NOW + 5)
+    stored = await sessions.get(ALICE.id, session.handle, NOW + 5)
     assert stored is not None
     assert stored.last_seen == NOW + 3, "a refused use does not slide the idle timer"
 
@@ -206,10 +211,10 @@ async def test_a_budgeted_touch_of_a_revoked_session_spends_nothing(
     client: aioredis.Redis, sessions: SessionStore
 ) -> None:
     session = await _new(sessions)
-    await sessions.delete(session.handle, session.user_id)
-    assert await sessions.touch(session, NOW, spend=("throttle:gone", RateLimit(3, 20))) is None
-    assert not await client.exists(f"session:{session.handle}"), "no stub revived"
-    assert not await client.exists("throttle:gone")
+    await sessions.delete(session.user_id, session.handle)
+    assert await sessions.touch(session, NOW, token_budget=RateLimit(3, 20)) is None
+    assert not await client.exists(f"session:{{{ALICE.id}}}:{session.handle}"), "no stub revived"
+    assert not await client.exists(f"throttle:token:{{{ALICE.id}}}:{session.handle}")
 
 
 def _ready_without_spent_budgets(test_client: TestClient, redis_url: str) -> None:

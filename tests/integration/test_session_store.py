@@ -31,7 +31,7 @@ def sessions(client: aioredis.Redis) -> SessionStore:
 
 
 async def _new(sessions: SessionStore, now: float = NOW) -> tuple[str, domain.Session]:
-    session_id = domain.new_session_id()
+    session_id = domain.new_session_id("u-alice")
     session = domain.new_session(session_id, ALICE, now, user_agent="pytest", ip="127.0.0.1")
     await sessions.create(session, now)
     return session_id, session
@@ -39,7 +39,7 @@ async def _new(sessions: SessionStore, now: float = NOW) -> tuple[str, domain.Se
 
 async def test_created_session_is_found_by_its_handle(sessions: SessionStore) -> None:
     _, session = await _new(sessions)
-    assert await sessions.get(session.handle, NOW + 1) == session
+    assert await sessions.get(session.user_id, session.handle, NOW + 1) == session
 
 
 async def test_session_is_stored_under_a_hash_never_the_raw_id(
@@ -52,22 +52,22 @@ async def test_session_is_stored_under_a_hash_never_the_raw_id(
         value = await client.dump(key)
         assert session_id.encode() not in (value or b"")
     assert all(session_id not in key for key in dump)
-    assert f"session:{domain.session_handle(session_id)}" in dump
+    assert f"session:{{{ALICE.id}}}:{domain.session_handle(session_id)}" in dump
 
 
 async def test_idle_session_expires_server_side(sessions: SessionStore) -> None:
     _, session = await _new(sessions)
-    assert await sessions.get(session.handle, NOW + 1799) is not None
-    assert await sessions.get(session.handle, NOW + 1800) is None
+    assert await sessions.get(session.user_id, session.handle, NOW + 1799) is not None
+    assert await sessions.get(session.user_id, session.handle, NOW + 1800) is None
     # Expired on sight means deleted, not merely hidden.
-    assert await sessions.get(session.handle, NOW) is None
+    assert await sessions.get(session.user_id, session.handle, NOW) is None
 
 
 async def test_touch_slides_the_idle_timer(sessions: SessionStore) -> None:
     _, session = await _new(sessions)
     touched = await sessions.touch(session, NOW + 1000)
     assert touched.last_seen == NOW + 1000
-    assert await sessions.get(session.handle, NOW + 2500) is not None
+    assert await sessions.get(session.user_id, session.handle, NOW + 2500) is not None
 
 
 async def test_absolute_timeout_wins_over_activity(sessions: SessionStore) -> None:
@@ -75,10 +75,10 @@ async def test_absolute_timeout_wins_over_activity(sessions: SessionStore) -> No
     now = NOW
     while now < NOW + 86400 - 1500:
         now += 1500
-        current = await sessions.get(session.handle, now)
+        current = await sessions.get(session.user_id, session.handle, now)
         assert current is not None
         session = await sessions.touch(current, now)
-    assert await sessions.get(session.handle, NOW + 86400) is None
+    assert await sessions.get(session.user_id, session.handle, NOW + 86400) is None
 
 
 async def test_redis_ttl_follows_the_policy(sessions: SessionStore, client: aioredis.Redis) -> None:
@@ -86,36 +86,40 @@ async def test_redis_ttl_follows_the_policy(sessions: SessionStore, client: aior
 
     now = time.time()
     _, session = await _new(sessions, now)
-    ttl = await client.ttl(f"session:{session.handle}")
+    ttl = await client.ttl(f"session:{{{ALICE.id}}}:{session.handle}")
     assert 1795 <= ttl <= 1800
     # Near the absolute limit, the TTL shrinks to what is left of it.
     await sessions.touch(session, now + 86400 - 60)
-    assert 0 < await client.ttl(f"session:{session.handle}") <= 60
+    assert 0 < await client.ttl(f"session:{{{ALICE.id}}}:{session.handle}") <= 60
 
 
 async def test_delete_removes_session_and_index_entry(sessions: SessionStore, client: aioredis.Redis) -> None:
     _, session = await _new(sessions)
-    await sessions.delete(session.handle, session.user_id)
-    assert await sessions.get(session.handle, NOW) is None
-    assert not await client.sismember(f"user-sessions:{ALICE.id}", session.handle)
+    await sessions.delete(session.user_id, session.handle)
+    assert await sessions.get(session.user_id, session.handle, NOW) is None
+    assert not await client.sismember(f"user-sessions:{{{ALICE.id}}}", session.handle)
 
 
 async def test_delete_all_for_user_revokes_every_session(sessions: SessionStore) -> None:
     created = [await _new(sessions) for _ in range(3)]
     other = domain.new_session(
-        domain.new_session_id(), User("u-bob", "bob@example.com", "user", "x"), NOW, user_agent="", ip=""
+        domain.new_session_id("u-bob"),
+        User("u-bob", "bob@example.com", "user", "x"),
+        NOW,
+        user_agent="",
+        ip="",
     )
     await sessions.create(other, NOW)
     assert await sessions.delete_all_for_user(ALICE.id) == 3
     for _, session in created:
-        assert await sessions.get(session.handle, NOW) is None
-    assert await sessions.get(other.handle, NOW) is not None
+        assert await sessions.get(session.user_id, session.handle, NOW) is None
+    assert await sessions.get(other.user_id, other.handle, NOW) is not None
 
 
 async def test_malformed_record_is_discarded(sessions: SessionStore, client: aioredis.Redis) -> None:
-    await client.hset("session:bogus", mapping={"uid": "u", "created": "not-a-number"})
-    assert await sessions.get("bogus", NOW) is None
-    assert not await client.exists("session:bogus")
+    await client.hset("session:{u}:bogus", mapping={"created": "not-a-number"})
+    assert await sessions.get("u", "bogus", NOW) is None
+    assert not await client.exists("session:{u}:bogus")
 
 
 async def test_user_email_is_unique(client: aioredis.Redis) -> None:
@@ -136,16 +140,16 @@ async def test_store_answers_503_quickly_when_redis_is_unreachable() -> None:
     store = SessionStore(client, SessionPolicy(idle=10, absolute=20))
     started = time.monotonic()
     with pytest.raises(ServiceUnavailable):
-        await store.get("anything", NOW)
+        await store.get("u", "anything", NOW)
     assert time.monotonic() - started < 2.0
     await client.aclose()
 
 
 async def test_touch_after_delete_leaves_no_stub(sessions: SessionStore, client: aioredis.Redis) -> None:
     _, session = await _new(sessions)
-    await sessions.delete(session.handle, session.user_id)
+    await sessions.delete(session.user_id, session.handle)
     await sessions.touch(session, NOW + 10)
-    assert not await client.exists(f"session:{session.handle}")
+    assert not await client.exists(f"session:{{{ALICE.id}}}:{session.handle}")
 
 
 async def test_store_answers_503_within_one_timeout_when_redis_hangs(tmp_path: Path) -> None:
@@ -158,13 +162,13 @@ async def test_store_answers_503_within_one_timeout_when_redis_hangs(tmp_path: P
     with RedisServer(tmp_path / "hung") as server:
         client = connect(server.url, 0.5)
         store = SessionStore(client, SessionPolicy(idle=10, absolute=20))
-        assert await store.get("warm-up", NOW) is None
+        assert await store.get("u", "warm-up", NOW) is None
         pid = int((await client.info("server"))["process_id"])
         os.kill(pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
             with pytest.raises(ServiceUnavailable):
-                await store.get("anything", NOW)
+                await store.get("u", "anything", NOW)
             elapsed = time.monotonic() - started
         finally:
             os.kill(pid, signal.SIGCONT)
@@ -178,7 +182,9 @@ async def test_a_burst_larger_than_the_pool_waits_for_connections_instead_of_fai
     try:
         sessions = SessionStore(client, SessionPolicy(idle=1800, absolute=86400))
         _, session = await _new(sessions)
-        found = await asyncio.gather(*(sessions.get(session.handle, NOW + 1) for _ in range(200)))
+        found = await asyncio.gather(
+            *(sessions.get(session.user_id, session.handle, NOW + 1) for _ in range(200))
+        )
     finally:
         await client.aclose()
     assert found == [session] * 200

@@ -302,7 +302,7 @@ def test_idle_expiry_a_session_unused_past_the_idle_timeout_is_dead_and_unindexe
     listed = app.get("/sessions", headers={"Cookie": active_cookie}).json()["sessions"]
     assert [s["current"] for s in listed] == [True]
     with _redis(cluster) as client:
-        indexed = client.smembers(f"user-sessions:{user_id}")
+        indexed = client.smembers(f"user-sessions:{{{user_id}}}")
     assert len(indexed) == 1
     assert app.get("/me", headers={"Cookie": idle_cookie}).status_code == 401
     # The idle timer slid for the session that was used.

@@ -111,24 +111,44 @@ class TestSessionPolicy:
 
 
 class TestSessionIds:
-    def test_a_session_id_carries_at_least_256_bits(self) -> None:
-        session_id = domain.new_session_id()
-        assert URL_SAFE.match(session_id)
-        raw = base64.urlsafe_b64decode(session_id + "=" * (-len(session_id) % 4))
+    def test_a_session_id_carries_at_least_256_bits_after_its_owner(self) -> None:
+        owner, dot, secret = domain.new_session_id("u-alice").partition(".")
+        assert (owner, dot) == ("u-alice", ".")
+        assert URL_SAFE.match(secret)
+        raw = base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4))
         assert len(raw) * 8 >= 256
 
     def test_session_ids_are_url_safe_and_unique_over_many_draws(self) -> None:
-        ids = [domain.new_session_id() for _ in range(5000)]
-        assert len(set(ids)) == len(ids)
-        assert all(URL_SAFE.match(session_id) for session_id in ids)
+        secrets = [domain.new_session_id("u").removeprefix("u.") for _ in range(5000)]
+        assert len(set(secrets)) == len(secrets)
+        assert all(URL_SAFE.match(secret) for secret in secrets)
 
     def test_session_ids_are_not_biased_towards_a_few_characters(self) -> None:
         # A weak generator (or a constant prefix) would show up as a small alphabet.
-        joined = "".join(domain.new_session_id() for _ in range(200))
+        joined = "".join(domain.new_session_id("u").removeprefix("u.") for _ in range(200))
         assert len(set(joined)) == 64
 
+    def test_the_owner_is_read_back_from_the_id(self) -> None:
+        assert domain.session_owner(domain.new_session_id("0123abcd")) == "0123abcd"
+
+    @pytest.mark.parametrize(
+        "session_id",
+        [
+            "no-owner-at-all" + "x" * 43,
+            "." + "x" * 43,
+            "u-alice.short",
+            "{u}." + "x" * 43,
+            "a}{b." + "x" * 43,
+            "u" * 65 + "." + "x" * 43,
+            "u\n." + "x" * 43,
+        ],
+    )
+    def test_ids_without_a_plain_owner_are_refused(self, session_id: str) -> None:
+        # A brace would move the Redis Cluster hash tag the store builds around the owner.
+        assert domain.session_owner(session_id) is None
+
     def test_the_handle_is_the_sha256_of_the_id_in_unpadded_base64url(self) -> None:
-        session_id = domain.new_session_id()
+        session_id = domain.new_session_id("u-alice")
         handle = domain.session_handle(session_id)
         assert base64.urlsafe_b64decode(handle + "=") == hashlib.sha256(session_id.encode()).digest()
         assert re.fullmatch(r"[A-Za-z0-9_-]{43}", handle)
@@ -141,7 +161,7 @@ class TestSessionIds:
 
 class TestNewSession:
     def test_a_new_session_is_stored_under_the_handle_not_the_id(self) -> None:
-        session_id = domain.new_session_id()
+        session_id = domain.new_session_id("u-alice")
         session = domain.new_session(session_id, ALICE, T0, user_agent="curl/8", ip="127.0.0.1")
         assert session.handle == domain.session_handle(session_id)
         assert session_id not in repr(session)

@@ -104,7 +104,7 @@ def test_login_budget_keys_follow_the_normalized_email_and_never_name_it() -> No
     keys = policy.keys(" Alice@Example.COM ", "203.0.113.9")
     assert keys == policy.keys("alice@example.com", "203.0.113.9")
     assert not any("alice" in key for key in keys)
-    assert keys[0] == "throttle:login-ip:203.0.113.9"
+    assert keys[0] == "throttle:{login}:ip:203.0.113.9"
     # The per-IP budget is shared across accounts; the other two are not.
     other = policy.keys("bob@example.com", "203.0.113.9")
     assert other[0] == keys[0]
@@ -128,7 +128,7 @@ def test_login_budget_keys_follow_the_normalized_email_and_never_name_it() -> No
 def test_an_ipv6_client_is_throttled_by_its_64_prefix(ip: str, unit: str) -> None:
     assert domain.throttled_address(ip) == unit
     policy = Settings.from_env(DEV).login_throttle
-    assert policy.keys("a@example.com", ip)[0] == f"throttle:login-ip:{unit}"
+    assert policy.keys("a@example.com", ip)[0] == f"throttle:{{login}}:ip:{unit}"
 
 
 @pytest.mark.parametrize(
@@ -148,7 +148,7 @@ def test_cookie_values_sees_every_copy_of_a_cookie(headers: list[str], expected:
 
 
 def test_the_public_handle_is_the_tokens_sid_and_not_the_cookie() -> None:
-    session_id = domain.new_session_id()
+    session_id = domain.new_session_id(USER.id)
     session = domain.new_session(session_id, USER, 1000.0, user_agent="ua", ip="203.0.113.9")
     claims = domain.access_token_claims(
         domain.TokenRequest(issuer="i", audience="orders", user=USER, session=session, ttl=300), 1000.0
@@ -168,13 +168,13 @@ def test_the_public_handle_is_the_tokens_sid_and_not_the_cookie() -> None:
 
 
 def test_the_user_agent_is_capped() -> None:
-    session = domain.new_session(domain.new_session_id(), USER, 0.0, user_agent="x" * 5000, ip="")
+    session = domain.new_session(domain.new_session_id(USER.id), USER, 0.0, user_agent="x" * 5000, ip="")
     assert len(session.user_agent) == domain.MAX_USER_AGENT_LENGTH
 
 
 def test_a_renewed_session_has_a_new_id_and_csrf_token_but_keeps_its_age() -> None:
-    session = domain.new_session(domain.new_session_id(), USER, 1000.0, user_agent="ua", ip="ip")
-    renewed = domain.renewed_session(session, domain.new_session_id(), 2000.0)
+    session = domain.new_session(domain.new_session_id(USER.id), USER, 1000.0, user_agent="ua", ip="ip")
+    renewed = domain.renewed_session(session, domain.new_session_id(USER.id), 2000.0)
     assert renewed.handle != session.handle
     assert renewed.csrf_token != session.csrf_token
     assert renewed.created_at == 1000.0
@@ -184,7 +184,8 @@ def test_a_renewed_session_has_a_new_id_and_csrf_token_but_keeps_its_age() -> No
 
 def test_sessions_are_listed_newest_first() -> None:
     old, new = (
-        domain.new_session(domain.new_session_id(), USER, at, user_agent="", ip="") for at in (1.0, 2.0)
+        domain.new_session(domain.new_session_id(USER.id), USER, at, user_agent="", ip="")
+        for at in (1.0, 2.0)
     )
     assert domain.newest_first([old, new]) == [new, old]
 
