@@ -20,6 +20,7 @@ SCENARIOS = (
     ("session_lookup_many_sessions", "5. auth `GET /me`, with 100,000 more live sessions"),
     ("health_2_workers", "1. orders `/healthz`, `ORDERS_WORKERS=2`"),
     ("verify_warm_2_workers", "2. orders `/whoami`, warm, `ORDERS_WORKERS=2`"),
+    ("mint_2_workers", "4. auth `POST /token`, `AUTH_WORKERS=2`"),
 )
 
 
@@ -65,6 +66,11 @@ def ratios(data: dict[str, Any]) -> list[Ratio]:
             rps["session_lookup_many_sessions"] / rps["session_lookup"],
         ),
         info("verify warm, 2 workers / 1", rps["verify_warm_2_workers"] / rps["verify_warm"], "no target"),
+        info(
+            "minting with 2 workers / raw RSA-2048 signing, one core",
+            rps["mint_2_workers"] / data["rsa"]["sign_per_second"],
+            "no target",
+        ),
         Ratio("Redis bytes per session", memory, "<= 400", memory <= 400),
     ]
 

@@ -231,9 +231,8 @@ def run_all(cluster: Cluster, options: Options, work_dir: Path) -> dict[str, Any
     results["verify_cold"] = bench.measure(f"{orders}/whoami", "lines", {"BENCH_LINES_FILE": str(cold)})
     results["orders_direct"] = bench.measure(f"{orders}/orders", "header", _bearer(token))
     results["orders_gateway"] = bench.measure(f"{gateway}/api/orders", "header", _bearer(token))
-    results["mint"] = bench.measure(
-        f"{auth}/token", "lines", {**lines, "BENCH_METHOD": "POST", "BENCH_BODY": '{"audience": "orders"}'}
-    )
+    mint_load = {**lines, "BENCH_METHOD": "POST", "BENCH_BODY": '{"audience": "orders"}'}
+    results["mint"] = bench.measure(f"{auth}/token", "lines", mint_load)
     results["session_lookup"] = bench.measure(f"{auth}/me", "lines", lines)
     login_line = bench.lines_file("login.txt", [f"Origin: {cluster.public_origin}"])
     results["login"] = bench.measure(
@@ -260,6 +259,8 @@ def run_all(cluster: Cluster, options: Options, work_dir: Path) -> dict[str, Any
     with _workers(cluster, "orders", 2):
         results["health_2_workers"] = bench.measure(f"{orders}/healthz", "header")
         results["verify_warm_2_workers"] = bench.measure(f"{orders}/whoami", "header", _bearer(token))
+    with _workers(cluster, "auth", 2):
+        results["mint_2_workers"] = bench.measure(f"{auth}/token", "lines", mint_load)
 
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

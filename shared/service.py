@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
@@ -15,13 +13,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.routing import BaseRoute
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from shared.errors import BadRequest, UnsupportedMediaType, exception_handlers
 from shared.health import ReadinessCheck, health_routes
 from shared.logs import configure_logging
 from shared.metrics import metrics_route, new_registry
 from shared.middleware import LimitsMiddleware, RequestContextMiddleware
+from shared.protocol import HttpProtocol
 from shared.settings import SettingsError
 from shared.tokens import loads_strict
 
@@ -91,23 +89,6 @@ async def read_json_object(request: Request) -> dict[str, Any]:
     return document
 
 
-class NoDelayH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with Nagle's algorithm off on every connection, in every mode.
-
-    With ``workers > 1`` uvicorn binds the listening socket itself as ``socket(family)``,
-    whose ``proto`` is 0, and asyncio only sets TCP_NODELAY on sockets whose ``proto`` is
-    IPPROTO_TCP. Every response written in two pieces (headers, then body) then waits for the
-    client's delayed ACK: about 40 ms per request, a sevenfold throughput loss measured with
-    two workers against one.
-    """
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().connection_made(transport)
-
-
 def serve(
     factory: str, *, service: str, host: str, port: int, workers: int = 1, log_level: str = "info"
 ) -> None:
@@ -121,7 +102,8 @@ def serve(
         workers=workers,
         log_config=None,
         access_log=False,
-        http=NoDelayH11Protocol,
+        http=HttpProtocol,
+        loop="auto",
         server_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=5,

@@ -48,6 +48,7 @@ def data(**rps: float) -> dict[str, Any]:
         "session_lookup_many_sessions": 440.0,
         "health_2_workers": 1500.0,
         "verify_warm_2_workers": 1200.0,
+        "mint_2_workers": 550.0,
     }
     base.update(rps)
     return {
@@ -73,6 +74,8 @@ def test_ratios_are_computed_from_the_same_run_and_judged_against_their_targets(
     assert ratios["verify cold / unauthenticated"].met is False
     assert ratios["minting / raw RSA-2048 signing, one core"].value == 0.3
     assert ratios["minting / raw RSA-2048 signing, one core"].met is False
+    assert ratios["minting with 2 workers / raw RSA-2048 signing, one core"].value == 0.55
+    assert ratios["minting with 2 workers / raw RSA-2048 signing, one core"].met is None
     assert ratios["Redis bytes per session"].met is True
     # One ms per request at 1,000 req/s plus 0.1 ms for one verification: 1 / 1.1.
     assert abs(ratios["physical bound for cold"].value - 1 / 1.1) < 1e-9

@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from shared.service import NoDelayH11Protocol
+from shared.protocol import HttpProtocol
 
 
 async def _hello(request: object) -> PlainTextResponse:
@@ -52,9 +52,9 @@ async def _server_side_nodelay(protocol: type[asyncio.Protocol] | str) -> int:
 
 
 async def test_connections_accepted_on_a_proto_zero_socket_get_tcp_nodelay() -> None:
-    assert await _server_side_nodelay(NoDelayH11Protocol) != 0
+    assert await _server_side_nodelay(HttpProtocol) != 0
 
 
 async def test_without_it_uvicorn_leaves_nagle_on_for_such_sockets() -> None:
     # The reason the protocol exists: if this starts failing, uvicorn fixed it upstream.
-    assert await _server_side_nodelay("h11") == 0
+    assert await _server_side_nodelay("httptools") == 0
