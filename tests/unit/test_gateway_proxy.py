@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from services.gateway import proxy
 from services.gateway.app import create_app
+from services.gateway.balancer import Pool
 from services.gateway.settings import GatewaySettings
 from shared import BadRequest, SettingsError
 
@@ -506,7 +507,8 @@ async def test_a_request_the_upstream_client_refuses_to_send_is_400_not_502() ->
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
         with pytest.raises(BadRequest) as caught:
-            await proxy.send(client, "auth", "GET", httpx.URL("http://127.0.0.1/x"), [], None)
+            pool = Pool("auth", ["http://127.0.0.1"])
+            await proxy.send(client, pool, "GET", b"/x", lambda host: [], None, retry_after=1)
     assert (caught.value.status, caught.value.code) == (400, "bad_request")
 
 
