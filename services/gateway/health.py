@@ -14,16 +14,19 @@ from services.gateway.balancer import Member, Pool, every_member
 logger = logging.getLogger(__name__)
 
 READY_PATH = "/readyz"
+# A check gets the interval to answer, but never less than this: a loaded machine must not
+# make a healthy origin look dead when the interval is short.
+MIN_CHECK_TIMEOUT_SECONDS = 1.0
 
 
 def open_health_client(interval: float, origins: int) -> httpx.AsyncClient:
     """A client of its own, so that checks never wait behind traffic for a pooled connection.
 
-    A check slower than the interval counts as failed: an origin that cannot answer its probe
-    in that time is not one to send users to.
+    A check slower than the interval (or :data:`MIN_CHECK_TIMEOUT_SECONDS`) counts as failed: an
+    origin that cannot answer its probe in that time is not one to send users to.
     """
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(interval),
+        timeout=httpx.Timeout(max(interval, MIN_CHECK_TIMEOUT_SECONDS)),
         limits=httpx.Limits(max_connections=origins, max_keepalive_connections=origins),
         follow_redirects=False,
         trust_env=False,
