@@ -6,16 +6,22 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from deploy.devcluster import Cluster
+from deploy.devcluster import REPO_ROOT, Cluster
+from deploy.processes import free_port
+from services.auth.settings import DEMO_PASSWORD
 
 from .conftest import ALICE, SESSION_COOKIE, Browser, ClusterFactory, LoggedIn, Secrets, session_cookie
 
@@ -279,3 +285,84 @@ def test_a_replica_killed_mid_traffic_fails_no_request_once_marked_down_and_rejo
         # A graceful stop finishes what it has read and refuses new connections, which the gateway
         # sends elsewhere: nothing fails at all.
         assert failures == []
+
+
+def two_free_neighbours() -> int:
+    """A port that is free together with the next one, as ``make run`` gives a second replica."""
+    while True:
+        port = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
+def test_make_run_with_two_auth_replicas_balances_and_stops_cleanly(
+    tmp_path: Path, secrets_seen: Secrets
+) -> None:
+    ports = {
+        "AUTH_PORT": two_free_neighbours(),
+        **{name: free_port() for name in ("GATEWAY_PORT", "ORDERS_PORT", "REDIS_PORT")},
+    }
+    env = {
+        **os.environ,
+        **{name: str(port) for name, port in ports.items()},
+        "AUTH_REPLICAS": "2",
+        "VAR_DIR": str(tmp_path),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deploy.devcluster"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    assert process.stdout is not None
+    reader = threading.Thread(
+        target=lambda: lines.extend(line.rstrip("\n") for line in process.stdout or ()), daemon=True
+    )
+    reader.start()
+    gateway = f"http://localhost:{ports['GATEWAY_PORT']}"
+    try:
+        poll(
+            lambda: any(f"ready: {gateway}" in line for line in lines) or process.poll() is not None,
+            within=90,
+            what="make run ready",
+        )
+        assert process.poll() is None, "\n".join(lines[-30:])
+        with httpx.Client(base_url=f"http://127.0.0.1:{ports['GATEWAY_PORT']}", timeout=10) as client:
+            password = os.environ.get("DEMO_PASSWORD") or DEMO_PASSWORD
+            login = client.post(
+                "/auth/login", json={"email": ALICE, "password": password}, headers={"Origin": gateway}
+            )
+            assert login.status_code == 200, login.text
+            headers = {
+                "Cookie": f"{SESSION_COOKIE}={session_cookie(login).value}",
+                "Origin": gateway,
+                "X-CSRF-Token": login.json()["csrf_token"],
+            }
+            secrets_seen.add(headers["Cookie"].split("=", 1)[1])
+            minted = [
+                client.post("/auth/token", json={"audience": "orders"}, headers=headers) for _ in range(4)
+            ]
+            for response in minted:
+                if response.status_code == 200:
+                    secrets_seen.add(response.json()["access_token"])
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+        reader.join(timeout=5)
+
+    assert [response.status_code for response in minted] == [200] * 4
+    assert status == 0, "\n".join(lines[-30:])
+    for name in ("auth-1", "auth-2"):
+        assert any(line.startswith(f"{name:<8}| ") and "POST /token 200" in line for line in lines), name
