@@ -158,7 +158,8 @@ async def send(
         try:
             return await client.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            # The connection never opened, so not a byte of the request reached the origin.
+            # The connection never opened, so not a byte of the request reached the origin; the body
+            # is buffered, so the same request can go to the next one.
             if pool.mark_down(member.url, "connect", f"connection failed: {type(exc).__name__}"):
                 logger.warning("upstream %s %s marked down: %s", pool.name, member.url, type(exc).__name__)
             failure = "connect"

@@ -277,14 +277,14 @@ def test_a_replica_killed_mid_traffic_fails_no_request_once_marked_down_and_rejo
         f" {len(traffic.outcomes)} requests, {len(failures)} failed"
         f" ({len(after_mark)} after the mark), {retried:.0f} saved by a retry: {failures}"
     )
-    # Requests under way at the kill may fail (a POST the dead replica had read is never sent twice);
-    # once it is marked down no request may, and none may ever be a 500 or a hang.
+    # What can be guaranteed: once the gateway has marked the replica down no request fails, and
+    # none ever is a 500 or a hang. Under way at the kill, a POST the replica had read may fail
+    # (502): it is never sent twice. GETs are sent again and connections that never opened carry
+    # nothing, so those never fail. A graceful stop usually costs nothing at all, but a POST that
+    # arrives on a kept-alive connection as the replica closes it is lost the same way, so zero is
+    # measured, not asserted.
     assert after_mark == []
     assert all(outcome.status == 502 and outcome.what.startswith("POST") for outcome in failures), failures
-    if signum == signal.SIGTERM:
-        # A graceful stop finishes what it has read and refuses new connections, which the gateway
-        # sends elsewhere: nothing fails at all.
-        assert failures == []
 
 
 def two_free_neighbours() -> int:
