@@ -2,6 +2,8 @@
 
 ``python -m deploy.devcluster`` runs it in the foreground with every child's output prefixed by
 its name; tests import :class:`Cluster` and start it on free ports in a temporary directory.
+``AUTH_REPLICAS=N`` runs N auth processes (``auth-1`` ... ``auth-N``) on one Redis, one key
+directory and one session secret, and the gateway balances across them.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("auth", "orders", "gateway")
+MAX_AUTH_REPLICAS = 16
 DEMO_USERS = ("alice@example.com (user)", "admin@example.com (admin)")
 
 # Variables this module decides per service; inherited values must not leak into a child
@@ -75,7 +78,8 @@ class ClusterConfig:
 
     state_dir: Path = REPO_ROOT / "var"
     gateway_port: int = 8000
-    auth_port: int = 8001
+    # One port per auth replica; one replica, named ``auth``, unless there are several.
+    auth_ports: tuple[int, ...] = (8001,)
     orders_port: int = 8002
     redis_port: int = 6379
     log_level: str = "info"
@@ -88,17 +92,31 @@ class ClusterConfig:
     def public_origin(self) -> str:
         return f"http://localhost:{self.gateway_port}"
 
+    @property
+    def auth_names(self) -> tuple[str, ...]:
+        """The auth processes' names: ``auth`` alone, or ``auth-1`` ... ``auth-N`` for N replicas."""
+        if len(self.auth_ports) == 1:
+            return ("auth",)
+        return tuple(f"auth-{number}" for number in range(1, len(self.auth_ports) + 1))
+
+    @property
+    def processes(self) -> tuple[str, ...]:
+        """Every service process by name, in start order."""
+        return (*self.auth_names, "orders", "gateway")
+
     def port(self, name: str) -> int:
-        """The port of ``name``: one of the services or ``redis``."""
+        """The port of ``name``: one service process (``auth-2`` with replicas) or ``redis``."""
         ports = {
             "gateway": self.gateway_port,
-            "auth": self.auth_port,
             "orders": self.orders_port,
             "redis": self.redis_port,
+            **dict(zip(self.auth_names, self.auth_ports, strict=True)),
         }
         try:
             return ports[name]
         except KeyError:
+            if name == "auth":
+                raise ValueError(f"auth has replicas; name one of {', '.join(self.auth_names)}") from None
             raise ValueError(f"unknown service {name!r}") from None
 
     @classmethod
@@ -111,27 +129,34 @@ class ClusterConfig:
                 raise ClusterError(f"{name} must be a TCP port, got {raw!r}")
             return int(raw)
 
+        replicas = environ.get("AUTH_REPLICAS") or "1"
+        if not (replicas.isascii() and replicas.isdigit() and 1 <= int(replicas) <= MAX_AUTH_REPLICAS):
+            raise ClusterError(f"AUTH_REPLICAS must be 1 to {MAX_AUTH_REPLICAS}, got {replicas!r}")
+        others = {read_port(name, port) for name, port in (("GATEWAY_PORT", 8000), ("ORDERS_PORT", 8002))}
+        others.add(read_port("REDIS_PORT", 6379))
         return cls(
             state_dir=Path(environ.get("VAR_DIR") or REPO_ROOT / "var"),
             gateway_port=read_port("GATEWAY_PORT", 8000),
-            auth_port=read_port("AUTH_PORT", 8001),
+            auth_ports=_replica_ports(read_port("AUTH_PORT", 8001), int(replicas), taken=others),
             orders_port=read_port("ORDERS_PORT", 8002),
             redis_port=read_port("REDIS_PORT", 6379),
             log_level=environ.get("LOG_LEVEL") or "info",
         )
 
     @classmethod
-    def on_free_ports(cls, state_dir: Path, env: Mapping[str, str] | None = None) -> ClusterConfig:
-        """A configuration for tests: four distinct free loopback ports and state under ``state_dir``."""
+    def on_free_ports(
+        cls, state_dir: Path, env: Mapping[str, str] | None = None, *, auth_replicas: int = 1
+    ) -> ClusterConfig:
+        """A configuration for tests: distinct free loopback ports and state under ``state_dir``."""
         ports: list[int] = []
-        while len(ports) < 4:
+        while len(ports) < 3 + auth_replicas:
             if (port := free_port()) not in ports:
                 ports.append(port)
-        gateway, auth, orders, redis = ports
+        gateway, orders, redis, *auth = ports
         return cls(
             state_dir=state_dir,
             gateway_port=gateway,
-            auth_port=auth,
+            auth_ports=tuple(auth),
             orders_port=orders,
             redis_port=redis,
             env=dict(env or {}),
@@ -144,8 +169,9 @@ class ServiceProcess:
     The process may be stopped and started again; its output accumulates across runs.
     """
 
-    def __init__(self, name: str, sink: OutputSink | None, *, keep_lines: int):
+    def __init__(self, name: str, sink: OutputSink | None, *, keep_lines: int, module: str | None = None):
         self.name = name
+        self.module = f"services.{module or name}"
         self._output = collections.deque[str](maxlen=keep_lines)
         self._output_lock = threading.Lock()
         self._sink = sink
@@ -176,7 +202,7 @@ class ServiceProcess:
         # stops its services in order instead of all at once. It also makes the child the leader
         # of a process group that holds uvicorn's workers, for stop() to signal as one.
         self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            with_parent_death_signal([sys.executable, "-m", f"services.{self.name}"]),
+            with_parent_death_signal([sys.executable, "-m", self.module]),
             cwd=REPO_ROOT,
             env=dict(env),
             stdin=subprocess.DEVNULL,
@@ -222,16 +248,46 @@ class ServiceProcess:
 
 
 class Cluster:
-    """Redis, auth, orders and gateway as child processes, started and stopped in dependency order."""
+    """Redis, auth, orders and gateway as child processes, started and stopped in dependency order.
+
+    A service is named by its process: ``auth``, or ``auth-1`` ... ``auth-N`` with replicas.
+    With replicas, ``auth`` still names all of them where that makes sense (starting, stopping,
+    ``running``); where one process is meant (``pid``, ``output``, ``service_url``) it is an error.
+    """
 
     def __init__(self, config: ClusterConfig, *, on_output: OutputSink | None = None):
         self.config = config
         self.state_dir = config.state_dir.resolve()
         self.redis = RedisServer(self.state_dir / "redis", port=config.redis_port, persist=True)
         self._services = {
-            name: ServiceProcess(name, on_output, keep_lines=config.output_lines) for name in SERVICES
+            name: ServiceProcess(
+                name, on_output, keep_lines=config.output_lines, module=name.partition("-")[0]
+            )
+            for name in config.processes
         }
         self._redis_started = False
+
+    @property
+    def auth_replicas(self) -> tuple[str, ...]:
+        """The auth processes' names (``("auth",)`` without replicas)."""
+        return self.config.auth_names
+
+    def _members(self, name: str) -> tuple[str, ...]:
+        """The processes ``name`` stands for: ``auth`` is every auth replica."""
+        if name == "auth":
+            return self.auth_replicas
+        if name == "redis" or name in self._services:
+            return (name,)
+        raise ValueError(f"unknown service {name!r}")
+
+    def _service(self, name: str) -> ServiceProcess:
+        """The one process ``name`` names."""
+        if name == "auth" and len(self.auth_replicas) > 1:
+            raise ValueError(f"auth has replicas; name one of {', '.join(self.auth_replicas)}")
+        try:
+            return self._services[name]
+        except KeyError:
+            raise ValueError(f"unknown service {name!r}") from None
 
     @property
     def url(self) -> str:
@@ -274,18 +330,23 @@ class Cluster:
 
     def output(self, name: str) -> list[str]:
         """What a service has written to stdout and stderr, across restarts (the last ``output_lines``)."""
-        return self._services[name].lines()
+        return self._service(name).lines()
 
     def running(self, name: str) -> bool:
+        """Whether the service runs (every replica, for ``auth`` with replicas)."""
         if name == "redis":
             return self.redis.running
-        return self._services[name].running
+        return all(self._services[member].running for member in self._members(name))
 
     def pid(self, name: str) -> int | None:
         """The process id of a running service (or ``redis``), else None."""
         if name == "redis":
             return self.redis.pid
-        return self._services[name].pid
+        return self._service(name).pid
+
+    def auth_urls(self) -> list[str]:
+        """Every auth replica's own address, in order."""
+        return [self.service_url(name) for name in self.auth_replicas]
 
     def env_for(self, name: str) -> dict[str, str]:
         """The environment ``name`` runs with: inherited basics, the contract's variables, then overrides."""
@@ -295,14 +356,18 @@ class Cluster:
             APP_ENV="dev",
             LOG_LEVEL=config.log_level,
             TOKEN_ISSUER=config.public_origin,
-            JWKS_URL=f"{self.service_url('auth')}/.well-known/jwks.json",
+            # Every replica serves the same keys: a verifier asks the next when one is down.
+            JWKS_URL=",".join(f"{url}/.well-known/jwks.json" for url in self.auth_urls()),
             PUBLIC_ORIGIN=config.public_origin,
             PYTHONUNBUFFERED="1",
         )
         for service in SERVICES:
             env[f"{service.upper()}_HOST"] = "127.0.0.1"
-            env[f"{service.upper()}_PORT"] = str(config.port(service))
-        if name == "auth":
+        env.update(GATEWAY_PORT=str(config.gateway_port), ORDERS_PORT=str(config.orders_port))
+        # A replica listens on its own port; to anyone else (and the CLI) auth is the first one.
+        auth_port = config.port(name) if name in self.auth_replicas else config.auth_ports[0]
+        env["AUTH_PORT"] = str(auth_port)
+        if name == "auth" or name in self.auth_replicas:
             env.update(
                 REDIS_URL=self.redis.url,
                 AUTH_KEYS_DIR=str(self.keys_dir),
@@ -320,7 +385,7 @@ class Cluster:
         elif name == "orders":
             env["ORDERS_DB_PATH"] = str(self.orders_db_path)
         elif name == "gateway":
-            env.update(AUTH_URL=self.service_url("auth"), ORDERS_URL=self.service_url("orders"))
+            env.update(AUTH_URL=",".join(self.auth_urls()), ORDERS_URL=self.service_url("orders"))
         env.update(config.env)
         return env
 
@@ -334,7 +399,7 @@ class Cluster:
         """Bring up whatever is not running yet; each step is skipped when already done."""
         self.prepare()
         self.start_service("redis")
-        for name in SERVICES:
+        for name in self.config.processes:
             self.start_service(name)
 
     def auth_cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -352,11 +417,18 @@ class Cluster:
 
     def stop(self) -> None:
         """Stop everything in reverse dependency order; safe to call more than once."""
-        for name in reversed(("redis", *SERVICES)):
+        for name in reversed(("redis", *self.config.processes)):
             self.stop_service(name)
 
     def start_service(self, name: str, *, wait: bool = True) -> None:
-        """Start one service (or ``redis``); unless ``wait`` is False, return once it reports ready."""
+        """Start one service (or ``redis``); unless ``wait`` is False, return once it reports ready.
+
+        ``auth`` with replicas starts each one that is not running.
+        """
+        if len(members := self._members(name)) > 1:
+            for member in members:
+                self.start_service(member, wait=wait)
+            return
         if self.running(name):
             return
         port = self.config.port(name)
@@ -376,12 +448,13 @@ class Cluster:
             self._wait_until_ready(name)
 
     def stop_service(self, name: str) -> None:
-        """Stop one service (or ``redis``); a no-op when it is not running."""
+        """Stop one service (or ``redis``, or every auth replica); a no-op when it is not running."""
         if name == "redis":
             self._redis_started = False
             self.redis.stop()
-        else:
-            self._services[name].stop(self.config.stop_timeout)
+            return
+        for member in reversed(self._members(name)):
+            self._services[member].stop(self.config.stop_timeout)
 
     def exited(self) -> dict[str, int | None]:
         """Started processes that have ended without being stopped, with their exit status if known."""
@@ -450,6 +523,19 @@ class Cluster:
         self.stop()
 
 
+def _replica_ports(first: int, count: int, *, taken: set[int]) -> tuple[int, ...]:
+    """``first``, then the next ports above it that no other service uses (8001, 8003, 8004, ...)."""
+    ports = [first]
+    candidate = first
+    while len(ports) < count:
+        candidate += 1
+        if candidate > 65535:
+            raise ClusterError(f"no room above AUTH_PORT={first} for {count} auth replicas")
+        if candidate not in taken:
+            ports.append(candidate)
+    return tuple(ports)
+
+
 def _signal_group(group: int, signum: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(group, signum)
@@ -505,9 +591,9 @@ def _tail(lines: list[str], count: int = 30) -> str:
 class _Printer:
     """Writes each child's lines as ``name    | line``; one lock keeps lines from interleaving."""
 
-    def __init__(self) -> None:
+    def __init__(self, names: tuple[str, ...]) -> None:
         self._lock = threading.Lock()
-        self._width = max(len(name) for name in (*SERVICES, "redis")) + 1
+        self._width = max(len(name) for name in (*names, "redis")) + 1
 
     def __call__(self, name: str, line: str) -> None:
         with self._lock:
@@ -529,7 +615,7 @@ def main() -> int:
     except ClusterError as exc:
         logger.error("%s", exc)
         return 2
-    cluster = Cluster(config, on_output=_Printer())
+    cluster = Cluster(config, on_output=_Printer(config.processes))
     # SIGINT too: a shell starts background jobs with SIGINT ignored, and Python keeps that.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)

@@ -32,15 +32,25 @@ class JWKSFetchError(Exception):
 
 @dataclass(frozen=True)
 class JWKSConfig:
-    """Where the keys live and how hard to hold on to them."""
+    """Where the keys live and how hard to hold on to them.
+
+    ``fallback_urls`` name other copies of the same JWKS (replicas of the issuer): a fetch that
+    fails at one URL goes on to the next, each within an equal share of ``timeout``.
+    """
 
     url: str
+    fallback_urls: tuple[str, ...] = ()
     refresh_interval: float = 300.0
     refetch_cooldown: float = 30.0
     max_stale: float = 3600.0
     timeout: float = 3.0
     max_bytes: int = 64 * 1024
     retry_interval: float = 1.0
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every URL of the JWKS, the primary first."""
+        return (self.url, *self.fallback_urls)
 
 
 def parse_jwks(body: bytes) -> dict[str, RSAKey]:
@@ -97,6 +107,8 @@ class JWKSCache:
         self._max_age: float | None = None
         self._failures_in_a_row = 0
         self._inflight: asyncio.Task[None] | None = None
+        # The URL that answered last is asked first, so a dead replica costs no time once skipped.
+        self._preferred = 0
         self._scheduler: asyncio.Task[None] | None = None
         self.fetch_count = 0
         self.success_count = 0
@@ -194,13 +206,11 @@ class JWKSCache:
     async def _fetch(self) -> None:
         self.fetch_count += 1
         try:
-            async with asyncio.timeout(self.config.timeout):
-                body, max_age = await self._download()
-            keys = parse_jwks(body)
-        except (JWKSFetchError, httpx.HTTPError, TimeoutError) as exc:
+            keys, max_age = await self._fetch_any()
+        except JWKSFetchError as exc:
             self.failure_count += 1
             self._failures_in_a_row += 1
-            self._last_error = str(exc) or type(exc).__name__
+            self._last_error = str(exc)
             logger.warning(
                 "JWKS fetch failed; keeping %d cached keys",
                 len(self._keys),
@@ -214,8 +224,27 @@ class JWKSCache:
         self._failures_in_a_row = 0
         self._last_error = None
 
-    async def _download(self) -> tuple[bytes, float | None]:
-        async with self._client.stream("GET", self.config.url, follow_redirects=False) as response:
+    async def _fetch_any(self) -> tuple[dict[str, RSAKey], float | None]:
+        """The keys from the first URL that gives usable ones, starting with the last that did."""
+        urls = self.config.urls
+        share = self.config.timeout / len(urls)
+        errors: list[str] = []
+        for step in range(len(urls)):
+            index = (self._preferred + step) % len(urls)
+            try:
+                async with asyncio.timeout(share):
+                    body, max_age = await self._download(urls[index])
+                keys = parse_jwks(body)
+            except (JWKSFetchError, httpx.HTTPError, TimeoutError) as exc:
+                error = str(exc) or type(exc).__name__
+                errors.append(error if len(urls) == 1 else f"{urls[index]}: {error}")
+                continue
+            self._preferred = index
+            return keys, max_age
+        raise JWKSFetchError("; ".join(errors))
+
+    async def _download(self, url: str) -> tuple[bytes, float | None]:
+        async with self._client.stream("GET", url, follow_redirects=False) as response:
             if response.status_code != 200:
                 raise JWKSFetchError(f"JWKS answered HTTP {response.status_code}")
             chunks: list[bytes] = []

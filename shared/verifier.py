@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from joserfc import jwt
@@ -17,7 +18,7 @@ from starlette.requests import Request
 
 from shared.errors import InvalidToken, ServiceUnavailable, Unauthorized
 from shared.jwks import JWKSCache, JWKSConfig
-from shared.settings import env_float, env_int, env_str
+from shared.settings import SettingsError, env_float, env_int, env_list, env_str
 from shared.tokens import ALGORITHM, AccessClaims, StrictJSONDecoder, TokenPolicy, check_claims, read_header
 from shared.verified_cache import VerifiedTokens
 
@@ -144,10 +145,16 @@ class VerifierSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> VerifierSettings:
+        """Read the settings; ``JWKS_URL`` may list several copies of the JWKS, separated by commas."""
+        jwks_urls = env_list(environ, "JWKS_URL", ("http://127.0.0.1:8001/.well-known/jwks.json",))
+        for url in jwks_urls:
+            if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+                raise SettingsError(f"JWKS_URL must list http(s) URLs, got {url!r}")
         return cls(
             issuer=env_str(environ, "TOKEN_ISSUER", "http://localhost:8000"),
             jwks=JWKSConfig(
-                url=env_str(environ, "JWKS_URL", "http://127.0.0.1:8001/.well-known/jwks.json"),
+                url=jwks_urls[0],
+                fallback_urls=jwks_urls[1:],
                 refresh_interval=env_float(environ, "JWKS_REFRESH_SECONDS", 300.0, minimum=1.0),
                 refetch_cooldown=env_float(environ, "JWKS_REFETCH_COOLDOWN_SECONDS", 30.0),
                 max_stale=env_float(environ, "JWKS_MAX_STALE_SECONDS", 3600.0, minimum=1.0),

@@ -1,7 +1,8 @@
-"""Gateway wiring: the lifespan opens the token verifiers and the upstream client."""
+"""Gateway wiring: the lifespan opens the token verifiers, the upstream client and the health checks."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -12,7 +13,8 @@ import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 
-from services.gateway import domain, proxy, routes
+from services.gateway import balancer, domain, health, proxy, routes
+from services.gateway.metrics import UpstreamMetrics
 from services.gateway.settings import GatewaySettings
 from shared import TokenVerifier, VerifierMetrics, build_app, new_registry, open_verifier
 
@@ -25,7 +27,8 @@ class GatewayState(TypedDict):
     assets: Mapping[str, domain.Asset]
     client: httpx.AsyncClient
     request_body_timeout: float
-    upstreams: dict[str, httpx.URL]
+    retry_after: int
+    upstreams: dict[str, balancer.Pool]
     verifiers: dict[str, TokenVerifier]
 
 
@@ -42,13 +45,13 @@ def load_assets(directory: Path) -> dict[str, domain.Asset]:
 
 
 def create_app(settings: GatewaySettings) -> Starlette:
-    """The gateway: the demo page, one verifier per audience the route table names, one upstream client."""
+    """The gateway: the demo page, one verifier per audience the route table names, one upstream client,
+    and a balanced pool of origins per upstream name with its health checks."""
     assets = load_assets(STATIC_DIR)
     urls = settings.upstream_urls()
     unknown = sorted({route.upstream for route in domain.ROUTE_TABLE} - set(urls))
     if unknown:
         raise ValueError(f"the route table names upstreams without a URL: {', '.join(unknown)}")
-    upstreams = {name: httpx.URL(url) for name, url in urls.items()}
     registry = new_registry()
 
     @asynccontextmanager
@@ -59,24 +62,35 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 for audience in domain.audiences(domain.ROUTE_TABLE)
             }
             client = await stack.enter_async_context(proxy.open_client(settings))
-            collector = VerifierMetrics(verifiers)
-            registry.register(collector)
-            stack.callback(registry.unregister, collector)
+            # Built per lifespan, so a restarted app starts with every origin in rotation.
+            pools = balancer.pools(urls)
+            interval = settings.upstream_health_interval
+            await stack.enter_async_context(health.watching(pools.values(), interval))
+            for collector in (VerifierMetrics(verifiers), UpstreamMetrics(pools)):
+                registry.register(collector)
+                stack.callback(registry.unregister, collector)
             yield {
                 "assets": assets,
                 "client": client,
                 "request_body_timeout": settings.request_body_timeout,
-                "upstreams": upstreams,
+                # An origin marked down can be back once the next health check passes.
+                "retry_after": math.ceil(interval),
+                "upstreams": pools,
                 "verifiers": verifiers,
             }
 
     async def readiness(request: Request) -> dict[str, Any]:
         verifiers: dict[str, TokenVerifier] = request.state.verifiers
+        pools: dict[str, balancer.Pool] = request.state.upstreams
         return {
             "jwks": {
                 "ready": all(verifier.ready for verifier in verifiers.values()),
                 "audiences": {audience: verifier.status() for audience, verifier in verifiers.items()},
-            }
+            },
+            # Reported, never a reason to leave rotation: a gateway that went unready whenever auth
+            # is down would also take down the routes whose upstreams are fine (and the answers
+            # that say auth is down).
+            "upstreams": {"ready": True, **{name: pool.status() for name, pool in pools.items()}},
         }
 
     return build_app(

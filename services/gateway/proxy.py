@@ -1,9 +1,10 @@
-"""Upstream I/O: the pooled HTTP client, the buffered request body, and the streamed response."""
+"""Upstream I/O: the pooled client, the buffered request body, the balanced send, the streamed response."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
@@ -11,8 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from services.gateway.balancer import Pool, may_retry_after_send
 from services.gateway.settings import GatewaySettings
-from shared import BadGateway, BadRequest, GatewayTimeout, RequestTimeout
+from shared import BadGateway, BadRequest, GatewayTimeout, RequestTimeout, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -120,30 +122,67 @@ async def respond(
     return response
 
 
+HeadersFor = Callable[[bytes], list[tuple[bytes, bytes]]]
+
+# A first try and one retry: enough to step over one dead origin, never a retry storm.
+MAX_ATTEMPTS = 2
+
+
 async def send(
     client: httpx.AsyncClient,
-    upstream: str,
+    pool: Pool,
     method: str,
-    url: httpx.URL,
-    headers: list[tuple[bytes, bytes]],
+    target: bytes,
+    headers_for: HeadersFor,
     body: bytes | None,
+    *,
+    retry_after: int,
 ) -> httpx.Response:
-    """Send the request and return the upstream response with its body not yet read.
+    """Send the request to an origin of ``pool`` and return its response with the body not yet read.
 
-    An unreachable upstream is :class:`BadGateway` (502) and a slow one :class:`GatewayTimeout`
-    (504); a request the HTTP client refuses to write is :class:`BadRequest` (400).
+    ``target`` is the path and query; ``headers_for`` builds the headers for an origin's netloc
+    (its ``Host``). An origin that cannot be connected to is marked down and the request goes
+    to another healthy one, whatever its method, since nothing was sent. A failure after the
+    request went out is retried elsewhere for safe methods only. With no origin left: 503 when
+    every origin of a balanced pool is down, else 502 (unreachable) or 504 (too slow); a request
+    the HTTP client refuses to write is 400.
     """
-    request = client.build_request(method, url, headers=headers, content=body)
-    try:
-        return await client.send(request, stream=True)
-    except httpx.TimeoutException as exc:
-        logger.warning("upstream %s timed out: %s", upstream, type(exc).__name__)
-        raise GatewayTimeout(f"the {upstream} service did not answer in time") from None
-    except httpx.LocalProtocolError as exc:
-        # Raised before a byte reaches the upstream, over something the client sent; the message
-        # may quote a header value (a token, say), so only the type is logged.
-        logger.warning("request for %s could not be written: %s", upstream, type(exc).__name__)
-        raise BadRequest("the request cannot be forwarded as sent") from None
-    except httpx.RequestError as exc:
-        logger.warning("upstream %s failed: %s", upstream, type(exc).__name__)
-        raise BadGateway(f"the {upstream} service is unreachable") from None
+    tried: list[str] = []
+    failure = ""
+    while len(tried) < MAX_ATTEMPTS and (member := pool.choose(exclude=tried)) is not None:
+        if tried:
+            pool.count_retry(failure)
+        tried.append(member.url)
+        url = httpx.URL(member.url).copy_with(raw_path=target)
+        request = client.build_request(method, url, headers=headers_for(url.netloc), content=body)
+        try:
+            return await client.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # The connection never opened, so not a byte of the request reached the origin; the body
+            # is buffered, so the same request can go to the next one.
+            if pool.mark_down(member.url, "connect", f"connection failed: {type(exc).__name__}"):
+                logger.warning("upstream %s %s marked down: %s", pool.name, member.url, type(exc).__name__)
+            failure = "connect"
+        except httpx.TimeoutException as exc:
+            # Not retried: a slow origin is not a dead one, and a second try doubles both the wait
+            # and the load on a service that is already struggling.
+            logger.warning("upstream %s timed out: %s", pool.name, type(exc).__name__)
+            raise GatewayTimeout(f"the {pool.name} service did not answer in time") from None
+        except httpx.LocalProtocolError as exc:
+            # Raised before a byte reaches the upstream, over something the client sent; the message
+            # may quote a header value (a token, say), so only the type is logged.
+            logger.warning("request for %s could not be written: %s", pool.name, type(exc).__name__)
+            raise BadRequest("the request cannot be forwarded as sent") from None
+        except httpx.RequestError as exc:
+            # The request may have been read and acted on before the connection broke (the origin
+            # died mid-request, or closed a pooled connection as it was reused). Only a safe method
+            # can be sent again without risking doing a login, a mint or an order twice.
+            logger.warning("upstream %s failed: %s", pool.name, type(exc).__name__)
+            if not may_retry_after_send(method):
+                raise BadGateway(f"the {pool.name} service is unreachable") from None
+            failure = "after_send"
+    if pool.balanced and not pool.available:
+        raise ServiceUnavailable(
+            f"no {pool.name} service instance is available", headers={"Retry-After": str(retry_after)}
+        )
+    raise BadGateway(f"the {pool.name} service is unreachable")

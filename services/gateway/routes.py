@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from services.gateway import domain, proxy
+from services.gateway.balancer import Pool
 from services.gateway.openapi import build_openapi
 from shared import NotFound, TokenVerifier, openapi_route
 
@@ -36,7 +37,8 @@ async def static_file(request: Request) -> Response:
 
 
 async def forward(request: Request) -> Response:
-    """Verify the token the route requires, if any, read the body, then proxy and stream the answer."""
+    """Verify the token the route requires, if any, read the body, then proxy to an origin of the route's
+    upstream and stream the answer."""
     # The raw path, not the decoded one: the upstream must get exactly the bytes the client sent.
     raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
     target = domain.resolve(raw_path.decode("latin-1"))
@@ -46,23 +48,32 @@ async def forward(request: Request) -> Response:
         # Checked before the body is read, so an unauthenticated upload is refused unread.
         await verifiers[route.audience].verify_request(request)
 
-    upstreams: Mapping[str, httpx.URL] = request.state.upstreams
-    url = upstreams[route.upstream].copy_with(
-        raw_path=domain.request_target(target, request.scope["query_string"])
-    )
+    request_target = domain.request_target(target, request.scope["query_string"])
     client_ip = request.client.host if request.client is not None else ""
-    headers = domain.upstream_request_headers(
-        request.headers.raw,
-        route,
-        upstream_host=url.netloc,
-        client_ip=client_ip.encode("latin-1"),
-        scheme=request.url.scheme.encode("ascii"),
-    )
+
+    def headers_for(upstream_host: bytes) -> list[tuple[bytes, bytes]]:
+        return domain.upstream_request_headers(
+            request.headers.raw,
+            route,
+            upstream_host=upstream_host,
+            client_ip=client_ip.encode("latin-1"),
+            scheme=request.url.scheme.encode("ascii"),
+        )
+
     body = None
     if domain.has_body(request.headers.raw):
         body = await proxy.read_body(request, within=request.state.request_body_timeout)
     client: httpx.AsyncClient = request.state.client
-    upstream = await proxy.send(client, route.upstream, request.method, url, headers, body)
+    pools: Mapping[str, Pool] = request.state.upstreams
+    upstream = await proxy.send(
+        client,
+        pools[route.upstream],
+        request.method,
+        request_target,
+        headers_for,
+        body,
+        retry_after=request.state.retry_after,
+    )
     return await proxy.respond(
         route.upstream, upstream, domain.client_response_headers(upstream.headers.raw, route)
     )

@@ -6,20 +6,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from shared import SettingsError, VerifierSettings, env_float, env_int, env_str
+from shared import SettingsError, VerifierSettings, env_float, env_int, env_list, env_str
 
 MAX_BODY_BYTES = 1024 * 1024
 
 
-def _upstream_url(environ: Mapping[str, str], name: str, default: str) -> str:
+def _origin(name: str, value: str) -> str:
     """An upstream's origin (``http(s)://host[:port]``); a path would silently shift every route."""
-    value = env_str(environ, name, default)
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(f"{name} must be an http(s) URL, got {value!r}")
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
         raise SettingsError(f"{name} must be an origin without path, query or credentials, got {value!r}")
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def _upstream_urls(environ: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
+    """One origin, or several separated by commas (replicas the gateway balances across)."""
+    origins = tuple(_origin(name, value) for value in env_list(environ, name, (default,)))
+    if len(set(origins)) != len(origins):
+        raise SettingsError(f"{name} lists the same origin twice")
+    return origins
 
 
 @dataclass(frozen=True)
@@ -30,12 +37,13 @@ class GatewaySettings:
     port: int
     workers: int
     log_level: str
-    auth_url: str
-    orders_url: str
+    auth_urls: tuple[str, ...]
+    orders_urls: tuple[str, ...]
     upstream_timeout: float
     upstream_connect_timeout: float
     upstream_max_connections: int
     request_body_timeout: float
+    upstream_health_interval: float
     verifier: VerifierSettings
     max_body_bytes: int = MAX_BODY_BYTES
 
@@ -47,15 +55,16 @@ class GatewaySettings:
             port=env_int(environ, "GATEWAY_PORT", 8000, minimum=1, maximum=65535),
             workers=env_int(environ, "GATEWAY_WORKERS", 1, minimum=1, maximum=64),
             log_level=env_str(environ, "LOG_LEVEL", "info"),
-            auth_url=_upstream_url(environ, "AUTH_URL", "http://127.0.0.1:8001"),
-            orders_url=_upstream_url(environ, "ORDERS_URL", "http://127.0.0.1:8002"),
+            auth_urls=_upstream_urls(environ, "AUTH_URL", "http://127.0.0.1:8001"),
+            orders_urls=_upstream_urls(environ, "ORDERS_URL", "http://127.0.0.1:8002"),
             upstream_timeout=env_float(environ, "UPSTREAM_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             upstream_connect_timeout=env_float(environ, "UPSTREAM_CONNECT_TIMEOUT_SECONDS", 2.0, minimum=0.1),
             upstream_max_connections=env_int(environ, "UPSTREAM_MAX_CONNECTIONS", 100, minimum=1),
             request_body_timeout=env_float(environ, "REQUEST_BODY_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            upstream_health_interval=env_float(environ, "UPSTREAM_HEALTH_INTERVAL_SECONDS", 2.0, minimum=0.1),
             verifier=VerifierSettings.from_env(environ),
         )
 
-    def upstream_urls(self) -> dict[str, str]:
+    def upstream_urls(self) -> dict[str, tuple[str, ...]]:
         """The upstream origins by the names the route table uses."""
-        return {"auth": self.auth_url, "orders": self.orders_url}
+        return {"auth": self.auth_urls, "orders": self.orders_urls}

@@ -220,12 +220,15 @@ def create_bob(cluster: Cluster) -> None:
 
 @pytest.fixture(scope="session")
 def cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> ClusterFactory:
-    """Starts a cluster on free ports in its own directory and always stops it."""
+    """Starts a cluster on free ports in its own directory and always stops it.
+
+    ``auth_replicas=N`` runs N auth processes, ``auth-1`` ... ``auth-N``, behind the gateway.
+    """
 
     @contextmanager
-    def start(name: str, env: dict[str, str] | None = None) -> Iterator[Cluster]:
+    def start(name: str, env: dict[str, str] | None = None, *, auth_replicas: int = 1) -> Iterator[Cluster]:
         state_dir = tmp_path_factory.mktemp(name)
-        cluster = Cluster(ClusterConfig.on_free_ports(state_dir, env))
+        cluster = Cluster(ClusterConfig.on_free_ports(state_dir, env, auth_replicas=auth_replicas))
         try:
             cluster.start()
             create_bob(cluster)

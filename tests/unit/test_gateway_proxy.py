@@ -12,18 +12,17 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from joserfc import jwt
 from joserfc.jwk import RSAKey
+from servers import ServerThread
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -31,6 +30,7 @@ from starlette.routing import Route
 
 from services.gateway import proxy
 from services.gateway.app import create_app
+from services.gateway.balancer import Pool
 from services.gateway.settings import GatewaySettings
 from shared import BadRequest, SettingsError
 
@@ -41,49 +41,6 @@ BODY_TIMEOUT = 1.0
 LARGE_CHUNK = bytes(range(256)) * 256  # 64 KiB
 LARGE_CHUNKS = 128  # 8 MiB in all
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
-
-
-class ServerThread:
-    """A uvicorn server on a free 127.0.0.1 port in a background thread."""
-
-    def __init__(self, app: Any, *, lifespan: Literal["on", "off"] = "off"):
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=0,
-            lifespan=lifespan,
-            log_level="warning",
-            timeout_graceful_shutdown=2,
-            # As shared.serve runs it: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1.
-            proxy_headers=False,
-            server_header=False,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def port(self) -> int:
-        port: int = self.server.servers[0].sockets[0].getsockname()[1]
-        return port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise RuntimeError("the server thread exited before it started")
-            if time.monotonic() > deadline:
-                raise TimeoutError("the server did not start in time")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
 
 
 @dataclass
@@ -504,9 +461,10 @@ async def test_a_request_the_upstream_client_refuses_to_send_is_400_not_502() ->
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.LocalProtocolError("Illegal header value")
 
+    pool = Pool("auth", ["http://127.0.0.1"])
     async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
         with pytest.raises(BadRequest) as caught:
-            await proxy.send(client, "auth", "GET", httpx.URL("http://127.0.0.1/x"), [], None)
+            await proxy.send(client, pool, "GET", b"/x", lambda host: [], None, retry_after=1)
     assert (caught.value.status, caught.value.code) == (400, "bad_request")
 
 

@@ -1,0 +1,52 @@
+"""A real HTTP server for tests that need one: uvicorn on a free 127.0.0.1 port in a thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Literal
+
+import uvicorn
+
+
+class ServerThread:
+    """A uvicorn server on a free 127.0.0.1 port in a background thread."""
+
+    def __init__(self, app: Any, *, lifespan: Literal["on", "off"] = "off"):
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            lifespan=lifespan,
+            log_level="warning",
+            timeout_graceful_shutdown=2,
+            # As shared.serve runs it: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1.
+            proxy_headers=False,
+            server_header=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def port(self) -> int:
+        port: int = self.server.servers[0].sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("the server thread exited before it started")
+            if time.monotonic() > deadline:
+                raise TimeoutError("the server did not start in time")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
