@@ -325,10 +325,10 @@ def check_settings_accept_the_configuration(objects: list[Obj], files: Path) -> 
     )
     services = {s["metadata"]["name"]: s for s in of_kind(objects, "Service")}
     for url, target in (
-        (gateway.auth_url, "auth"),
-        (gateway.orders_url, "orders"),
-        (gateway.verifier.jwks.url, "auth"),
-        (orders.verifier.jwks.url, "auth"),
+        *((url, "auth") for url in gateway.auth_urls),
+        *((url, "orders") for url in gateway.orders_urls),
+        *((url, "auth") for url in gateway.verifier.jwks.urls),
+        *((url, "auth") for url in orders.verifier.jwks.urls),
     ):
         parts = urlsplit(url)
         assert parts.hostname == target, f"{url} is not the {target} Service"
