@@ -1,8 +1,8 @@
 """The Mermaid diagrams of the docs: find them, render them with mermaid-cli, stamp the SVGs.
 
-``python -m tests.docs.mermaid`` (``make diagrams``) renders every block to
-``docs/diagrams/<name>.svg``. Each block names itself in Mermaid's front matter
-(``title: ...``); the file name is that title in lower case with dashes.
+``python -m tests.docs.mermaid`` (``make diagrams``) renders every block whose SVG is missing or
+stale to ``docs/diagrams/<name>.svg`` (``--force``: every block). Each block names itself in
+Mermaid's front matter (``title: ...``); the file name is that title in lower case with dashes.
 
 mermaid-cli's output is not byte-for-byte repeatable (flowchart shapes get random jitter), so
 each SVG opens with a comment holding the SHA-256 of the source it was drawn from: a test can
@@ -133,7 +133,13 @@ def render(blocks: list[Diagram], work: Path) -> tuple[subprocess.CompletedProce
     return result, [work / f"rendered-{n}.svg" for n in range(1, len(blocks) + 1)]
 
 
-def main() -> int:
+def is_current(diagram: Diagram) -> bool:
+    """True when the committed SVG was drawn from the diagram's source as it reads now."""
+    return diagram.svg.is_file() and recorded_digest(diagram.svg.read_text()) == diagram.digest
+
+
+def main(argv: list[str] | None = None) -> int:
+    force = "--force" in (sys.argv[1:] if argv is None else argv)
     reason = missing_tool()
     if reason:
         print(f"cannot render diagrams: {reason}", file=sys.stderr)
@@ -143,19 +149,24 @@ def main() -> int:
     if untitled:
         print(f"{untitled[0].doc.relative_to(ROOT)}: a mermaid block has no title", file=sys.stderr)
         return 1
-    with tempfile.TemporaryDirectory(prefix="mermaid-") as tmp:
-        result, outputs = render(found, Path(tmp))
-        if result.returncode != 0:
-            print(result.stderr, file=sys.stderr)
-            return 1
-        DIAGRAMS.mkdir(parents=True, exist_ok=True)
-        for diagram, output in zip(found, outputs, strict=True):
-            diagram.svg.write_text(diagram.stamp() + output.read_text())
-            print(f"{diagram.svg.relative_to(ROOT)}  <- {diagram.doc.relative_to(ROOT)}: {diagram.title}")
+    # Only diagrams whose source changed are drawn again: a re-render of an unchanged flowchart
+    # differs in its random jitter alone, and would be churn in every commit.
+    stale = [diagram for diagram in found if force or not is_current(diagram)]
+    if stale:
+        with tempfile.TemporaryDirectory(prefix="mermaid-") as tmp:
+            result, outputs = render(stale, Path(tmp))
+            if result.returncode != 0:
+                print(result.stderr, file=sys.stderr)
+                return 1
+            DIAGRAMS.mkdir(parents=True, exist_ok=True)
+            for diagram, output in zip(stale, outputs, strict=True):
+                diagram.svg.write_text(diagram.stamp() + output.read_text())
+                print(f"{diagram.svg.relative_to(ROOT)}  <- {diagram.doc.relative_to(ROOT)}: {diagram.title}")
+    print(f"{len(found) - len(stale)} of {len(found)} diagrams already current")
     wanted = {diagram.svg for diagram in found}
-    for stale in sorted(set(DIAGRAMS.glob("*.svg")) - wanted):
-        stale.unlink()
-        print(f"removed {stale.relative_to(ROOT)}: no diagram has that title any more")
+    for orphan in sorted(set(DIAGRAMS.glob("*.svg")) - wanted):
+        orphan.unlink()
+        print(f"removed {orphan.relative_to(ROOT)}: no diagram has that title any more")
     return 0
 
 
