@@ -15,9 +15,14 @@ WHEEL_ARCH    ?= $(patsubst arm64,aarch64,$(shell uname -m))
 WHEEL_PLATFORMS = $(foreach glibc,2_28 2_27 2_26 2_24 2_17,manylinux_$(glibc)_$(WHEEL_ARCH)) \
 	manylinux2014_$(WHEEL_ARCH)
 COMPOSE       ?= docker compose
+# mermaid-cli for the docs' diagrams, installed into the project (gitignored). It drives the
+# system's Chromium, so Puppeteer's own browser download is skipped.
+MERMAID_PREFIX := .cache/mermaid
+MMDC           := $(MERMAID_PREFIX)/node_modules/.bin/mmdc
+MERMAID_CLI    ?= @mermaid-js/mermaid-cli@^11.12
 
 .PHONY: install run test test-unit test-integration test-e2e test-security test-browser test-compose \
-	lint format clean wheels up down logs bench
+	test-docs lint format clean wheels up down logs bench mermaid diagrams
 
 install: $(STAMP)
 
@@ -52,6 +57,20 @@ test-browser: install  ## the demo page and the CSRF attacks in Debian's Chromiu
 test-compose: install  ## the cluster in containers (needs a Docker engine and `docker compose`)
 	$(BIN)/pytest tests/compose
 
+test-docs: install  ## docs/ kept true: code references, generated numbers, diagrams (rendered after `make mermaid`)
+	$(BIN)/pytest tests/docs
+
+mermaid: $(MMDC)  ## mermaid-cli for rendering the docs' diagrams (needs node and npm)
+
+$(MMDC):
+	@command -v npm >/dev/null || { echo "make mermaid needs node and npm (Debian: apt-get install -y nodejs npm)"; exit 1; }
+	mkdir -p $(MERMAID_PREFIX)
+	PUPPETEER_SKIP_DOWNLOAD=1 npm install --prefix $(MERMAID_PREFIX) --no-audit --no-fund --loglevel=error '$(MERMAID_CLI)'
+	touch $@
+
+diagrams: install $(MMDC)  ## render every mermaid block of README.md and docs/ to docs/diagrams/*.svg
+	$(BIN)/python -m tests.docs.mermaid
+
 wheels: $(WHEELHOUSE)/.complete  ## the wheelhouse the images install from, offline
 
 # Linux wheels for every Python the images may run (the official image has 3.12, a Debian
@@ -82,6 +101,7 @@ logs:
 bench: install $(VENV)/.bench-stamp  ## every scenario in one run: bench/results/latest.{md,png,json}
 	@command -v wrk >/dev/null || { echo "make bench needs wrk (Debian: apt-get install -y wrk)"; exit 1; }
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.comparison
 
 $(VENV)/.bench-stamp: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
