@@ -21,8 +21,9 @@ from services.auth import domain
 from services.auth.app import create_app
 from services.auth.domain import RateLimit, SessionPolicy, User
 from services.auth.passwords import Passwords
+from services.auth.redis_client import connect
 from services.auth.settings import DEMO_PASSWORD
-from services.auth.store import SessionStore, ThrottleStore, connect
+from services.auth.store import SessionStore, ThrottleStore
 from shared import TooManyRequests
 from tests.integration.test_auth_app import ORIGIN, login, settings_for, wait_for_demo_users
 
