@@ -26,6 +26,7 @@ from redis.backoff import NoBackoff
 from redis.connection import parse_url as parse_single_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
+from redis.typing import EncodableT
 
 Client: TypeAlias = redis.Redis | RedisCluster
 
@@ -109,7 +110,7 @@ def connect(url: str, timeout: float, *, max_connections: int = 100) -> Client:
         "health_check_interval": 30,
     }
     if topology.kind == "cluster":
-        return RedisCluster(
+        return _Cluster(
             startup_nodes=[ClusterNode(host, port) for host, port in topology.nodes],
             username=topology.username,
             password=topology.password,
@@ -141,6 +142,22 @@ def connect(url: str, timeout: float, *, max_connections: int = 100) -> Client:
         url, max_connections=max_connections, timeout=timeout, retry=retry, **options
     )
     return redis.Redis.from_pool(pool)
+
+
+class _Cluster(RedisCluster):
+    """A Cluster client that learns the layout before it routes a command.
+
+    redis-py (8.1) picks a command's node before it first loads the layout, so commands that
+    race through a fresh client go to an arbitrary node, collect MOVED replies, and the reload
+    those trigger closes connections other commands are using (AttributeError, a 500). Seen on
+    most cold starts of 30 concurrent requests here; loading the layout first prevents it.
+    """
+
+    async def execute_command(self, *args: EncodableT, **kwargs: Any) -> Any:
+        if self.get_default_node() is None:
+            # Idempotent and locked: concurrent first commands wait for one load of the layout.
+            await self.initialize()
+        return await super().execute_command(*args, **kwargs)
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
