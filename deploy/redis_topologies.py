@@ -253,8 +253,12 @@ class LocalSentinel(_Deployment):
             named.add(int(port))
         return named
 
-    def server_on(self, port: int) -> RedisServer:
-        return next(server for server in self.data_servers if server.port == port)
+    def names_primary(self, port: int) -> bool:
+        """Whether every sentinel names the server on ``port`` as the primary now."""
+        try:
+            return self._named_primaries() == {port}
+        except redis.RedisError:
+            return False
 
     def wait_for_replica_to_catch_up(self, timeout: float = 10.0) -> None:
         """Return once the replica has applied every write the primary had taken when called."""

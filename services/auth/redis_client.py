@@ -13,7 +13,11 @@ the next request after Redis is back succeeds: nothing needs a restart.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 from urllib.parse import unquote, urlsplit
@@ -28,7 +32,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 from redis.typing import EncodableT
 
+logger = logging.getLogger(__name__)
+
 Client: TypeAlias = redis.Redis | RedisCluster
+
+# How stale auth's idea of the Sentinel primary may get when no connection fails to tell it.
+PRIMARY_CHECK_SECONDS = 1.0
 
 # What a failing Redis raises. The Cluster client raises RedisClusterException, which is not a
 # RedisError, when it cannot reach any node to learn the layout.
@@ -128,7 +137,7 @@ def connect(url: str, timeout: float, *, max_connections: int = 100) -> Client:
         client: redis.Redis = sentinel.master_for(
             topology.service,
             redis_class=_SentinelPrimary,
-            connection_pool_class=_BlockingSentinelPool,
+            connection_pool_class=_SentinelPool,
             db=topology.db,
             username=topology.username,
             password=topology.password,
@@ -160,8 +169,44 @@ class _Cluster(RedisCluster):
         return await super().execute_command(*args, **kwargs)
 
 
-class _BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
-    """Sentinel's pool, which finds the primary, waiting for a free connection like the others."""
+class _SentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """Sentinel's pool, waiting for a free connection like the others, that notices a switch.
+
+    redis-py asks the sentinels for the primary only when a connection breaks or meets READONLY.
+    After a failover that left the old primary running, that one takes writes until the
+    sentinels demote it, 8 s or more later, and every write it took meanwhile (a logout, a new
+    session) is lost when it resyncs from the new primary. So the sentinels are asked again, in
+    the background, at most every :data:`PRIMARY_CHECK_SECONDS`, and a connection to a server
+    that is no longer the primary is reconnected before it is used.
+    """
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any):
+        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+        self._checked_at = -math.inf
+        self._check: asyncio.Task[None] | None = None
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        now = time.monotonic()
+        if now - self._checked_at >= PRIMARY_CHECK_SECONDS and self.master_address is not None:
+            self._checked_at = now
+            self._check = asyncio.create_task(self._check_primary())
+        connection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        if self.master_address is not None and (connection.host, connection.port) != self.master_address:
+            try:
+                await connection.disconnect()
+                await connection.connect()
+            except BaseException:
+                await self.release(connection)
+                raise
+        return connection
+
+    async def _check_primary(self) -> None:
+        try:
+            # Records a new address and closes the idle connections to the old one.
+            await self.get_master_address()  # type: ignore[no-untyped-call]
+        except RedisError as exc:
+            # Sentinels away: keep the primary we know, which may well be fine.
+            logger.warning("could not ask the sentinels for the primary: %s", type(exc).__name__)
 
 
 class _SentinelPrimary(redis.Redis):
