@@ -107,9 +107,8 @@ def connect(url: str, timeout: float, *, max_connections: int = 100) -> Client:
     Sentinel-managed connection asks the sentinels for the primary again, and a Cluster client
     reloads the cluster's layout. On one server or a Sentinel primary a timeout is not retried,
     so a hung server costs one socket timeout; the Cluster client retries timeouts too, so a
-    hung node costs two. The pools block: a burst of more concurrent requests than
-    ``max_connections`` waits up to ``timeout`` for a free connection, except on a Cluster,
-    whose client allows ``max_connections`` per node and fails the one beyond that at once.
+    hung node costs two. A burst of more concurrent commands than ``max_connections`` waits up
+    to ``timeout`` for a free connection rather than failing.
     """
     topology = parse_url(url)
     options: dict[str, Any] = {
@@ -124,6 +123,7 @@ def connect(url: str, timeout: float, *, max_connections: int = 100) -> Client:
             username=topology.username,
             password=topology.password,
             max_connections=max_connections,
+            wait_timeout=timeout,
             # Only the count is used: a connection error or timeout reloads the layout and retries.
             retry=Retry(NoBackoff(), retries=1),
             **options,
@@ -154,19 +154,36 @@ def connect(url: str, timeout: float, *, max_connections: int = 100) -> Client:
 
 
 class _Cluster(RedisCluster):
-    """A Cluster client that learns the layout before it routes a command.
+    """A Cluster client that learns the layout before it routes, and waits for a connection.
 
     redis-py (8.1) picks a command's node before it first loads the layout, so commands that
     race through a fresh client go to an arbitrary node, collect MOVED replies, and the reload
     those trigger closes connections other commands are using (AttributeError, a 500). Seen on
     most cold starts of 30 concurrent requests here; loading the layout first prevents it.
+
+    Its nodes also fail a command at once when their ``max_connections`` are all busy; like the
+    pools of the other topologies, this client lets that many commands run and makes the next
+    wait up to ``wait_timeout`` seconds instead.
     """
 
+    def __init__(self, *, wait_timeout: float, max_connections: int, **kwargs: Any):
+        super().__init__(max_connections=max_connections, **kwargs)
+        self._wait_timeout = wait_timeout
+        self._running = asyncio.Semaphore(max_connections)
+
     async def execute_command(self, *args: EncodableT, **kwargs: Any) -> Any:
-        if self.get_default_node() is None:
-            # Idempotent and locked: concurrent first commands wait for one load of the layout.
-            await self.initialize()
-        return await super().execute_command(*args, **kwargs)
+        try:
+            async with asyncio.timeout(self._wait_timeout):
+                await self._running.acquire()
+        except TimeoutError:
+            raise RedisConnectionError("no connection available") from None
+        try:
+            if self.get_default_node() is None:
+                # Idempotent and locked: concurrent first commands wait for one load of the layout.
+                await self.initialize()
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self._running.release()
 
 
 class _SentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):

@@ -191,6 +191,21 @@ async def test_an_unreachable_cluster_is_a_503_not_a_crash() -> None:
         await client.aclose()
 
 
+async def test_a_burst_larger_than_the_pool_waits_for_connections_instead_of_failing(
+    redis_url: str, client: RedisCluster
+) -> None:
+    created = await _users_with_sessions(client, 6)
+    small = connect(redis_url, 0.5, max_connections=4)
+    try:
+        sessions = SessionStore(small, POLICY)
+        found = await asyncio.gather(
+            *(sessions.get_with_user(user.id, session.handle, NOW + 1) for user, session in created * 40)
+        )
+    finally:
+        await small.aclose()
+    assert [pair[0] if pair else None for pair in found] == [session for _, session in created * 40]
+
+
 @pytest.fixture
 def auth(redis_url: str, keys_dir: Path) -> Iterator[TestClient]:
     app = create_app(settings_for(redis_url, keys_dir))
