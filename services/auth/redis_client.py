@@ -217,6 +217,11 @@ class _SentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
                 raise
         return connection
 
+    async def aclose(self) -> None:
+        if self._check is not None:
+            self._check.cancel()
+        await super().aclose()
+
     async def _check_primary(self) -> None:
         try:
             # Records a new address and closes the idle connections to the old one.
