@@ -29,8 +29,9 @@ from bench.wrk import Load, WrkResult
 from deploy.devcluster import Cluster, ClusterConfig
 from services.auth import domain
 from services.auth.keys import load_keys
+from services.auth.redis_client import connect
 from services.auth.settings import Settings
-from services.auth.store import SessionStore, UserStore, connect
+from services.auth.store import SessionStore, UserStore
 from shared.tokens import b64url_decode, loads_strict
 
 logger = logging.getLogger("bench")

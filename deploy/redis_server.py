@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -40,12 +41,26 @@ def _accepts_connections(port: int, host: str = "127.0.0.1") -> bool:
 
 
 class RedisServer:
-    """One server process on 127.0.0.1. ``persist=True`` keeps an append-only file in ``data_dir``."""
+    """One server process on 127.0.0.1. ``persist=True`` keeps an append-only file in ``data_dir``.
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, persist: bool = False):
+    ``config`` is a configuration file read first (a sentinel's, which the sentinel rewrites) and
+    ``extra_args`` are options after the defaults (``--replicaof``, ``--cluster-enabled``...).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        persist: bool = False,
+        config: Path | None = None,
+        extra_args: Sequence[str] = (),
+    ):
         self.data_dir = data_dir
         self.port = port or free_port()
         self.persist = persist
+        self.config = config
+        self.extra_args = tuple(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,6 +92,7 @@ class RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             server_binary(),
+            *([str(self.config)] if self.config is not None else []),
             "--bind", "127.0.0.1",
             "--port", str(self.port),
             "--dir", str(self.data_dir),
@@ -84,6 +100,7 @@ class RedisServer:
             "--appendonly", "yes" if self.persist else "no",
             "--protected-mode", "yes",
             "--loglevel", "warning",
+            *self.extra_args,
         ]  # fmt: skip
         # A file rather than a pipe: nobody reads a pipe while the server runs, so a chatty server
         # would block on it; the file still says why a start failed, config errors included.

@@ -18,9 +18,10 @@ from services.auth import domain
 from services.auth.keys import KeyStore
 from services.auth.metrics import KeyStoreMetrics
 from services.auth.passwords import Passwords
+from services.auth.redis_client import connect
 from services.auth.routes import AuthContext, routes
 from services.auth.settings import Settings
-from services.auth.store import SessionStore, ThrottleStore, UserStore, connect
+from services.auth.store import SessionStore, ThrottleStore, UserStore
 from shared import ApiError, Conflict, build_app, new_registry
 
 logger = logging.getLogger(__name__)

@@ -35,8 +35,9 @@ from services.auth.keys import (
     rotate_keys,
 )
 from services.auth.passwords import Passwords
+from services.auth.redis_client import connect
 from services.auth.settings import Settings, rotation_policy
-from services.auth.store import SessionStore, UserStore, connect
+from services.auth.store import SessionStore, UserStore
 from shared import ApiError, NotFound, SettingsError, env_str, serve_from_env
 
 

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from services.auth.domain import LoginThrottlePolicy, ProxyNetwork, RateLimit, parse_trusted_proxies
 from services.auth.keys import RotationPolicy
+from services.auth.redis_client import parse_url as parse_redis_url
 from shared import (
     Secret,
     SettingsError,
@@ -90,8 +91,7 @@ class Settings:
             port=env_int(environ, "AUTH_PORT", 8001, minimum=1, maximum=65535),
             workers=env_int(environ, "AUTH_WORKERS", 1, minimum=1, maximum=64),
             log_level=env_str(environ, "LOG_LEVEL", "info"),
-            # The URL may carry a password, so it is handled as a secret.
-            redis_url=Secret(env_str(environ, "REDIS_URL", "redis://127.0.0.1:6379/0")),
+            redis_url=_redis_url(environ),
             redis_timeout=env_float(environ, "REDIS_TIMEOUT_SECONDS", 0.5, minimum=0.05),
             issuer=env_str(environ, "TOKEN_ISSUER", "http://localhost:8000"),
             public_origin=public_origin,
@@ -112,6 +112,16 @@ class Settings:
                 env_int(environ, "TOKEN_RATE_WINDOW_SECONDS", 60, minimum=1, maximum=86400),
             ),
         )
+
+
+def _redis_url(environ: Mapping[str, str]) -> Secret:
+    # The URL may carry a password, so it is handled as a secret and never repeated in an error.
+    url = env_str(environ, "REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        parse_redis_url(url)
+    except ValueError as exc:
+        raise SettingsError(f"REDIS_URL {exc}") from None
+    return Secret(url)
 
 
 def _trusted_proxies(environ: Mapping[str, str]) -> tuple[ProxyNetwork, ...]:

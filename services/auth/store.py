@@ -21,14 +21,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
-import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from services.auth.domain import RateLimit, Session, SessionPolicy, User
+from services.auth.redis_client import REDIS_ERRORS, Client
 from shared import Conflict, NotFound, ServiceUnavailable, TooManyRequests
 
 logger = logging.getLogger(__name__)
@@ -37,34 +33,12 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def connect(url: str, timeout: float, *, max_connections: int = 100) -> redis.Redis:
-    """A client that fails within about ``2 * timeout`` instead of hanging when Redis is away.
-
-    Its pool blocks: a burst of more concurrent requests than ``max_connections`` waits up to
-    ``timeout`` for a free connection. redis-py's default pool raises at once instead, which
-    turned the 101st concurrent request into a 503 while Redis itself was fine.
-    """
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=timeout,
-        decode_responses=True,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        # One quick retry heals a pooled connection that died with a Redis restart; a timeout is
-        # not retried, so a hung server costs one socket timeout, not two.
-        retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
-        health_check_interval=30,
-    )
-    return redis.Redis.from_pool(pool)
-
-
 def _unavailable_on_redis_error(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await method(*args, **kwargs)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             logger.warning("redis unavailable: %s", type(exc).__name__)
             raise ServiceUnavailable("the session store is unavailable") from None
 
@@ -107,7 +81,7 @@ def _token_budget_key(session: Session) -> str:
 class UserStore:
     """Accounts by id and by normalized email."""
 
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: Client):
         self._redis = client
 
     @_unavailable_on_redis_error
@@ -161,16 +135,6 @@ class UserStore:
         if not await self._redis.exists(_user_key(user_id)):
             raise NotFound("no such user")
         await self._redis.hset(_user_key(user_id), "disabled", "1" if disabled else "0")
-
-
-_REVOKE_ALL = """
-local revoked = 0
-for _, handle in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-    revoked = revoked + redis.call('DEL', ARGV[1] .. handle)
-end
-redis.call('DEL', KEYS[1])
-return revoked
-"""
 
 
 # KEYS: session, and optionally a budget counter. ARGV: now (ms), session TTL, then the budget's
@@ -248,7 +212,7 @@ class SessionStore:
     A session is addressed by its owner's user id and its handle: both come from the cookie.
     """
 
-    def __init__(self, client: redis.Redis, policy: SessionPolicy):
+    def __init__(self, client: Client, policy: SessionPolicy):
         self._redis = client
         self.policy = policy
         self._create = client.register_script(_CREATE)
@@ -394,7 +358,7 @@ return 0
 class ThrottleStore:
     """Fixed-window counters, each checked and spent in one script and gone with its window."""
 
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: Client):
         self._reserve_login = client.register_script(_RESERVE_LOGIN)
         self._refund = client.register_script(_REFUND)
 

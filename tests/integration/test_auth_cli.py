@@ -23,7 +23,8 @@ from deploy.redis_server import RedisServer
 from services.auth import domain
 from services.auth.domain import SessionPolicy, User
 from services.auth.keys import load_keys
-from services.auth.store import SessionStore, UserStore, connect
+from services.auth.redis_client import connect
+from services.auth.store import SessionStore, UserStore
 
 T = TypeVar("T")
 

@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 
 from services.auth import domain
 from services.auth.domain import SessionPolicy, User
-from services.auth.store import SessionStore, UserStore, connect
+from services.auth.redis_client import connect
+from services.auth.store import SessionStore, UserStore
 from shared import Conflict, ServiceUnavailable
 
 NOW = 1_800_000_000.0

@@ -1,0 +1,247 @@
+"""Sessions on a real 3-primary Redis Cluster (Valkey, started by the tests): the stores and the app.
+
+The single-server store tests imported below run here unchanged: this module's ``redis_url``
+overrides conftest's, so their ``client`` is a ``RedisCluster``. They cover every script, the
+same-slot MULTI/EXEC of ``SessionStore.delete`` and the scans; the scripts that reach sessions
+by names built inside Lua (undeclared keys) only work because those keys share the index's slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.asyncio.cluster import RedisCluster
+from starlette.testclient import TestClient
+
+from deploy.redis_topologies import LocalCluster
+from services.auth import domain
+from services.auth.app import create_app
+from services.auth.domain import SessionPolicy
+from services.auth.redis_client import connect
+from services.auth.store import SessionStore, UserStore
+from shared import ServiceUnavailable
+from tests.integration.test_auth_app import Session, settings_for, wait_for_demo_users
+from tests.integration.test_session_management import (  # noqa: F401 - collected here, run on the Cluster
+    test_a_budgeted_touch_of_a_revoked_session_spends_nothing,
+    test_a_refund_gives_back_a_reserved_attempt,
+    test_a_session_expired_by_the_policy_is_not_listed_and_leaves_the_index,
+    test_a_session_redis_expired_is_pruned_from_the_index_on_read,
+    test_concurrent_logins_and_revocations_keep_the_index_exact,
+    test_dead_index_entries_are_pruned_on_write,
+    test_every_throttle_counter_expires_with_its_window,
+    test_live_sessions_are_listed_from_the_index,
+    test_parallel_guesses_cannot_overspend_a_login_budget,
+    test_revoke_others_replaces_every_session_in_one_step,
+    test_the_index_expires_no_sooner_than_its_longest_session,
+    test_token_uses_past_the_rate_wait_for_the_window_and_leave_the_session_untouched,
+    test_touch_reports_a_session_revoked_since_it_was_read,
+)
+from tests.integration.test_session_store import (  # noqa: F401 - collected here, run on the Cluster
+    test_absolute_timeout_wins_over_activity,
+    test_created_session_is_found_by_its_handle,
+    test_delete_all_for_user_revokes_every_session,
+    test_delete_removes_session_and_index_entry,
+    test_idle_session_expires_server_side,
+    test_malformed_record_is_discarded,
+    test_redis_ttl_follows_the_policy,
+    test_session_is_stored_under_a_hash_never_the_raw_id,
+    test_touch_after_delete_leaves_no_stub,
+    test_touch_slides_the_idle_timer,
+    test_user_email_is_unique,
+)
+
+NOW = 1_800_000_000.0
+POLICY = SessionPolicy(idle=1800, absolute=86400)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with LocalCluster(tmp_path_factory.mktemp("cluster")) as started:
+        yield started
+
+
+@pytest.fixture
+def redis_url(cluster: LocalCluster) -> str:
+    """The Cluster's ``REDIS_URL``, every node emptied for each test."""
+    for server in cluster.servers:
+        if not server.running:
+            pytest.fail(f"cluster node {server.port} died; its log: {server.log_path}")
+    cluster.flush()
+    return cluster.url
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[RedisCluster]:
+    """What the imported tests' own ``client`` fixture gives, on the Cluster."""
+    client = connect(redis_url, 0.5)
+    assert isinstance(client, RedisCluster)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def sessions(client: RedisCluster) -> SessionStore:
+    return SessionStore(client, POLICY)
+
+
+def _keys_by_node(cluster: LocalCluster) -> dict[int, set[str]]:
+    found = {}
+    for port in cluster.ports:
+        with redis.Redis(host="127.0.0.1", port=port, decode_responses=True) as node:
+            found[port] = set(node.scan_iter(count=1000))
+    return found
+
+
+async def _users_with_sessions(client: RedisCluster, count: int) -> list[tuple[domain.User, domain.Session]]:
+    users, sessions = UserStore(client), SessionStore(client, POLICY)
+    created = []
+    for number in range(count):
+        user = await users.create(f"user{number}@example.com", "user", "hash")
+        session = domain.new_session(domain.new_session_id(user.id), user, NOW, user_agent="", ip="")
+        await sessions.create(session, NOW)
+        created.append((user, session))
+    return created
+
+
+async def test_redis_url_gives_a_cluster_client_that_finds_every_primary(
+    cluster: LocalCluster, client: RedisCluster
+) -> None:
+    assert isinstance(client, RedisCluster)
+    assert await SessionStore(client, POLICY).ping()
+    assert sorted(int(node.port) for node in client.get_primaries()) == sorted(cluster.ports)
+
+
+async def test_each_users_keys_share_one_node_and_users_spread_over_every_node(
+    cluster: LocalCluster, client: RedisCluster
+) -> None:
+    created = await _users_with_sessions(client, 30)
+    await SessionStore(client, POLICY).touch(created[0][1], NOW + 1, token_budget=domain.RateLimit(5, 60))
+    by_node = _keys_by_node(cluster)
+    homes = set()
+    for user, _ in created:
+        holding = {port for port, keys in by_node.items() if any(f"{{{user.id}}}" in key for key in keys)}
+        # The account, its session, the index and the token budget: one slot, so one node.
+        assert len(holding) == 1, f"the keys of {user.id} are spread over {holding}"
+        homes |= holding
+    # Random ids miss one of three nodes with a chance of 3 * (2/3)**30, about 1 in 60,000.
+    assert homes == set(cluster.ports)
+
+
+async def test_listing_users_scans_every_primary(cluster: LocalCluster, client: RedisCluster) -> None:
+    created = await _users_with_sessions(client, 9)
+    listed = await UserStore(client).all()
+    assert [user.email for user in listed] == sorted(user.email for user, _ in created)
+    assert len({cluster.port_for_key(f"user:{{{user.id}}}") for user, _ in created}) > 1
+
+
+async def test_logout_everywhere_and_session_listing_work_for_users_on_every_node(
+    client: RedisCluster,
+) -> None:
+    sessions = SessionStore(client, POLICY)
+    created = await _users_with_sessions(client, 6)
+    for user, first in created:
+        second = domain.new_session(domain.new_session_id(user.id), user, NOW + 1, user_agent="", ip="")
+        await sessions.create(second, NOW + 1)
+        listed = await sessions.live_for_user(user.id, NOW + 2)
+        assert {session.handle for session in listed} == {first.handle, second.handle}
+        assert await sessions.delete_all_for_user(user.id) == 2
+        assert await sessions.live_for_user(user.id, NOW + 2) == []
+
+
+async def test_a_hung_node_costs_its_users_a_503_within_two_timeouts_and_heals_without_a_restart(
+    cluster: LocalCluster, client: RedisCluster
+) -> None:
+    sessions = SessionStore(client, POLICY)
+    (user, session), *_ = await _users_with_sessions(client, 1)
+    port = cluster.port_for_key(f"user:{{{user.id}}}")
+    server = next(server for server in cluster.servers if server.port == port)
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable):
+            await sessions.get_with_user(user.id, session.handle, NOW + 1)
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    # The client's 0.5 s timeout, retried once after it reloads the layout from the live nodes.
+    assert elapsed < 1.5
+    found = await sessions.get_with_user(user.id, session.handle, NOW + 2)
+    assert found is not None
+    assert found[1] == user
+
+
+async def test_an_unreachable_cluster_is_a_503_not_a_crash() -> None:
+    from deploy.processes import free_port
+
+    client = connect(f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}", 0.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable):
+            await SessionStore(client, POLICY).ping()
+        assert time.monotonic() - started < 2.0
+    finally:
+        await client.aclose()
+
+
+async def test_a_burst_larger_than_the_pool_waits_for_connections_instead_of_failing(
+    redis_url: str, client: RedisCluster
+) -> None:
+    created = await _users_with_sessions(client, 6)
+    small = connect(redis_url, 0.5, max_connections=4)
+    try:
+        sessions = SessionStore(small, POLICY)
+        found = await asyncio.gather(
+            *(sessions.get_with_user(user.id, session.handle, NOW + 1) for user, session in created * 40)
+        )
+    finally:
+        await small.aclose()
+    assert [pair[0] if pair else None for pair in found] == [session for _, session in created * 40]
+
+
+@pytest.fixture
+def auth(redis_url: str, keys_dir: Path) -> Iterator[TestClient]:
+    app = create_app(settings_for(redis_url, keys_dir))
+    with TestClient(app, base_url="http://localhost:8001") as test_client:
+        wait_for_demo_users(test_client)
+        yield test_client
+
+
+def test_the_auth_app_logs_in_mints_and_logs_out_on_the_cluster(auth: TestClient) -> None:
+    ready = auth.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"]["redis"] is True
+    alice, admin = Session(auth), Session(auth, "admin@example.com")
+    assert alice.mint().status_code == 200
+    assert admin.mint().status_code == 200
+    listed = auth.get("/sessions", headers=alice.headers())
+    assert listed.status_code == 200
+    assert auth.post("/logout", headers=alice.headers()).status_code == 200
+    refused = alice.mint()
+    assert refused.status_code == 401
+    assert refused.json()["error"] == "no_session"
+    assert admin.mint().status_code == 200, "another user's session is untouched"
+
+
+async def test_a_burst_on_a_fresh_client_finds_every_session_on_every_node(
+    redis_url: str, client: RedisCluster
+) -> None:
+    created = await _users_with_sessions(client, 6)
+    for _ in range(5):
+        # A new client each time: its first commands race through its first look at the layout.
+        fresh = connect(redis_url, 0.5)
+        try:
+            sessions = SessionStore(fresh, POLICY)
+            found = await asyncio.gather(
+                *(sessions.get_with_user(user.id, session.handle, NOW + 1) for user, session in created * 5)
+            )
+        finally:
+            await fresh.aclose()
+        assert [pair[0] if pair else None for pair in found] == [session for _, session in created * 5]

@@ -1,0 +1,225 @@
+"""Sessions behind Redis Sentinel (a primary, a replica, three sentinels, started by the tests).
+
+The store tests imported below run unchanged through the Sentinel-managed primary (this
+module's ``redis_url`` overrides conftest's). Then the auth app's whole flow, and a forced
+failover while requests keep using sessions: nothing written before it is lost, no request
+fails with anything but a 503, and auth follows the new primary without a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from starlette.testclient import TestClient
+
+from deploy.redis_topologies import LocalSentinel, wait_until
+from services.auth import domain
+from services.auth.app import create_app
+from services.auth.domain import SessionPolicy
+from services.auth.redis_client import connect
+from services.auth.store import SessionStore
+from tests.integration.test_auth_app import Session, settings_for, wait_for_demo_users
+from tests.integration.test_session_management import (  # noqa: F401 - collected here, run via Sentinel
+    test_concurrent_logins_and_revocations_keep_the_index_exact,
+    test_live_sessions_are_listed_from_the_index,
+    test_parallel_guesses_cannot_overspend_a_login_budget,
+    test_revoke_others_replaces_every_session_in_one_step,
+    test_token_uses_past_the_rate_wait_for_the_window_and_leave_the_session_untouched,
+)
+from tests.integration.test_session_store import (  # noqa: F401 - collected here, run via Sentinel
+    test_created_session_is_found_by_its_handle,
+    test_delete_all_for_user_revokes_every_session,
+    test_delete_removes_session_and_index_entry,
+    test_redis_ttl_follows_the_policy,
+    test_touch_after_delete_leaves_no_stub,
+    test_user_email_is_unique,
+)
+
+POLICY = SessionPolicy(idle=1800, absolute=86400)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSentinel]:
+    with LocalSentinel(tmp_path_factory.mktemp("sentinel")) as started:
+        yield started
+
+
+@pytest.fixture
+def redis_url(deployment: LocalSentinel) -> str:
+    """The Sentinel ``REDIS_URL``, the primary emptied for each test."""
+    with redis.Redis(host="127.0.0.1", port=deployment.primary_port()) as primary:
+        primary.flushall()
+    return deployment.url
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """What the imported tests' own ``client`` fixture gives, through the sentinels."""
+    client = connect(redis_url, 0.5)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def sessions(client: aioredis.Redis) -> SessionStore:
+    return SessionStore(client, POLICY)
+
+
+async def test_the_client_talks_to_the_primary_the_sentinels_name(
+    deployment: LocalSentinel, client: aioredis.Redis
+) -> None:
+    await client.set("probe", "1")
+    served_by = int((await client.info("server"))["tcp_port"])
+    assert served_by == deployment.primary_port()
+    assert (await client.info("replication"))["role"] == "master"
+
+
+def test_the_auth_app_logs_in_mints_and_logs_out_through_sentinel(redis_url: str, keys_dir: Path) -> None:
+    with TestClient(create_app(settings_for(redis_url, keys_dir)), base_url="http://localhost:8001") as auth:
+        wait_for_demo_users(auth)
+        assert auth.get("/readyz").json()["checks"]["redis"] is True
+        caller = Session(auth)
+        assert caller.mint().status_code == 200
+        assert auth.post("/logout", headers=caller.headers()).status_code == 200
+        assert caller.mint().status_code == 401
+
+
+@dataclass
+class Outcome:
+    at: float  # seconds after SENTINEL FAILOVER
+    status: int
+    body: dict[str, object]
+
+
+def test_a_forced_failover_during_traffic_loses_no_session_and_auth_follows_by_itself(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    with LocalSentinel(tmp_path / "sentinel") as deployment:
+        # The loop mints far faster than any client would; the token budget is not under test.
+        app = create_app(settings_for(deployment.url, keys_dir, TOKEN_RATE_LIMIT="1000000"))
+        with TestClient(app, base_url="http://localhost:8001") as auth:
+            wait_for_demo_users(auth)
+            callers = [Session(auth, email) for email in ("alice@example.com", "admin@example.com") * 2]
+            assert all(caller.mint().status_code == 200 for caller in callers)
+            old_primary = deployment.primary_port()
+            new_primary = deployment.other_data_port()
+            # Sessions are replicated asynchronously: only what the replica has can survive.
+            deployment.wait_for_replica_to_catch_up()
+
+            deployment.failover()
+            started = time.monotonic()
+            outcomes: list[Outcome] = []
+            switched_at = followed_at = clean_at = None
+            switched_wall = 0.0
+            while clean_at is None:
+                assert time.monotonic() - started < 15, f"auth did not recover in 15 s: {outcomes[-8:]}"
+                round_ok = True
+                for caller in callers:
+                    response = caller.mint()
+                    at = time.monotonic() - started
+                    outcomes.append(Outcome(at, response.status_code, response.json()))
+                    round_ok &= response.status_code == 200
+                if switched_at is None:
+                    if deployment.names_primary(new_primary):
+                        switched_at, switched_wall = time.monotonic() - started, time.time()
+                elif followed_at is None:
+                    # Each mint slides the session's idle timer: did one since the switch reach it?
+                    if _last_seen(new_primary, callers[0]) >= switched_wall - 0.001:
+                        followed_at = time.monotonic() - started
+                elif round_ok:
+                    clean_at = time.monotonic() - started
+
+            failed = [outcome for outcome in outcomes if outcome.status != 200]
+            first_success = next(outcome.at for outcome in outcomes if outcome.status == 200)
+            print(
+                f"\nforced failover: {len(outcomes)} token requests, {len(failed)} failed "
+                f"{sorted({outcome.status for outcome in failed})}; first success {first_success:.3f} s "
+                f"after SENTINEL FAILOVER; sentinels switched at {switched_at:.3f} s; auth writing to "
+                f"the new primary at {followed_at:.3f} s; clean round at {clean_at:.3f} s"
+            )
+            for outcome in failed:
+                assert outcome.status == 503, outcome
+                assert set(outcome.body) == {"error", "detail"}
+            assert clean_at < 10, f"auth took {clean_at:.1f} s to recover"
+
+            # The old primary still takes writes until the sentinels demote it; what auth does now
+            # must land on the new one, or the demotion (a resync) would undo it.
+            logged_out, kept = callers[3], callers[0]
+            assert auth.post("/logout", headers=logged_out.headers()).status_code == 200
+            fresh = Session(auth)
+            wait_until(lambda: _role(old_primary) == "slave", 30, "the old primary's demotion")
+            deployment.wait_for_replica_to_catch_up()
+            assert logged_out.mint().status_code == 401, "a logout right after the failover was undone"
+            assert fresh.mint().status_code == 200, "a login right after the failover was lost"
+            # Every session from before the failover is valid on the new primary.
+            assert all(caller.mint().status_code == 200 for caller in (kept, callers[1], callers[2]))
+            me = auth.get("/me", headers={"Cookie": f"__Host-session={kept.cookie}"})
+            assert me.status_code == 200
+            assert auth.get("/readyz").status_code == 200
+
+
+def _last_seen(port: int, caller: Session) -> float:
+    """When ``caller``'s session was last used, as the server on ``port`` has it (0 if absent)."""
+    session_id = caller.cookie.rsplit(".", 1)[0]
+    key = f"session:{{{caller.user['id']}}}:{domain.session_handle(session_id)}"
+    with redis.Redis(host="127.0.0.1", port=port, decode_responses=True) as server:
+        return int(server.hget(key, "seen") or 0) / 1000
+
+
+def _role(port: int) -> str:
+    with redis.Redis(host="127.0.0.1", port=port, decode_responses=True) as server:
+        return str(server.info("replication")["role"])
+
+
+def test_when_the_primary_dies_auth_answers_503_until_the_replica_is_promoted_then_recovers(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    with LocalSentinel(tmp_path / "sentinel") as deployment:
+        app = create_app(settings_for(deployment.url, keys_dir, TOKEN_RATE_LIMIT="1000000"))
+        with TestClient(app, base_url="http://localhost:8001") as auth:
+            wait_for_demo_users(auth)
+            callers = [Session(auth), Session(auth, "admin@example.com")]
+            assert all(caller.mint().status_code == 200 for caller in callers)
+            deployment.wait_for_replica_to_catch_up()
+            new_primary = deployment.other_data_port()
+            assert deployment.primary.pid is not None
+            os.kill(deployment.primary.pid, signal.SIGKILL)
+            started = time.monotonic()
+            outcomes: list[Outcome] = []
+            slowest = 0.0
+            recovered_at = None
+            while recovered_at is None:
+                assert time.monotonic() - started < 20, f"auth did not recover in 20 s: {outcomes[-4:]}"
+                round_ok = True
+                for caller in callers:
+                    sent = time.monotonic()
+                    response = caller.mint()
+                    slowest = max(slowest, time.monotonic() - sent)
+                    at = time.monotonic() - started
+                    outcomes.append(Outcome(at, response.status_code, response.json()))
+                    round_ok &= response.status_code == 200
+                if round_ok and deployment.names_primary(new_primary):
+                    recovered_at = time.monotonic() - started
+
+            failed = [outcome for outcome in outcomes if outcome.status != 200]
+            print(
+                f"\nprimary killed: {len(outcomes)} token requests, {len(failed)} failed "
+                f"{sorted({outcome.status for outcome in failed})}, the slowest answer {slowest:.3f} s; "
+                f"recovered {recovered_at:.3f} s after the kill"
+            )
+            for outcome in failed:
+                assert outcome.status == 503, outcome
+                assert set(outcome.body) == {"error", "detail"}
+            # Down-after (1 s) plus the sentinels' vote and promotion; no request hangs meanwhile.
+            assert recovered_at < 10
+            assert slowest < 2.0
+            assert all(caller.mint().status_code == 200 for caller in callers)
+            assert auth.get("/readyz").status_code == 200
