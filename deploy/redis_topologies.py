@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import quote
 
 import redis
 
@@ -25,12 +26,14 @@ from deploy.redis_server import RedisServer
 CLUSTER_SLOTS = 16384
 
 
-def _admin(port: int) -> redis.Redis:
-    return redis.Redis(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=2.0)
+def _admin(port: int, password: str | None = None) -> redis.Redis:
+    return redis.Redis(
+        host="127.0.0.1", port=port, password=password, decode_responses=True, socket_timeout=2.0
+    )
 
 
-def _info(port: int, section: str) -> dict[str, Any]:
-    with _admin(port) as client:
+def _info(port: int, section: str, password: str | None = None) -> dict[str, Any]:
+    with _admin(port, password) as client:
         return dict(client.info(section))
 
 
@@ -153,7 +156,9 @@ class LocalSentinel(_Deployment):
     """A primary, one replica and three sentinels with quorum 2, tuned to fail over in seconds.
 
     ``down_after`` (ms without an answer before a sentinel calls the primary down) and
-    ``failover_timeout`` (ms) are low so a test sees a whole failover quickly.
+    ``failover_timeout`` (ms) are low so a test sees a whole failover quickly. With
+    ``password``, every server and every sentinel requires it, as the common Helm charts set
+    them up (one password for the data servers and the sentinels).
     """
 
     def __init__(
@@ -164,13 +169,17 @@ class LocalSentinel(_Deployment):
         sentinels: int = 3,
         down_after: int = 1000,
         failover_timeout: int = 5000,
+        password: str | None = None,
     ):
         self.service = service
+        self.password = password
         self.down_after = down_after
         self.failover_timeout = failover_timeout
         # A primary waits 5 s for more replicas before a diskless full sync unless told not to;
         # both get the setting, as either may be the primary after a failover.
         no_delay = ["--repl-diskless-sync-delay", "0"]
+        if password is not None:
+            no_delay += ["--requirepass", password, "--masterauth", password]
         self.primary = RedisServer(data_dir / "primary", extra_args=no_delay)
         self.replica = RedisServer(
             data_dir / "replica", extra_args=[*no_delay, "--replicaof", "127.0.0.1", str(self.primary.port)]
@@ -189,7 +198,8 @@ class LocalSentinel(_Deployment):
     def url(self) -> str:
         """The ``REDIS_URL`` for auth: the sentinels and the service they watch."""
         addresses = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
-        return f"redis+sentinel://{addresses}/{self.service}"
+        credentials = "" if self.password is None else f":{quote(self.password, safe='')}@"
+        return f"redis+sentinel://{credentials}{addresses}/{self.service}"
 
     @property
     def data_servers(self) -> list[RedisServer]:
@@ -217,7 +227,13 @@ class LocalSentinel(_Deployment):
                 f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} {quorum}\n"
                 f"sentinel down-after-milliseconds {self.service} {self.down_after}\n"
                 f"sentinel failover-timeout {self.service} {self.failover_timeout}\n"
-                f"sentinel known-replica {self.service} 127.0.0.1 {self.replica.port}\n" + "".join(peers)
+                f"sentinel known-replica {self.service} 127.0.0.1 {self.replica.port}\n"
+                + "".join(peers)
+                + (
+                    ""
+                    if self.password is None
+                    else f"sentinel auth-pass {self.service} {self.password}\nrequirepass {self.password}\n"
+                )
             )
             sentinel.start()
         for sentinel in self.sentinels:
@@ -228,10 +244,10 @@ class LocalSentinel(_Deployment):
             )
 
     def _replica_linked(self) -> bool:
-        return _info(self.replica.port, "replication").get("master_link_status") == "up"
+        return _info(self.replica.port, "replication", self.password).get("master_link_status") == "up"
 
     def _sentinel_sees_everyone(self, port: int) -> bool:
-        with _admin(port) as client:
+        with _admin(port, self.password) as client:
             state = client.sentinel_master(self.service)
         return (
             int(state["num-other-sentinels"]) == len(self.sentinels) - 1
@@ -248,7 +264,7 @@ class LocalSentinel(_Deployment):
     def _named_primaries(self) -> set[int]:
         named = set()
         for sentinel in self.sentinels:
-            with _admin(sentinel.port) as client:
+            with _admin(sentinel.port, self.password) as client:
                 _, port = client.sentinel_get_master_addr_by_name(self.service)
             named.add(int(port))
         return named
@@ -263,9 +279,9 @@ class LocalSentinel(_Deployment):
     def wait_for_replica_to_catch_up(self, timeout: float = 10.0) -> None:
         """Return once the replica has applied every write the primary had taken when called."""
         primary, replica = self.primary_port(), self.other_data_port()
-        target = int(_info(primary, "replication")["master_repl_offset"])
+        target = int(_info(primary, "replication", self.password)["master_repl_offset"])
         wait_until(
-            lambda: int(_info(replica, "replication").get("slave_repl_offset", -1)) >= target,
+            lambda: int(_info(replica, "replication", self.password).get("slave_repl_offset", -1)) >= target,
             timeout,
             f"replica {replica} reaching offset {target}",
         )
@@ -277,12 +293,16 @@ class LocalSentinel(_Deployment):
 
     def failover(self) -> None:
         """``SENTINEL FAILOVER``: promote the replica now, without waiting for the primary to fail."""
-        with _admin(self.sentinels[0].port) as client:
+        with _admin(self.sentinels[0].port, self.password) as client:
             client.sentinel_failover(self.service)
 
     def wait_for_new_primary(self, old_port: int, timeout: float = 30.0) -> int:
         """Wait until every sentinel names another primary and it takes writes; its port."""
         new_port = next(server.port for server in self.data_servers if server.port != old_port)
         wait_until(lambda: self._named_primaries() == {new_port}, timeout, "the sentinels switching over")
-        wait_until(lambda: _info(new_port, "replication").get("role") == "master", timeout, "the promotion")
+        wait_until(
+            lambda: _info(new_port, "replication", self.password).get("role") == "master",
+            timeout,
+            "the promotion",
+        )
         return new_port

@@ -2,8 +2,8 @@
 
 * ``redis://``, ``rediss://``, ``unix://``: one server, in redis-py's own URL syntax.
 * ``redis+sentinel://[user:password@]host:port[,host:port...]/<service>[/db]``: the primary that
-  the sentinels name for ``<service>``, found again after a failover. The credentials are the
-  primary's; the sentinels are asked without any.
+  the sentinels name for ``<service>``, found again after a failover. The credentials are
+  given to the sentinels and the primary alike.
 * ``redis+cluster://[user:password@]host:port[,host:port...]``: a Redis Cluster; the nodes listed
   are only where the client starts to learn the cluster's layout.
 
@@ -132,7 +132,13 @@ def connect(url: str, timeout: float, *, max_connections: int = 100) -> Client:
     if topology.kind == "sentinel":
         sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
             list(topology.nodes),
-            sentinel_kwargs={key: options[key] for key in ("socket_timeout", "socket_connect_timeout")},
+            # The sentinels get the primary's credentials too: the common Helm charts protect
+            # both with one password, so that only auth can even ask where the primary is.
+            sentinel_kwargs={
+                **{key: options[key] for key in ("socket_timeout", "socket_connect_timeout")},
+                "username": topology.username,
+                "password": topology.password,
+            },
         )
         client: redis.Redis = sentinel.master_for(
             topology.service,

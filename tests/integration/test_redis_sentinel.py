@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -26,6 +27,7 @@ from services.auth.app import create_app
 from services.auth.domain import SessionPolicy
 from services.auth.redis_client import connect
 from services.auth.store import SessionStore
+from shared import ServiceUnavailable
 from tests.integration.test_auth_app import Session, settings_for, wait_for_demo_users
 from tests.integration.test_session_management import (  # noqa: F401 - collected here, run via Sentinel
     test_concurrent_logins_and_revocations_keep_the_index_exact,
@@ -223,3 +225,20 @@ def test_when_the_primary_dies_auth_answers_503_until_the_replica_is_promoted_th
             assert slowest < 2.0
             assert all(caller.mint().status_code == 200 for caller in callers)
             assert auth.get("/readyz").status_code == 200
+
+
+async def test_a_password_protected_deployment_is_reached_with_the_urls_credentials(tmp_path: Path) -> None:
+    # The Helm chart of deploy/k8s protects the data servers and the sentinels with one password.
+    with LocalSentinel(tmp_path / "sentinel", password="s3cret/with:odd@chars") as protected:
+        client = connect(protected.url, 0.5)
+        try:
+            await client.set("probe", "1")
+            assert int((await client.info("server"))["tcp_port"]) == protected.primary_port()
+        finally:
+            await client.aclose()
+        anonymous = connect(protected.url.replace(f"{quote('s3cret/with:odd@chars', safe='')}@", "@"), 0.5)
+        try:
+            with pytest.raises(ServiceUnavailable):
+                await SessionStore(anonymous, POLICY).ping()
+        finally:
+            await anonymous.aclose()
