@@ -190,8 +190,7 @@ async def login(request: Request) -> Response:
 async def token(request: Request) -> Response:
     context = _context(request)
     _check_cross_site(context, request)
-    # The body is read first, so that nothing awaits between the session's last check and fixing
-    # the claims; the signature itself is computed off the event loop.
+    # The body is read first, so that nothing awaits between the session's last check and signing.
     audience = domain.requested_audience(await read_json_object(request), context.settings.audiences)
     session, user = await _current_session(context, request)
     if not domain.csrf_matches(session, request.headers.get("x-csrf-token")):
@@ -208,7 +207,7 @@ async def token(request: Request) -> Response:
         context.clock(),
     )
     body = {
-        "access_token": await context.keys.sign(claims),
+        "access_token": context.keys.sign(claims),
         "token_type": "Bearer",
         "expires_in": context.settings.access_token_ttl,
     }

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -221,26 +218,3 @@ def test_a_scheduled_key_without_its_file_is_named(tmp_path: Path) -> None:
 )
 def test_a_kid_that_starts_with_a_dash_is_not_taken_for_an_option(argv: list[str], parsed: list[str]) -> None:
     assert kid_arguments(argv) == parsed
-
-
-async def test_signing_leaves_the_event_loop_free_for_other_requests(tmp_path: Path) -> None:
-    init_keys(tmp_path, now=T0)
-    store = KeyStore(tmp_path, POLICY, clock=lambda: T0 + 1)
-    released = threading.Event()
-    keyring = store.keyring
-
-    class SlowKeyring:
-        def sign(self, claims: dict[str, Any], now: float) -> str:
-            # Only a coroutine on the event loop can release this: were the signature computed
-            # on the loop's own thread, the wait would time out.
-            assert released.wait(timeout=5), "the event loop was blocked while signing"
-            return keyring.sign(claims, now)
-
-    store.keyring = SlowKeyring()  # type: ignore[assignment]
-
-    async def other_request() -> None:
-        released.set()
-
-    token, _ = await asyncio.gather(store.sign({"sub": "u"}), other_request())
-    assert token.count(".") == 2
-    assert store.tokens_signed == 1
