@@ -108,8 +108,13 @@ def test_the_table_follows_the_results_it_is_generated_from() -> None:
 def test_a_number_that_no_result_explains_is_caught() -> None:
     _, data = committed()
     allowed = allowed_numbers(data)
-    assert "802" in allowed
-    assert "0.31" in allowed
-    assert "310" in allowed
-    assert "803" not in allowed
-    assert "0.30" not in allowed
+    token_bytes = data["sizes"]["access_token_bytes"]
+    lookup_vs_verify = next(
+        r.value for r in report.ratios(data) if r.name.startswith("session lookup / verify warm")
+    )
+    assert str(token_bytes) in allowed
+    assert f"{lookup_vs_verify:.2f}" in allowed
+    # Off by one in the last digit: nothing in the results explains these (checked, not assumed).
+    near_misses = {str(token_bytes + 1), f"{lookup_vs_verify + 0.01:.2f}"}
+    assert not near_misses & {spelling for value in leaves(data) for spelling in spellings(value)}
+    assert not near_misses & allowed
