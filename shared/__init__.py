@@ -25,6 +25,7 @@ from shared.jwks import JWKSCache, JWKSConfig, JWKSFetchError, parse_jwks
 from shared.logs import configure_logging, request_id
 from shared.metrics import VerifierMetrics, metrics_route, new_registry
 from shared.openapi import openapi_document, openapi_error, openapi_route
+from shared.proxies import ProxyNetwork, client_ip, parse_trusted_proxies, trusted_proxies_from_env
 from shared.service import build_app, read_json_object, serve, serve_from_env
 from shared.settings import (
     Secret,
@@ -55,6 +56,7 @@ __all__ = [
     "JWKSFetchError",
     "NotFound",
     "PayloadTooLarge",
+    "ProxyNetwork",
     "RequestTimeout",
     "Secret",
     "ServiceUnavailable",
@@ -69,6 +71,7 @@ __all__ = [
     "VerifierSettings",
     "bearer_token",
     "build_app",
+    "client_ip",
     "configure_logging",
     "env_bool",
     "env_environment",
@@ -85,8 +88,10 @@ __all__ = [
     "openapi_error",
     "openapi_route",
     "parse_jwks",
+    "parse_trusted_proxies",
     "read_json_object",
     "request_id",
     "serve",
     "serve_from_env",
+    "trusted_proxies_from_env",
 ]

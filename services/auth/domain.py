@@ -197,43 +197,6 @@ def newest_first(sessions: list[Session]) -> list[Session]:
     return sorted(sessions, key=lambda session: (session.created_at, session.handle), reverse=True)
 
 
-ProxyNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_trusted_proxies(entries: tuple[str, ...]) -> tuple[ProxyNetwork, ...]:
-    """Addresses or CIDR networks; ValueError names the first entry that is neither."""
-    networks = []
-    for entry in entries:
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            raise ValueError(f"{entry!r} is not an IP address or network") from None
-    return tuple(networks)
-
-
-def client_ip(peer: str, forwarded_for: list[str], trusted: tuple[ProxyNetwork, ...]) -> str:
-    """The client's address: ``X-Forwarded-For`` is believed only as far as trusted proxies vouch.
-
-    Walking from the peer leftwards, each hop that is a trusted proxy passes the question on to
-    the address it reports; the first untrusted (or unparsable) address is the client. Anything
-    to its left was written by the client itself and is ignored. ``forwarded_for`` holds every
-    ``X-Forwarded-For`` header in order; a proxy chain may append to one or send several.
-    """
-    hops = [hop.strip() for header in forwarded_for for hop in header.split(",")]
-    current = peer
-    while _is_trusted(current, trusted) and hops:
-        current = hops.pop()
-    return current
-
-
-def _is_trusted(address: str, trusted: tuple[ProxyNetwork, ...]) -> bool:
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(parsed in network for network in trusted)
-
-
 @dataclass(frozen=True)
 class RateLimit:
     """At most ``limit`` events per fixed window of ``window`` seconds."""

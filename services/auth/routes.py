@@ -24,6 +24,7 @@ from shared import (
     NotFound,
     TooManyRequests,
     Unauthorized,
+    client_ip,
     openapi_route,
     read_json_object,
 )
@@ -122,7 +123,7 @@ async def _csrf_protected_session(context: AuthContext, request: Request) -> tup
 def _client_ip(context: AuthContext, request: Request) -> str:
     peer = request.client.host if request.client else ""
     forwarded_for = request.headers.getlist("x-forwarded-for")
-    return domain.client_ip(peer, forwarded_for, context.settings.trusted_proxies)
+    return client_ip(peer, forwarded_for, context.settings.trusted_proxies)
 
 
 async def _reserve_login_attempt(context: AuthContext, email: str, ip: str) -> tuple[str, str, str]:

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from services.auth.domain import LoginThrottlePolicy, ProxyNetwork, RateLimit, parse_trusted_proxies
+from services.auth.domain import LoginThrottlePolicy, RateLimit
 from services.auth.keys import RotationPolicy
 from services.auth.redis_client import parse_url as parse_redis_url
 from shared import (
+    ProxyNetwork,
     Secret,
     SettingsError,
     env_bool,
@@ -20,6 +21,7 @@ from shared import (
     env_list,
     env_secret,
     env_str,
+    trusted_proxies_from_env,
 )
 
 DEMO_PASSWORD = "correct-horse-battery-staple"  # noqa: S105 - documented dev-only demo password
@@ -105,7 +107,7 @@ class Settings:
             jwks_max_age=rotation.jwks_max_age,
             rotation=rotation,
             demo_password=Secret(env_str(environ, "DEMO_PASSWORD", DEMO_PASSWORD)) if dev else None,
-            trusted_proxies=_trusted_proxies(environ),
+            trusted_proxies=trusted_proxies_from_env(environ),
             login_throttle=_login_throttle(environ),
             token_rate=RateLimit(
                 env_int(environ, "TOKEN_RATE_LIMIT", 60, minimum=1),
@@ -122,13 +124,6 @@ def _redis_url(environ: Mapping[str, str]) -> Secret:
     except ValueError as exc:
         raise SettingsError(f"REDIS_URL {exc}") from None
     return Secret(url)
-
-
-def _trusted_proxies(environ: Mapping[str, str]) -> tuple[ProxyNetwork, ...]:
-    try:
-        return parse_trusted_proxies(env_list(environ, "TRUSTED_PROXIES", ()))
-    except ValueError as exc:
-        raise SettingsError(f"TRUSTED_PROXIES: {exc}") from None
 
 
 def _login_throttle(environ: Mapping[str, str]) -> LoginThrottlePolicy:

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from services.gateway import balancer, domain, health, proxy, routes
 from services.gateway.metrics import UpstreamMetrics
 from services.gateway.settings import GatewaySettings
-from shared import TokenVerifier, VerifierMetrics, build_app, new_registry, open_verifier
+from shared import ProxyNetwork, TokenVerifier, VerifierMetrics, build_app, new_registry, open_verifier
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -28,6 +28,7 @@ class GatewayState(TypedDict):
     client: httpx.AsyncClient
     request_body_timeout: float
     retry_after: int
+    trusted_proxies: tuple[ProxyNetwork, ...]
     upstreams: dict[str, balancer.Pool]
     verifiers: dict[str, TokenVerifier]
 
@@ -75,6 +76,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 "request_body_timeout": settings.request_body_timeout,
                 # An origin marked down can be back once the next health check passes.
                 "retry_after": math.ceil(interval),
+                "trusted_proxies": settings.trusted_proxies,
                 "upstreams": pools,
                 "verifiers": verifiers,
             }

@@ -12,7 +12,7 @@ from starlette.routing import BaseRoute, Route
 from services.gateway import domain, proxy
 from services.gateway.balancer import Pool
 from services.gateway.openapi import build_openapi
-from shared import NotFound, TokenVerifier, openapi_route
+from shared import NotFound, TokenVerifier, client_ip, openapi_route
 
 
 def _asset_response(request: Request, name: str) -> Response:
@@ -49,14 +49,19 @@ async def forward(request: Request) -> Response:
         await verifiers[route.audience].verify_request(request)
 
     request_target = domain.request_target(target, request.scope["query_string"])
-    client_ip = request.client.host if request.client is not None else ""
+    # The client as the gateway's own trusted proxies (an ingress) report it; their claim is then
+    # stated afresh to the upstream, and any X-Forwarded-For the client wrote is dropped.
+    peer = request.client.host if request.client is not None else ""
+    client_address = client_ip(
+        peer, request.headers.getlist("x-forwarded-for"), request.state.trusted_proxies
+    )
 
     def headers_for(upstream_host: bytes) -> list[tuple[bytes, bytes]]:
         return domain.upstream_request_headers(
             request.headers.raw,
             route,
             upstream_host=upstream_host,
-            client_ip=client_ip.encode("latin-1"),
+            client_ip=client_address.encode("latin-1"),
             scheme=request.url.scheme.encode("ascii"),
         )
 

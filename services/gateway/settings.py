@@ -6,7 +6,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from shared import SettingsError, VerifierSettings, env_float, env_int, env_list, env_str
+from shared import (
+    ProxyNetwork,
+    SettingsError,
+    VerifierSettings,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    trusted_proxies_from_env,
+)
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -45,6 +54,8 @@ class GatewaySettings:
     request_body_timeout: float
     upstream_health_interval: float
     verifier: VerifierSettings
+    # Proxies in front of the gateway (an ingress controller) whose X-Forwarded-For is believed.
+    trusted_proxies: tuple[ProxyNetwork, ...] = ()
     max_body_bytes: int = MAX_BODY_BYTES
 
     @classmethod
@@ -63,6 +74,7 @@ class GatewaySettings:
             request_body_timeout=env_float(environ, "REQUEST_BODY_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             upstream_health_interval=env_float(environ, "UPSTREAM_HEALTH_INTERVAL_SECONDS", 2.0, minimum=0.1),
             verifier=VerifierSettings.from_env(environ),
+            trusted_proxies=trusted_proxies_from_env(environ),
         )
 
     def upstream_urls(self) -> dict[str, tuple[str, ...]]:

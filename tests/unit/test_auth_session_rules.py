@@ -9,9 +9,9 @@ import pytest
 from services.auth import domain
 from services.auth.domain import LoginThrottlePolicy, RateLimit, User
 from services.auth.settings import Settings
-from shared import SettingsError, ValidationFailed
+from shared import SettingsError, ValidationFailed, client_ip, parse_trusted_proxies
 
-GATEWAY = domain.parse_trusted_proxies(("127.0.0.1", "10.0.0.0/8"))
+GATEWAY = parse_trusted_proxies(("127.0.0.1", "10.0.0.0/8"))
 USER = User(id="u1", email="alice@example.com", role="user", password_hash="x")
 DEV = {"APP_ENV": "dev", "SESSION_SECRET": "s3cr3t-" + "k" * 40}
 
@@ -39,15 +39,15 @@ DEV = {"APP_ENV": "dev", "SESSION_SECRET": "s3cr3t-" + "k" * 40}
 def test_client_ip_believes_forwarded_for_only_from_trusted_proxies(
     peer: str, forwarded_for: list[str], expected: str
 ) -> None:
-    assert domain.client_ip(peer, forwarded_for, GATEWAY) == expected
+    assert client_ip(peer, forwarded_for, GATEWAY) == expected
 
 
 def test_with_no_trusted_proxy_forwarded_for_is_ignored() -> None:
-    assert domain.client_ip("127.0.0.1", ["203.0.113.9"], ()) == "127.0.0.1"
+    assert client_ip("127.0.0.1", ["203.0.113.9"], ()) == "127.0.0.1"
 
 
 def test_trusted_proxies_parse_addresses_and_networks() -> None:
-    parsed = domain.parse_trusted_proxies(("127.0.0.1", "::1", "10.0.0.0/8"))
+    parsed = parse_trusted_proxies(("127.0.0.1", "::1", "10.0.0.0/8"))
     assert parsed == (
         ipaddress.ip_network("127.0.0.1/32"),
         ipaddress.ip_network("::1/128"),

@@ -648,3 +648,34 @@ def test_a_client_that_abandons_a_stream_gives_its_upstream_connection_back(
         # With one pooled connection, a leaked one would make this wait for the pool and fail 504.
         with httpx.Client(base_url=gateway.url, trust_env=False, timeout=10) as client:
             assert client.get("/auth/after-abandon").status_code == 200
+
+
+def test_behind_a_trusted_ingress_the_upstream_learns_the_client_the_ingress_saw(
+    auth_server: ServerThread, orders_server: ServerThread
+) -> None:
+    # An ingress controller on loopback: its X-Forwarded-For names the real client, and the
+    # gateway states that client to auth (whose login budgets count by it) in a header of its own.
+    settings = gateway_settings(
+        AUTH_URL=auth_server.url,
+        ORDERS_URL=orders_server.url,
+        JWKS_URL=f"{auth_server.url}/.well-known/jwks.json",
+        TRUSTED_PROXIES="127.0.0.1",
+    )
+    with (
+        ServerThread(create_app(settings), lifespan="on") as ingress_facing,
+        httpx.Client(base_url=ingress_facing.url, trust_env=False, timeout=10) as ingress,
+    ):
+        seen = ingress.get("/auth/whoami", headers={"X-Forwarded-For": "6.6.6.6, 203.0.113.9"}).json()
+        assert headers_of(seen, "x-forwarded-for") == ["203.0.113.9"], "the hop the ingress vouches for"
+        seen = ingress.get("/auth/whoami").json()
+        assert headers_of(seen, "x-forwarded-for") == ["127.0.0.1"], "no header: the peer itself"
+
+
+def test_an_untrusted_ingress_cannot_choose_the_client_address(client: httpx.Client) -> None:
+    seen = client.get("/auth/whoami", headers={"X-Forwarded-For": "203.0.113.9"}).json()
+    assert headers_of(seen, "x-forwarded-for") == ["127.0.0.1"]
+
+
+def test_trusted_proxies_must_be_addresses_or_networks() -> None:
+    with pytest.raises(SettingsError, match="TRUSTED_PROXIES: 'ingress' is not an IP address or network"):
+        gateway_settings(TRUSTED_PROXIES="10.0.0.0/8, ingress")
