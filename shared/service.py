@@ -103,7 +103,10 @@ def serve(
         log_config=None,
         access_log=False,
         http=HttpProtocol,
-        loop="auto",
+        # Not uvloop: it resolves names on libuv's pool of four threads, and while a Compose
+        # service is stopped Docker's DNS takes ~10 s to fail its name, so a Redis outage left
+        # auth answering 503 long after Redis was back (the compose fault tests caught it).
+        loop="asyncio",
         server_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=5,
