@@ -163,6 +163,18 @@ def gateway_settings(**environ: str) -> GatewaySettings:
     )
 
 
+def settings_before(
+    auth_server: ServerThread, orders_server: ServerThread, **environ: str
+) -> GatewaySettings:
+    """A gateway in front of the fake auth and orders, keys from the fake auth's JWKS."""
+    return gateway_settings(
+        AUTH_URL=auth_server.url,
+        ORDERS_URL=orders_server.url,
+        JWKS_URL=f"{auth_server.url}/.well-known/jwks.json",
+        **environ,
+    )
+
+
 @pytest.fixture(scope="module")
 def signing_key() -> RSAKey:
     return RSAKey.generate_key(2048, parameters={"kid": KID})
@@ -193,11 +205,7 @@ def orders_server(orders_seen: Seen) -> Iterator[ServerThread]:
 
 @pytest.fixture(scope="module")
 def gateway(auth_server: ServerThread, orders_server: ServerThread) -> Iterator[ServerThread]:
-    settings = gateway_settings(
-        AUTH_URL=auth_server.url,
-        ORDERS_URL=orders_server.url,
-        JWKS_URL=f"{auth_server.url}/.well-known/jwks.json",
-    )
+    settings = settings_before(auth_server, orders_server)
     with ServerThread(create_app(settings), lifespan="on") as server:
         yield server
 
@@ -540,10 +548,9 @@ def test_a_slow_request_body_is_408_and_never_reaches_the_upstream(
 def test_slow_request_bodies_cannot_take_the_upstream_pool(
     auth_server: ServerThread, orders_server: ServerThread
 ) -> None:
-    settings = gateway_settings(
-        AUTH_URL=auth_server.url,
-        ORDERS_URL=orders_server.url,
-        JWKS_URL=f"{auth_server.url}/.well-known/jwks.json",
+    settings = settings_before(
+        auth_server,
+        orders_server,
         UPSTREAM_MAX_CONNECTIONS="2",
     )
     with ServerThread(create_app(settings), lifespan="on") as gateway, contextlib.ExitStack() as stack:
@@ -633,10 +640,9 @@ def test_an_upstream_url_that_is_not_an_origin_is_refused_by_name(url: str) -> N
 def test_a_client_that_abandons_a_stream_gives_its_upstream_connection_back(
     auth_server: ServerThread, orders_server: ServerThread
 ) -> None:
-    settings = gateway_settings(
-        AUTH_URL=auth_server.url,
-        ORDERS_URL=orders_server.url,
-        JWKS_URL=f"{auth_server.url}/.well-known/jwks.json",
+    settings = settings_before(
+        auth_server,
+        orders_server,
         UPSTREAM_MAX_CONNECTIONS="1",
     )
     with ServerThread(create_app(settings), lifespan="on") as gateway:
@@ -655,10 +661,9 @@ def test_behind_a_trusted_ingress_the_upstream_learns_the_client_the_ingress_saw
 ) -> None:
     # An ingress controller on loopback: its X-Forwarded-For names the real client, and the
     # gateway states that client to auth (whose login budgets count by it) in a header of its own.
-    settings = gateway_settings(
-        AUTH_URL=auth_server.url,
-        ORDERS_URL=orders_server.url,
-        JWKS_URL=f"{auth_server.url}/.well-known/jwks.json",
+    settings = settings_before(
+        auth_server,
+        orders_server,
         TRUSTED_PROXIES="127.0.0.1",
     )
     with (
