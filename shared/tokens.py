@@ -1,12 +1,13 @@
 """Pure rules for RFC 9068 access tokens: what a header and a claim set must look like.
 
 No I/O and no clock of its own (``now`` is passed in), so every rule is testable alone.
-The signature itself is checked by :mod:`shared.verifier` with joserfc.
+The signature itself is checked by :mod:`shared.verifier` with joserfc's RS256.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import re
@@ -85,41 +86,66 @@ class StrictJSONDecoder(json.JSONDecoder):
             raise ValueError("JSON nested too deeply") from None
 
 
+_STRICT = StrictJSONDecoder()
+
+
 def loads_strict(data: bytes) -> Any:
-    """JSON without duplicate members, NaN/Infinity (which JSON does not have) or runaway nesting."""
-    return json.loads(data, cls=StrictJSONDecoder)
+    """UTF-8 JSON without duplicate members, NaN/Infinity (which JSON does not have) or runaway nesting."""
+    # Decoded here, not by json.loads: given bytes, it would also guess UTF-16 and UTF-32.
+    return _STRICT.decode(data.decode("utf-8"))
 
 
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+_COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+# The characters that may end a segment of each length mod 4: the bits past the last whole
+# byte must be zero, or one byte string would have several spellings (and a token several).
+_CANONICAL_LAST = {
+    0: frozenset(_ALPHABET),
+    2: frozenset(_ALPHABET[::16]),
+    3: frozenset(_ALPHABET[::4]),
+}
+
+
+def _decode_segment(segment: str) -> bytes:
+    # The caller has checked the alphabet; only the length and the trailing bits remain.
+    allowed = _CANONICAL_LAST.get(len(segment) % 4)
+    if allowed is None or segment[-1] not in allowed:
+        raise ValueError("not canonical unpadded base64url")
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 def b64url_decode(segment: str) -> bytes:
     """Strict base64url without padding, as JWS requires, in its one canonical spelling."""
-    if not _BASE64URL.fullmatch(segment) or len(segment) % 4 == 1:
+    if not segment:
+        return b""
+    if not _BASE64URL.fullmatch(segment):
         raise ValueError("not unpadded base64url")
-    data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    # Non-zero leftover bits would give one token many spellings.
-    if base64.urlsafe_b64encode(data).rstrip(b"=") != segment.encode():
-        raise ValueError("non-canonical base64url")
-    return data
+    return _decode_segment(segment)
 
 
-def read_header(token: str, policy: TokenPolicy) -> str:
-    """Check the shape and the protected header before any cryptography; return the ``kid``."""
-    if len(token) > policy.max_token_bytes:
-        raise InvalidToken("oversized")
-    parts = token.split(".")
-    if len(parts) != 3 or not all(parts):
-        raise InvalidToken("malformed")
+@dataclass(frozen=True, slots=True)
+class CompactToken:
+    """A compact JWS whose shape and protected header obey the rules; its signature is unchecked."""
+
+    kid: str
+    signing_input: bytes
+    signature: bytes
+    payload: bytes
+
+
+# Every token one key signs carries the same header, byte for byte: its verdict is remembered.
+# Only a header that passes is (an exception is never cached), so a flood of bad headers
+# costs a full parse each time and can only evict good ones, which then parse again.
+@functools.lru_cache(maxsize=64)
+def _header_kid(segment: str) -> str:
     try:
-        header = loads_strict(b64url_decode(parts[0]))
-        b64url_decode(parts[1])
-        b64url_decode(parts[2])
+        header = loads_strict(_decode_segment(segment))
     except ValueError:
         raise InvalidToken("malformed") from None
     if not isinstance(header, dict):
         raise InvalidToken("malformed")
-    if not set(header) <= ALLOWED_HEADER_MEMBERS:
+    if not header.keys() <= ALLOWED_HEADER_MEMBERS:
         raise InvalidToken("header_member")
     if header.get("alg") != ALGORITHM:
         raise InvalidToken("algorithm")
@@ -129,6 +155,35 @@ def read_header(token: str, policy: TokenPolicy) -> str:
     if not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_LENGTH:
         raise InvalidToken("kid")
     return kid
+
+
+def parse_token(token: str, policy: TokenPolicy) -> CompactToken:
+    """Check the shape and the protected header before any cryptography, decoding each part once."""
+    if len(token) > policy.max_token_bytes:
+        raise InvalidToken("oversized")
+    match = _COMPACT.fullmatch(token)
+    if match is None:
+        raise InvalidToken("malformed")
+    header_segment, payload_segment, signature_segment = match.groups()
+    kid = _header_kid(header_segment)
+    try:
+        payload = _decode_segment(payload_segment)
+        signature = _decode_segment(signature_segment)
+    except ValueError:
+        raise InvalidToken("malformed") from None
+    signing_input = token[: match.end(2)].encode("ascii")
+    return CompactToken(kid, signing_input, signature, payload)
+
+
+def read_claims(token: CompactToken) -> dict[str, Any]:
+    """The payload of a token whose signature has been verified, as a JSON object."""
+    try:
+        claims = loads_strict(token.payload)
+    except ValueError:
+        raise InvalidToken("malformed") from None
+    if not isinstance(claims, dict):
+        raise InvalidToken("malformed")
+    return claims
 
 
 def _numeric_date(claims: dict[str, Any], name: str) -> int:

@@ -18,7 +18,7 @@ from shared.tokens import (
     TokenPolicy,
     check_claims,
     loads_strict,
-    read_header,
+    parse_token,
 )
 
 LEEWAY = 10
@@ -49,7 +49,7 @@ def reason(action: Callable[[], object]) -> str:
 
 
 def header_reason(token: str, policy: TokenPolicy = POLICY) -> str:
-    return reason(lambda: read_header(token, policy))
+    return reason(lambda: parse_token(token, policy))
 
 
 def claims_reason(claim_set: dict[str, Any], now: float = NOW, policy: TokenPolicy = POLICY) -> str:
@@ -57,12 +57,12 @@ def claims_reason(claim_set: dict[str, Any], now: float = NOW, policy: TokenPoli
 
 
 def test_well_formed_header_yields_its_kid() -> None:
-    assert read_header(token_with(), POLICY) == "key-1"
+    assert parse_token(token_with(), POLICY).kid == "key-1"
 
 
 def test_token_one_byte_over_the_cap_is_rejected_and_one_at_the_cap_is_not() -> None:
     token = token_with()
-    assert read_header(token, TokenPolicy(ISSUER, "orders", max_token_bytes=len(token))) == "key-1"
+    assert parse_token(token, TokenPolicy(ISSUER, "orders", max_token_bytes=len(token))).kid == "key-1"
     assert header_reason(token, TokenPolicy(ISSUER, "orders", max_token_bytes=len(token) - 1)) == "oversized"
 
 
@@ -280,7 +280,7 @@ def test_missing_kid_is_rejected() -> None:
 
 def test_kid_at_the_length_limit_is_accepted_verbatim() -> None:
     kid = "../" + "k" * (MAX_KID_LENGTH - 3)
-    assert read_header(token_with({**GOOD_HEADER, "kid": kid}), POLICY) == kid
+    assert parse_token(token_with({**GOOD_HEADER, "kid": kid}), POLICY).kid == kid
 
 
 def test_good_claim_set_returns_access_claims() -> None:
@@ -457,3 +457,21 @@ def test_loads_strict_rejects_nan_and_infinity(raw: bytes) -> None:
 def test_loads_strict_turns_runaway_nesting_into_a_value_error() -> None:
     with pytest.raises(ValueError, match="nest"):
         loads_strict(b'{"a":' * 5000 + b"1" + b"}" * 5000)
+
+
+def test_loads_strict_reads_utf8_only() -> None:
+    # json.loads alone would guess UTF-16 from the bytes and accept this.
+    with pytest.raises(UnicodeDecodeError):
+        loads_strict('{"sub": "user-1"}'.encode("utf-16"))
+
+
+def test_a_header_seen_before_does_not_excuse_the_rest_of_the_token() -> None:
+    # The header's verdict is remembered; the payload and signature are checked every time.
+    assert parse_token(token_with(), POLICY).kid == "key-1"
+    assert header_reason(token_with(payload=PAYLOAD + "AAA")) == "malformed"
+    assert header_reason(token_with(signature="e31")) == "malformed"
+
+
+def test_a_refused_header_is_refused_every_time() -> None:
+    bad = token_with({**GOOD_HEADER, "alg": "HS256"})
+    assert [header_reason(bad) for _ in range(3)] == ["algorithm"] * 3

@@ -21,7 +21,7 @@ from starlette.requests import Request
 import shared.verifier
 from shared.errors import InvalidToken, ServiceUnavailable, Unauthorized
 from shared.jwks import JWKSCache, JWKSConfig
-from shared.tokens import AccessClaims, TokenPolicy
+from shared.tokens import AccessClaims, CompactToken, TokenPolicy, b64url_decode
 from shared.verifier import TokenVerifier, bearer_token
 
 JWKS_URL = "http://127.0.0.1:8001/.well-known/jwks.json"
@@ -198,8 +198,14 @@ async def test_alg_none_token_is_rejected(verifier: TokenVerifier, alg: str) -> 
 async def test_signature_check_alone_refuses_other_algorithms(
     verifier: TokenVerifier, signing_key: RSAKey, monkeypatch: pytest.MonkeyPatch, attack: str
 ) -> None:
-    # Defence in depth: were the header rules skipped, joserfc's registry must still allow RS256 only.
-    monkeypatch.setattr(shared.verifier, "read_header", lambda token, policy: "key-1")
+    # Defence in depth: were the header rules skipped, only an RS256 signature may still verify.
+    def parse_without_header_rules(token: str, policy: TokenPolicy) -> CompactToken:
+        header, payload, signature = token.split(".")
+        return CompactToken(
+            "key-1", f"{header}.{payload}".encode(), b64url_decode(signature), b64url_decode(payload)
+        )
+
+    monkeypatch.setattr(shared.verifier, "parse_token", parse_without_header_rules)
     # An empty signature is exactly what a registry that allowed "none" would accept.
     token = hs256_with_public_pem(signing_key) if attack == "hs256" else unsigned("none", "")
     assert await rejection(verifier, token) == "signature"
@@ -261,7 +267,7 @@ async def test_a_bad_token_is_still_401_while_keys_are_unavailable() -> None:
 async def test_payload_with_duplicate_claims_is_rejected(
     verifier: TokenVerifier, signing_key: RSAKey, payload: bytes
 ) -> None:
-    assert await rejection(verifier, sign_by_hand(signing_key, HEADER, payload)) == "signature"
+    assert await rejection(verifier, sign_by_hand(signing_key, HEADER, payload)) == "malformed"
 
 
 @pytest.mark.parametrize(
@@ -274,7 +280,7 @@ async def test_signed_payload_that_is_not_a_claim_object_is_rejected(
 ) -> None:
     token = sign_by_hand(signing_key, HEADER, payload)
     assert len(token) <= POLICY.max_token_bytes
-    assert await rejection(verifier, token) == "signature"
+    assert await rejection(verifier, token) == "malformed"
 
 
 @pytest.mark.parametrize(
