@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import pytest
 from claims_factory import NOW
@@ -13,6 +11,7 @@ from test_verifier import JWKS_URL, POLICY, good_claims, mint
 import shared.verifier
 from shared.errors import InvalidToken
 from shared.jwks import JWKSCache, JWKSConfig
+from shared.tokens import CompactToken
 from shared.verified_cache import VerifiedTokens
 from shared.verifier import TokenVerifier
 
@@ -47,16 +46,20 @@ def key() -> RSAKey:
 
 @pytest.fixture
 def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every token that reached the RS256 signature check."""
+    """Every token that reached the RS256 signature check, as the signing input it was checked over."""
     seen: list[str] = []
-    real_decode = shared.verifier.jwt.decode
+    real_check = shared.verifier._signature_matches
 
-    def counting_decode(value: Any, *args: Any, **kwargs: Any) -> Any:
-        seen.append(value)
-        return real_decode(value, *args, **kwargs)
+    def counting_check(token: CompactToken, key: RSAKey) -> bool:
+        seen.append(token.signing_input.decode())
+        return real_check(token, key)
 
-    monkeypatch.setattr(shared.verifier.jwt, "decode", counting_decode)
+    monkeypatch.setattr(shared.verifier, "_signature_matches", counting_check)
     return seen
+
+
+def signed_part(token: str) -> str:
+    return token.rpartition(".")[0]
 
 
 async def open_verifier(issuer: Issuer, clock: Clock, capacity: int = 100) -> tuple[TokenVerifier, JWKSCache]:
@@ -76,7 +79,7 @@ async def test_a_reused_token_is_checked_once(key: RSAKey, decodes: list[str]) -
         await cache.aclose()
 
     assert first == second
-    assert decodes == [token]
+    assert decodes == [signed_part(token)]
     assert verifier.cache_hits == 1
     assert verifier.verified_count == 2
 
@@ -119,7 +122,7 @@ async def test_a_rejected_token_is_never_remembered(key: RSAKey, decodes: list[s
                 await verifier.verify(wrong_audience)
     finally:
         await cache.aclose()
-    assert decodes == [wrong_audience, wrong_audience]
+    assert decodes == [signed_part(wrong_audience)] * 2
     assert verifier.cache_hits == 0
 
 
@@ -131,4 +134,4 @@ async def test_capacity_zero_checks_every_time(key: RSAKey, decodes: list[str]) 
         await verifier.verify(token)
     finally:
         await cache.aclose()
-    assert decodes == [token, token]
+    assert decodes == [signed_part(token)] * 2
