@@ -272,10 +272,6 @@ def cookie_values(cookie_headers: list[str], name: str) -> list[str]:
     return values
 
 
-def csrf_matches(session: Session, presented: str | None) -> bool:
-    return presented is not None and hmac.compare_digest(session.csrf_token.encode(), presented.encode())
-
-
 def check_same_origin(origin: str | None, fetch_site: str | None, public_origin: str) -> None:
     """Refuse an unsafe request that a browser says came from another origin.
 

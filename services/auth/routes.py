@@ -17,7 +17,7 @@ from services.auth.keys import KeyStore
 from services.auth.openapi import build_openapi
 from services.auth.passwords import Passwords
 from services.auth.settings import Settings
-from services.auth.store import SessionStore, ThrottleStore, UserStore
+from services.auth.store import Refusal, SessionStore, ThrottleStore, UserStore
 from shared import (
     ApiError,
     Forbidden,
@@ -71,38 +71,35 @@ def _session_id_from_cookie(context: AuthContext, request: Request) -> str | Non
     return ids[0] if ids else None
 
 
-async def _current_session(context: AuthContext, request: Request) -> tuple[Session, User]:
-    """The caller's live session and user, not yet touched; 401 otherwise."""
+async def _session_in_use(
+    context: AuthContext, request: Request, *, csrf: bool, token_budget: RateLimit | None = None
+) -> tuple[Session, User]:
+    """The caller's session after this use and its user: 401 without a live one, 403 on a CSRF miss.
+
+    With ``csrf``, the request's X-CSRF-Token must be the session's. The idle timer slides only
+    on a request that is allowed; ``token_budget`` spends one token request (429 when over).
+    """
     session_id = _session_id_from_cookie(context, request)
-    if session_id is None:
+    owner = None if session_id is None else domain.session_owner(session_id)
+    if session_id is None or owner is None:
         raise Unauthorized("no valid session", code="no_session")
-    owner = domain.session_owner(session_id)
-    if owner is None:
+    used = await context.sessions.use(
+        owner,
+        domain.session_handle(session_id),
+        context.clock(),
+        csrf=request.headers.get("x-csrf-token", "") if csrf else None,
+        token_budget=token_budget,
+    )
+    if used is Refusal.CSRF:
+        raise Forbidden("missing or wrong X-CSRF-Token", code="csrf_failed")
+    if used is Refusal.NO_SESSION:
         raise Unauthorized("no valid session", code="no_session")
-    found = await context.sessions.get_with_user(owner, domain.session_handle(session_id), context.clock())
-    if found is None:
-        raise Unauthorized("no valid session", code="no_session")
-    session, user = found
-    if user is None or user.disabled:
-        await context.sessions.delete(session.user_id, session.handle)
-        raise Unauthorized("no valid session", code="no_session")
-    return session, user
-
-
-async def _touched(
-    context: AuthContext, session: Session, *, token_budget: RateLimit | None = None
-) -> Session:
-    """The session after this use, or 401 if it was revoked since it was read (429 over ``token_budget``)."""
-    touched = await context.sessions.touch(session, context.clock(), token_budget=token_budget)
-    if touched is None:
-        raise Unauthorized("no valid session", code="no_session")
-    return touched
+    return used
 
 
 async def _used_session(context: AuthContext, request: Request) -> tuple[Session, User]:
-    """The caller's live session, touched: the idle timer slides only on a request that is allowed."""
-    session, user = await _current_session(context, request)
-    return await _touched(context, session), user
+    """The caller's live session, touched, for a safe (read-only) request."""
+    return await _session_in_use(context, request, csrf=False)
 
 
 def _check_cross_site(context: AuthContext, request: Request) -> None:
@@ -114,10 +111,7 @@ def _check_cross_site(context: AuthContext, request: Request) -> None:
 async def _csrf_protected_session(context: AuthContext, request: Request) -> tuple[Session, User]:
     """A cookie-authenticated unsafe request: same origin, live session and the session's CSRF token."""
     _check_cross_site(context, request)
-    session, user = await _current_session(context, request)
-    if not domain.csrf_matches(session, request.headers.get("x-csrf-token")):
-        raise Forbidden("missing or wrong X-CSRF-Token", code="csrf_failed")
-    return await _touched(context, session), user
+    return await _session_in_use(context, request, csrf=True)
 
 
 def _client_ip(context: AuthContext, request: Request) -> str:
@@ -193,10 +187,9 @@ async def token(request: Request) -> Response:
     _check_cross_site(context, request)
     # The body is read first, so that nothing awaits between the session's last check and signing.
     audience = domain.requested_audience(await read_json_object(request), context.settings.audiences)
-    session, user = await _current_session(context, request)
-    if not domain.csrf_matches(session, request.headers.get("x-csrf-token")):
-        raise Forbidden("missing or wrong X-CSRF-Token", code="csrf_failed")
-    session = await _touched(context, session, token_budget=context.settings.token_rate)
+    session, user = await _session_in_use(
+        context, request, csrf=True, token_budget=context.settings.token_rate
+    )
     claims = domain.access_token_claims(
         domain.TokenRequest(
             issuer=context.settings.issuer,

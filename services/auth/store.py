@@ -14,6 +14,7 @@ leaves the email pointing at nothing (see :meth:`UserStore.create`).
 
 from __future__ import annotations
 
+import enum
 import functools
 import logging
 import math
@@ -28,6 +29,14 @@ from services.auth.redis_client import REDIS_ERRORS, Client
 from shared import Conflict, NotFound, ServiceUnavailable, TooManyRequests
 
 logger = logging.getLogger(__name__)
+
+
+class Refusal(enum.Enum):
+    """Why a session may not be used for a request."""
+
+    NO_SESSION = "no_session"
+    CSRF = "csrf_failed"
+
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -74,8 +83,8 @@ def _index_key(user_id: str) -> str:
     return f"user-sessions:{{{user_id}}}"
 
 
-def _token_budget_key(session: Session) -> str:
-    return f"throttle:token:{{{session.user_id}}}:{session.handle}"
+def _token_budget_key(user_id: str, handle: str) -> str:
+    return f"throttle:token:{{{user_id}}}:{handle}"
 
 
 class UserStore:
@@ -137,24 +146,40 @@ class UserStore:
         await self._redis.hset(_user_key(user_id), "disabled", "1" if disabled else "0")
 
 
-# KEYS: session, and optionally a budget counter. ARGV: now (ms), session TTL, then the budget's
-# limit and window. One script, so a request over its budget neither slides the idle timer nor
-# costs a second round trip, and a session revoked meanwhile is never revived as a stub.
-_TOUCH = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if KEYS[2] then
-    local count = redis.call('INCR', KEYS[2])
-    if count == 1 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
-    if count > tonumber(ARGV[3]) then return math.max(redis.call('PTTL', KEYS[2]), 1) end
+# KEYS: session, its user, the user's index, and optionally the session's token budget.
+# ARGV: now (ms), idle and absolute timeouts (ms), the session's handle, "1" to require that
+# ARGV[6] is the session's CSRF token (else "0"), then the budget's limit and window (s).
+# Every session-authenticated request is this one round trip: the session is judged, and
+# touched only if it may be used, in one step, so a logout racing a token request either
+# wins or comes after the token. The liveness rule is SessionPolicy.is_live in milliseconds
+# (an integration test holds the two to the same answers). The CSRF tokens are compared as
+# SHA-1 digests, so the time a comparison takes says nothing about the stored token.
+_USE = """
+local flat = redis.call('HGETALL', KEYS[1])
+if #flat == 0 then return {'gone'} end
+local session = {}
+for i = 1, #flat, 2 do session[flat[i]] = flat[i + 1] end
+local user = redis.call('HGETALL', KEYS[2])
+local disabled = false
+for i = 1, #user, 2 do
+    if user[i] == 'disabled' and user[i + 1] == '1' then disabled = true end
+end
+local now, created, seen = tonumber(ARGV[1]), tonumber(session.created), tonumber(session.seen)
+local expires = created and seen and math.min(seen + tonumber(ARGV[2]), created + tonumber(ARGV[3]))
+if not expires or not session.csrf or #user == 0 or disabled or now >= expires then
+    redis.call('DEL', KEYS[1])
+    redis.call('SREM', KEYS[3], ARGV[4])
+    return {'gone'}
+end
+if ARGV[5] == '1' and redis.sha1hex(session.csrf) ~= redis.sha1hex(ARGV[6]) then return {'csrf'} end
+if KEYS[4] then
+    local count = redis.call('INCR', KEYS[4])
+    if count == 1 then redis.call('EXPIRE', KEYS[4], ARGV[8]) end
+    if count > tonumber(ARGV[7]) then return {'busy', math.max(redis.call('PTTL', KEYS[4]), 1)} end
 end
 redis.call('HSET', KEYS[1], 'seen', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 0
-"""
-
-# KEYS: session, its user. One round trip for what every session-authenticated request needs.
-_LOOKUP = """
-return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+redis.call('PEXPIRE', KEYS[1], expires - now)
+return {'ok', flat, user}
 """
 
 # The scripts below reach a user's sessions by names built from a prefix (ARGV) and the handles
@@ -218,8 +243,7 @@ class SessionStore:
         self._create = client.register_script(_CREATE)
         self._indexed = client.register_script(_INDEXED)
         self._revoke_all = client.register_script(_REVOKE_ALL)
-        self._touch = client.register_script(_TOUCH)
-        self._lookup = client.register_script(_LOOKUP)
+        self._use = client.register_script(_USE)
 
     @_unavailable_on_redis_error
     async def create(self, session: Session, now: float, *, revoke_others: bool = False) -> None:
@@ -262,17 +286,6 @@ class SessionStore:
         fields = _texts(await self._redis.hgetall(_session_key(user_id, handle)))
         return await self._live(user_id, handle, fields, now)
 
-    @_unavailable_on_redis_error
-    async def get_with_user(
-        self, user_id: str, handle: str, now: float
-    ) -> tuple[Session, User | None] | None:
-        """The live session and its account (None if the account is gone), in one round trip."""
-        session_fields, user_fields = await self._lookup(
-            keys=[_session_key(user_id, handle), _user_key(user_id)]
-        )
-        session = await self._live(user_id, handle, _pairs(session_fields), now)
-        return None if session is None else (session, _user_from_fields(_pairs(user_fields)))
-
     async def _live(self, user_id: str, handle: str, fields: dict[str, str], now: float) -> Session | None:
         if not fields:
             return None
@@ -283,27 +296,48 @@ class SessionStore:
         return session
 
     @_unavailable_on_redis_error
-    async def touch(
-        self, session: Session, now: float, *, token_budget: RateLimit | None = None
-    ) -> Session | None:
-        """Record a use: the idle timer restarts, bounded by the absolute timeout.
+    async def use(
+        self,
+        user_id: str,
+        handle: str,
+        now: float,
+        *,
+        csrf: str | None = None,
+        token_budget: RateLimit | None = None,
+    ) -> tuple[Session, User] | Refusal:
+        """Use the session for one request: the session after the use and its account, or a refusal.
 
-        None when the session was revoked since it was read. The check and the write are one
-        script, so a caller that gets a session back held a live one at that instant: a token
-        minted on it was minted before any logout that races it completed. With
-        ``token_budget``, one token request is spent from the session's budget first, in the
-        same script; over budget, :class:`TooManyRequests` and the session is left as it was.
+        Refused when the session is gone or past a timeout, or its account is gone or disabled
+        (the session is then deleted), or, when ``csrf`` is given (the token the request
+        presented, empty if none), when it is not the session's. With ``token_budget``, one
+        token request is spent from the session's budget; over budget, :class:`TooManyRequests`
+        and the session is left as it was. Only a use that is allowed slides the idle timer.
         """
-        touched = self.policy.touched(session, now)
-        keys = [_session_key(session.user_id, session.handle)]
-        args: list[EncodableT] = [_ms(now), self.policy.ttl(touched, now)]
+        keys = [_session_key(user_id, handle), _user_key(user_id), _index_key(user_id)]
+        args: list[EncodableT] = [
+            _ms(now),
+            self.policy.idle * 1000,
+            self.policy.absolute * 1000,
+            handle,
+            "0" if csrf is None else "1",
+            csrf or "",
+        ]
         if token_budget is not None:
-            keys.append(_token_budget_key(session))
+            keys.append(_token_budget_key(user_id, handle))
             args += [token_budget.limit, token_budget.window]
-        outcome = int(await self._touch(keys=keys, args=args))
-        if outcome > 0:
-            raise TooManyRequests("too many token requests for this session", retry_after=-(-outcome // 1000))
-        return touched if outcome == 0 else None
+        reply = await self._use(keys=keys, args=args)
+        outcome = _text(reply[0])
+        if outcome == "busy":
+            raise TooManyRequests(
+                "too many token requests for this session", retry_after=-(-int(reply[1]) // 1000)
+            )
+        if outcome == "csrf":
+            return Refusal.CSRF
+        session = _session_from_fields(user_id, handle, _pairs(reply[1])) if outcome == "ok" else None
+        user = _user_from_fields(_pairs(reply[2])) if outcome == "ok" else None
+        if session is None or user is None:
+            return Refusal.NO_SESSION
+        return self.policy.touched(session, now), user
 
     @_unavailable_on_redis_error
     async def delete(self, user_id: str, handle: str) -> None:

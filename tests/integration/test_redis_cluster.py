@@ -25,7 +25,7 @@ from services.auth import domain
 from services.auth.app import create_app
 from services.auth.domain import SessionPolicy
 from services.auth.redis_client import connect
-from services.auth.store import SessionStore, UserStore
+from services.auth.store import Refusal, SessionStore, UserStore
 from shared import ServiceUnavailable
 from tests.integration.test_auth_app import Session, settings_for, wait_for_demo_users
 from tests.integration.test_session_management import (  # noqa: F401 - collected here, run on the Cluster
@@ -91,6 +91,10 @@ def sessions(client: RedisCluster) -> SessionStore:
     return SessionStore(client, POLICY)
 
 
+def _handle(used: tuple[domain.Session, domain.User] | Refusal) -> str | None:
+    return used[0].handle if isinstance(used, tuple) else None
+
+
 def _keys_by_node(cluster: LocalCluster) -> dict[int, set[str]]:
     found = {}
     for port in cluster.ports:
@@ -122,7 +126,10 @@ async def test_each_users_keys_share_one_node_and_users_spread_over_every_node(
     cluster: LocalCluster, client: RedisCluster
 ) -> None:
     created = await _users_with_sessions(client, 30)
-    await SessionStore(client, POLICY).touch(created[0][1], NOW + 1, token_budget=domain.RateLimit(5, 60))
+    user, session = created[0]
+    await SessionStore(client, POLICY).use(
+        user.id, session.handle, NOW + 1, token_budget=domain.RateLimit(5, 60)
+    )
     by_node = _keys_by_node(cluster)
     homes = set()
     for user, _ in created:
@@ -167,14 +174,14 @@ async def test_a_hung_node_costs_its_users_a_503_within_two_timeouts_and_heals_w
     try:
         started = time.monotonic()
         with pytest.raises(ServiceUnavailable):
-            await sessions.get_with_user(user.id, session.handle, NOW + 1)
+            await sessions.use(user.id, session.handle, NOW + 1)
         elapsed = time.monotonic() - started
     finally:
         os.kill(server.pid, signal.SIGCONT)
     # The client's 0.5 s timeout, retried once after it reloads the layout from the live nodes.
     assert elapsed < 1.5
-    found = await sessions.get_with_user(user.id, session.handle, NOW + 2)
-    assert found is not None
+    found = await sessions.use(user.id, session.handle, NOW + 2)
+    assert isinstance(found, tuple)
     assert found[1] == user
 
 
@@ -199,11 +206,11 @@ async def test_a_burst_larger_than_the_pool_waits_for_connections_instead_of_fai
     try:
         sessions = SessionStore(small, POLICY)
         found = await asyncio.gather(
-            *(sessions.get_with_user(user.id, session.handle, NOW + 1) for user, session in created * 40)
+            *(sessions.use(user.id, session.handle, NOW + 1) for user, session in created * 40)
         )
     finally:
         await small.aclose()
-    assert [pair[0] if pair else None for pair in found] == [session for _, session in created * 40]
+    assert [_handle(used) for used in found] == [session.handle for _, session in created * 40]
 
 
 @pytest.fixture
@@ -240,8 +247,8 @@ async def test_a_burst_on_a_fresh_client_finds_every_session_on_every_node(
         try:
             sessions = SessionStore(fresh, POLICY)
             found = await asyncio.gather(
-                *(sessions.get_with_user(user.id, session.handle, NOW + 1) for user, session in created * 5)
+                *(sessions.use(user.id, session.handle, NOW + 1) for user, session in created * 5)
             )
         finally:
             await fresh.aclose()
-        assert [pair[0] if pair else None for pair in found] == [session for _, session in created * 5]
+        assert [_handle(used) for used in found] == [session.handle for _, session in created * 5]

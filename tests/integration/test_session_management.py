@@ -23,7 +23,7 @@ from services.auth.domain import RateLimit, SessionPolicy, User
 from services.auth.passwords import Passwords
 from services.auth.redis_client import connect
 from services.auth.settings import DEMO_PASSWORD
-from services.auth.store import SessionStore, ThrottleStore
+from services.auth.store import Refusal, SessionStore, ThrottleStore
 from shared import TooManyRequests
 from tests.integration.test_auth_app import ORIGIN, login, settings_for, wait_for_demo_users
 
@@ -50,6 +50,12 @@ async def _new(sessions: SessionStore, now: float = NOW) -> domain.Session:
     )
     await sessions.create(session, now)
     return session
+
+
+async def _account(client: aioredis.Redis, user: User = ALICE, *, disabled: bool = False) -> None:
+    """The user's record, which a session needs before it can be used."""
+    fields = {"id": user.id, "email": user.email, "role": user.role, "password_hash": user.password_hash}
+    await client.hset(f"user:{{{user.id}}}", mapping={**fields, "disabled": "1" if disabled else "0"})
 
 
 async def _index(client: aioredis.Redis) -> set[str]:
@@ -135,11 +141,14 @@ async def test_revoke_others_replaces_every_session_in_one_step(
     assert await sessions.get(ALICE.id, renewed.handle, NOW + 10) == renewed
 
 
-async def test_touch_reports_a_session_revoked_since_it_was_read(sessions: SessionStore) -> None:
+async def test_touch_reports_a_session_revoked_since_it_was_read(
+    sessions: SessionStore, client: aioredis.Redis
+) -> None:
+    await _account(client)
     session = await _new(sessions)
-    assert await sessions.touch(session, NOW + 1) is not None
+    assert isinstance(await sessions.use(ALICE.id, session.handle, NOW + 1), tuple)
     await sessions.delete(ALICE.id, session.handle)
-    assert await sessions.touch(session, NOW + 2) is None
+    assert await sessions.use(ALICE.id, session.handle, NOW + 2) is Refusal.NO_SESSION
 
 
 LOGIN = (RateLimit(100, 60), RateLimit(5, 60), RateLimit(100, 60))
@@ -160,8 +169,9 @@ async def test_every_throttle_counter_expires_with_its_window(
 ) -> None:
     throttles = ThrottleStore(client)
     await throttles.reserve_login(KEYS, LOGIN)
+    await _account(client)
     session = await _new(sessions)
-    await sessions.touch(session, NOW, token_budget=RateLimit(3, 20))
+    await sessions.use(ALICE.id, session.handle, NOW, token_budget=RateLimit(3, 20))
     for key in KEYS:
         assert 0 < await client.ttl(key) <= 60
     assert 0 < await client.ttl(f"throttle:token:{{{ALICE.id}}}:{session.handle}") <= 20
@@ -197,12 +207,15 @@ async def test_an_account_under_attack_refuses_only_addresses_that_failed_on_it(
 async def test_token_uses_past_the_rate_wait_for_the_window_and_leave_the_session_untouched(
     client: aioredis.Redis, sessions: SessionStore
 ) -> None:
+    await _account(client)
     session = await _new(sessions)
     budget = RateLimit(3, 20)
     for second in (1, 2, 3):
-        assert await sessions.touch(session, NOW + second, token_budget=budget) is not None
+        assert isinstance(
+            await sessions.use(ALICE.id, session.handle, NOW + second, token_budget=budget), tuple
+        )
     with pytest.raises(TooManyRequests) as caught:
-        await sessions.touch(session, NOW + 4, token_budget=budget)
+        await sessions.use(ALICE.id, session.handle, NOW + 4, token_budget=budget)
     assert 1 <= int(caught.value.headers["Retry-After"]) <= 20
     stored = await sessions.get(ALICE.id, session.handle, NOW + 5)
     assert stored is not None
@@ -212,9 +225,11 @@ async def test_token_uses_past_the_rate_wait_for_the_window_and_leave_the_sessio
 async def test_a_budgeted_touch_of_a_revoked_session_spends_nothing(
     client: aioredis.Redis, sessions: SessionStore
 ) -> None:
+    await _account(client)
     session = await _new(sessions)
     await sessions.delete(session.user_id, session.handle)
-    assert await sessions.touch(session, NOW, token_budget=RateLimit(3, 20)) is None
+    used = await sessions.use(ALICE.id, session.handle, NOW, token_budget=RateLimit(3, 20))
+    assert used is Refusal.NO_SESSION
     assert not await client.exists(f"session:{{{ALICE.id}}}:{session.handle}"), "no stub revived"
     assert not await client.exists(f"throttle:token:{{{ALICE.id}}}:{session.handle}")
 
@@ -314,3 +329,80 @@ def test_a_client_reaching_auth_directly_cannot_spoof_its_address(auth_behind_a_
 def test_the_trusted_proxys_forwarded_for_names_the_client(auth_behind_a_proxy: str) -> None:
     # The client wrote 198.51.100.7 itself; the proxy appended what it saw: 203.0.113.9.
     assert _recorded_ip(auth_behind_a_proxy, "127.0.0.2", "198.51.100.7, 203.0.113.9") == "203.0.113.9"
+
+
+async def test_a_use_with_the_sessions_csrf_token_is_allowed(
+    sessions: SessionStore, client: aioredis.Redis
+) -> None:
+    await _account(client)
+    session = await _new(sessions)
+    used = await sessions.use(ALICE.id, session.handle, NOW + 1, csrf=session.csrf_token)
+    assert isinstance(used, tuple)
+    assert used[0].last_seen == NOW + 1
+
+
+@pytest.mark.parametrize(
+    "presented",
+    ["", "{token}x", "{token_short}", "{token_upper}", "é", "{other}"],
+    ids=["empty", "longer", "shorter", "case", "non-ascii", "another-sessions"],
+)
+async def test_a_use_with_any_other_csrf_token_is_refused_and_touches_nothing(
+    sessions: SessionStore, client: aioredis.Redis, presented: str
+) -> None:
+    await _account(client)
+    session, other = await _new(sessions), await _new(sessions)
+    token = session.csrf_token
+    presented = presented.format(
+        token=token, token_short=token[:-1], token_upper=token.upper(), other=other.csrf_token
+    )
+    budget = RateLimit(3, 20)
+    assert await sessions.use(ALICE.id, session.handle, NOW + 5, csrf=presented, token_budget=budget) is (
+        Refusal.CSRF
+    )
+    stored = await sessions.get(ALICE.id, session.handle, NOW + 6)
+    assert stored is not None
+    assert stored.last_seen == NOW, "a refused use does not slide the idle timer"
+    assert not await client.exists(f"throttle:token:{{{ALICE.id}}}:{session.handle}"), "nor spend budget"
+
+
+@pytest.mark.parametrize("disabled", [True, False], ids=["disabled", "deleted"])
+async def test_a_session_whose_account_is_disabled_or_gone_is_refused_and_deleted(
+    sessions: SessionStore, client: aioredis.Redis, disabled: bool
+) -> None:
+    await _account(client, disabled=disabled)
+    session = await _new(sessions)
+    if not disabled:
+        await client.delete(f"user:{{{ALICE.id}}}")
+    assert await sessions.use(ALICE.id, session.handle, NOW + 1) is Refusal.NO_SESSION
+    assert not await client.exists(f"session:{{{ALICE.id}}}:{session.handle}")
+    assert session.handle not in await _index(client)
+
+
+# Around both timeouts, to the millisecond: (when the session was last used, when it is used next).
+LIVENESS_PROBES = [
+    (NOW, NOW + 1799.999),
+    (NOW, NOW + 1800),
+    (NOW, NOW + 1800.001),
+    (NOW + 1000, NOW + 2799.999),
+    (NOW + 1000, NOW + 2800),
+    (NOW + 86000, NOW + 86399.999),
+    (NOW + 86000, NOW + 86400),
+    (NOW + 86000, NOW + 86400.5),
+]
+
+
+@pytest.mark.parametrize(("last_used", "probe"), LIVENESS_PROBES)
+async def test_the_stores_liveness_rule_is_the_session_policys(
+    sessions: SessionStore, client: aioredis.Redis, last_used: float, probe: float
+) -> None:
+    # The script judges liveness in Redis; SessionPolicy.is_live is the rule it must follow.
+    await _account(client)
+    session = await _new(sessions)
+    step = last_used
+    while step > NOW and session.last_seen < last_used:
+        step = min(session.last_seen + 1500, last_used)
+        used = await sessions.use(ALICE.id, session.handle, step)
+        assert isinstance(used, tuple)
+        session = used[0]
+    used = await sessions.use(ALICE.id, session.handle, probe)
+    assert isinstance(used, tuple) == POLICY.is_live(session, probe)

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from services.auth import domain
 from services.auth.domain import SessionPolicy, User
 from services.auth.redis_client import connect
-from services.auth.store import SessionStore, UserStore
+from services.auth.store import Refusal, SessionStore, UserStore
 from shared import Conflict, ServiceUnavailable
 
 NOW = 1_800_000_000.0
@@ -36,6 +36,18 @@ async def _new(sessions: SessionStore, now: float = NOW) -> tuple[str, domain.Se
     session = domain.new_session(session_id, ALICE, now, user_agent="pytest", ip="127.0.0.1")
     await sessions.create(session, now)
     return session_id, session
+
+
+async def _account(client: aioredis.Redis) -> None:
+    """Alice's record, which a session needs before it can be used."""
+    fields = {"id": ALICE.id, "email": ALICE.email, "role": ALICE.role, "password_hash": "x"}
+    await client.hset(f"user:{{{ALICE.id}}}", mapping=fields)
+
+
+async def _use(sessions: SessionStore, session: domain.Session, now: float) -> domain.Session:
+    used = await sessions.use(session.user_id, session.handle, now)
+    assert isinstance(used, tuple), used
+    return used[0]
 
 
 async def test_created_session_is_found_by_its_handle(sessions: SessionStore) -> None:
@@ -64,21 +76,23 @@ async def test_idle_session_expires_server_side(sessions: SessionStore) -> None:
     assert await sessions.get(session.user_id, session.handle, NOW) is None
 
 
-async def test_touch_slides_the_idle_timer(sessions: SessionStore) -> None:
+async def test_touch_slides_the_idle_timer(sessions: SessionStore, client: aioredis.Redis) -> None:
+    await _account(client)
     _, session = await _new(sessions)
-    touched = await sessions.touch(session, NOW + 1000)
+    touched = await _use(sessions, session, NOW + 1000)
     assert touched.last_seen == NOW + 1000
     assert await sessions.get(session.user_id, session.handle, NOW + 2500) is not None
 
 
-async def test_absolute_timeout_wins_over_activity(sessions: SessionStore) -> None:
+async def test_absolute_timeout_wins_over_activity(sessions: SessionStore, client: aioredis.Redis) -> None:
+    await _account(client)
     _, session = await _new(sessions)
     now = NOW
     while now < NOW + 86400 - 1500:
         now += 1500
         current = await sessions.get(session.user_id, session.handle, now)
         assert current is not None
-        session = await sessions.touch(current, now)
+        session = await _use(sessions, current, now)
     assert await sessions.get(session.user_id, session.handle, NOW + 86400) is None
 
 
@@ -90,7 +104,11 @@ async def test_redis_ttl_follows_the_policy(sessions: SessionStore, client: aior
     ttl = await client.ttl(f"session:{{{ALICE.id}}}:{session.handle}")
     assert 1795 <= ttl <= 1800
     # Near the absolute limit, the TTL shrinks to what is left of it.
-    await sessions.touch(session, now + 86400 - 60)
+    await _account(client)
+    used_at = now
+    while used_at < now + 86400 - 60:
+        used_at = min(used_at + 1500, now + 86400 - 60)
+        await _use(sessions, session, used_at)
     assert 0 < await client.ttl(f"session:{{{ALICE.id}}}:{session.handle}") <= 60
 
 
@@ -147,9 +165,10 @@ async def test_store_answers_503_quickly_when_redis_is_unreachable() -> None:
 
 
 async def test_touch_after_delete_leaves_no_stub(sessions: SessionStore, client: aioredis.Redis) -> None:
+    await _account(client)
     _, session = await _new(sessions)
     await sessions.delete(session.user_id, session.handle)
-    await sessions.touch(session, NOW + 10)
+    assert await sessions.use(session.user_id, session.handle, NOW + 10) is Refusal.NO_SESSION
     assert not await client.exists(f"session:{{{ALICE.id}}}:{session.handle}")
 
 

@@ -226,28 +226,6 @@ class TestUserAgentLabel:
         assert len(domain.user_agent_label(CHROME_LINUX + " " * 500 + "y" * 500)) <= 64
 
 
-class TestCsrf:
-    SESSION = a_session()
-
-    def test_the_right_token_matches(self) -> None:
-        assert domain.csrf_matches(self.SESSION, "csrf-token-value")
-
-    @pytest.mark.parametrize(
-        "presented",
-        [
-            None,
-            "",
-            "csrf-token-valuf",
-            "csrf-token-valu",
-            "csrf-token-value-and-more",
-            "CSRF-TOKEN-VALUE",
-            "é",
-        ],
-    )
-    def test_anything_else_does_not_match(self, presented: str | None) -> None:
-        assert not domain.csrf_matches(self.SESSION, presented)
-
-
 class TestSameOrigin:
     def test_the_exact_public_origin_passes(self) -> None:
         domain.check_same_origin(PUBLIC_ORIGIN, None, PUBLIC_ORIGIN)
