@@ -14,6 +14,7 @@ from services.auth.domain import SessionPolicy, User
 from services.auth.redis_client import connect
 from services.auth.store import Refusal, SessionStore, UserStore
 from shared import Conflict, ServiceUnavailable
+from tests.integration.test_session_management import _account
 
 NOW = 1_800_000_000.0
 ALICE = User(id="u-alice", email="alice@example.com", role="user", password_hash="x")
@@ -36,12 +37,6 @@ async def _new(sessions: SessionStore, now: float = NOW) -> tuple[str, domain.Se
     session = domain.new_session(session_id, ALICE, now, user_agent="pytest", ip="127.0.0.1")
     await sessions.create(session, now)
     return session_id, session
-
-
-async def _account(client: aioredis.Redis) -> None:
-    """Alice's record, which a session needs before it can be used."""
-    fields = {"id": ALICE.id, "email": ALICE.email, "role": ALICE.role, "password_hash": "x"}
-    await client.hset(f"user:{{{ALICE.id}}}", mapping=fields)
 
 
 async def _use(sessions: SessionStore, session: domain.Session, now: float) -> domain.Session:
