@@ -62,7 +62,11 @@ def chromium() -> Iterator[Browser]:
 @pytest.fixture(scope="package")
 def cluster(chromium: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The whole cluster; its public origin is http://localhost:<port>, as a user's browser sees it."""
-    with Cluster(ClusterConfig.on_free_ports(tmp_path_factory.mktemp("browser-cluster"))) as started:
+    # Chromium shares the 2 cores with the cluster: a Redis reply can take longer than auth's
+    # 0.5 s default and fail a login with 503 ("the session store is unavailable", seen in CI).
+    # Nothing here tests Redis timeouts; the e2e and compose tiers do, at the default.
+    env = {"REDIS_TIMEOUT_SECONDS": "3"}
+    with Cluster(ClusterConfig.on_free_ports(tmp_path_factory.mktemp("browser-cluster"), env)) as started:
         yield started
 
 
