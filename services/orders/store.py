@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 # seq keeps insertion order for orders placed within the same microsecond.
+SETUP_TIMEOUT_SECONDS = 10.0
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
     seq INTEGER PRIMARY KEY,
@@ -122,15 +125,30 @@ def _connect(path: Path) -> sqlite3.Connection:
     # check_same_thread=False: calls arrive from the thread pool, serialised by OrderStore's lock.
     connection = sqlite3.connect(path, check_same_thread=False)
     try:
-        # WAL lets a second worker process read while this one writes.
-        mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if mode != "wal":
-            logger.warning("SQLite kept journal mode %s; WAL is not available here", mode)
-        connection.executescript(_SCHEMA)
+        _set_up(connection)
     except BaseException:
         connection.close()
         raise
     return connection
+
+
+def _set_up(connection: sqlite3.Connection) -> None:
+    # Workers started together race to set up a new file, and SQLite answers "database is
+    # locked" at once rather than waiting (about 1 start in 40 here). uvicorn stops every
+    # worker when one fails to start, so the loser waits its turn instead.
+    deadline = time.monotonic() + SETUP_TIMEOUT_SECONDS
+    while True:
+        try:
+            # WAL lets a second worker process read while this one writes.
+            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            connection.executescript(_SCHEMA)
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    if mode != "wal":
+        logger.warning("SQLite kept journal mode %s; WAL is not available here", mode)
 
 
 @asynccontextmanager
