@@ -208,19 +208,7 @@ def measure(rounds: int, seconds: int) -> list[dict[str, float]]:
         with cluster:
             bench = Bench(cluster, Options(seconds, 2, 64, 20_000, 0, work_dir, rounds), work_dir)
             owner = bench.login()
-            browsers = [bench.login() for _ in range(64)]
-            sessions = bench.lines_file(
-                "sessions.txt",
-                [
-                    f"Cookie: {b.cookie}\tX-CSRF-Token: {b.csrf_token}\tOrigin: {cluster.public_origin}"
-                    for b in browsers
-                ],
-            )
-            mint = {
-                "BENCH_LINES_FILE": str(sessions),
-                "BENCH_METHOD": "POST",
-                "BENCH_BODY": '{"audience": "orders"}',
-            }
+            _, mint = bench.session_loads(64)
             orders, auth = cluster.service_url("orders"), cluster.service_url("auth")
             env = {
                 mode: {**cluster.env_for("auth" if mode == "mint" else "orders"), "LOG_LEVEL": "warning"}

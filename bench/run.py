@@ -116,6 +116,17 @@ class Bench:
                 handle.write(f"Authorization: Bearer {keys.sign(fresh, now)}\n")
         return path
 
+    def session_loads(self, count: int) -> tuple[dict[str, str], dict[str, str]]:
+        """``count`` fresh logins as wrk replays them: the load for ``GET /me`` and for minting."""
+        origin = self.cluster.public_origin
+        browsers = [self.login() for _ in range(count)]
+        sessions = self.lines_file(
+            "sessions.txt",
+            [f"Cookie: {b.cookie}\tX-CSRF-Token: {b.csrf_token}\tOrigin: {origin}" for b in browsers],
+        )
+        lookup = {"BENCH_LINES_FILE": str(sessions)}
+        return lookup, {**lookup, "BENCH_METHOD": "POST", "BENCH_BODY": '{"audience": "orders"}'}
+
     def lines_file(self, name: str, lines: list[str]) -> Path:
         path = self.work_dir / name
         path.write_text("\n".join(lines) + "\n")
@@ -217,16 +228,7 @@ def run_all(cluster: Cluster, options: Options, work_dir: Path) -> dict[str, Any
             json={"item": f"item-{item}", "quantity": 1},
             headers={"Authorization": f"Bearer {token}"},
         ).raise_for_status()
-    browsers = [bench.login() for _ in range(options.sessions)]
-    session_lines = bench.lines_file(
-        "sessions.txt",
-        [
-            f"Cookie: {b.cookie}\tX-CSRF-Token: {b.csrf_token}\tOrigin: {cluster.public_origin}"
-            for b in browsers
-        ],
-    )
-    lines = {"BENCH_LINES_FILE": str(session_lines)}
-    mint_load = {**lines, "BENCH_METHOD": "POST", "BENCH_BODY": '{"audience": "orders"}'}
+    lines, mint_load = bench.session_loads(options.sessions)
 
     # The targets are ratios, so their two sides are measured side by side, round after round.
     paired: dict[str, list[WrkResult]] = {name: [] for name in report.PAIRED}
