@@ -22,7 +22,7 @@ _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request id and any ``extra``."""
+    """One JSON object per line: time, level, service, process, logger, message, request id, ``extra``."""
 
     def __init__(self, service: str):
         super().__init__()
@@ -34,6 +34,8 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "service": self.service,
+            # Which of a service's workers wrote the line.
+            "pid": record.process,
             "logger": record.name,
             "msg": record.getMessage(),
         }
