@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
@@ -13,6 +14,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.routing import BaseRoute
+from uvicorn.config import STARTUP_FAILURE
 
 from shared.errors import BadRequest, UnsupportedMediaType, exception_handlers
 from shared.health import ReadinessCheck, health_routes
@@ -22,6 +24,7 @@ from shared.middleware import LimitsMiddleware, RequestContextMiddleware
 from shared.protocol import HttpProtocol
 from shared.settings import SettingsError
 from shared.tokens import loads_strict
+from shared.workers import Workers
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_MAX_HEADER_BYTES = 8 * 1024
@@ -94,7 +97,7 @@ def serve(
 ) -> None:
     """Run ``factory`` (``"package.module:function"``) under uvicorn with JSON logs."""
     configure_logging(service, log_level)
-    uvicorn.run(
+    config = uvicorn.Config(
         factory,
         factory=True,
         host=host,
@@ -111,6 +114,12 @@ def serve(
         proxy_headers=False,
         timeout_graceful_shutdown=5,
     )
+    if workers > 1:
+        sys.exit(Workers(config, workers, service=service, log_level=log_level).run())
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 def serve_from_env(
