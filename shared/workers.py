@@ -85,6 +85,8 @@ class Workers:
             # An ordinary bind first: SO_REUSEPORT alone would let a second copy of this service,
             # started by mistake, quietly take a share of the first one's connections.
             with socket.socket(_family(self.config.host)) as probe:
+                # Connections the last run closed may linger in TIME_WAIT; they hold nothing.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 probe.bind((self.config.host, self.config.port))
                 self.config.port = probe.getsockname()[1]
             # The supervisor's own socket then holds the port for the group; it never listens, so

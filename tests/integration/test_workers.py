@@ -206,6 +206,24 @@ def test_sigterm_to_the_supervisor_stops_every_worker(service: Service) -> None:
     assert not _tcp_inodes(service.port, "0A")
 
 
+def test_a_service_restarts_at_once_on_the_port_it_just_left(service: Service, tmp_path: Path) -> None:
+    connections = _open_connections(service, CONNECTIONS)
+    # Stopping closes the idle keep-alive connections from the server's side, which leaves them
+    # in TIME_WAIT on the service's port for a minute.
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(timeout=TIMEOUT) == 0
+    for connection in connections:
+        connection.close()
+    assert _tcp_inodes(service.port, "06"), "no connection lingers in TIME_WAIT"
+
+    again = _start(tmp_path, service.port)
+    try:
+        _wait_for(lambda: _answers(again) or again.process.poll() is not None, "the new service")
+        assert again.process.poll() is None, again.lines[-3:]
+    finally:
+        _stop(again)
+
+
 @pytest.mark.parametrize("shared", [False, True], ids=["plain", "reuse-port"])
 def test_a_port_another_program_holds_stops_the_service_at_start(tmp_path: Path, shared: bool) -> None:
     with socket.socket() as holder:
