@@ -63,7 +63,7 @@ class Options:
     cold_tokens: int
     memory_sessions: int
     out: Path
-    rounds: int = 3
+    rounds: int = 5
 
 
 @dataclasses.dataclass
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=64, help="distinct sessions for minting and /me")
     parser.add_argument("--cold-tokens", type=int, default=20_000, help="distinct tokens for the cold run")
     parser.add_argument("--memory-sessions", type=int, default=100_000, help="sessions for the memory figure")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the scenarios the targets pair")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the scenarios the targets pair")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where latest.{json,md,png} go")
     args = parser.parse_args(argv)
     options = Options(
