@@ -8,8 +8,10 @@ same port with ``SO_REUSEPORT``, and the kernel spreads new connections over the
 also sets up the service's JSON logging, which uvicorn's spawned workers never did (their access
 lines were lost).
 
-The supervisor restarts a worker that dies, and stops them all if one fails to start: a worker
-that cannot load the app or bind the port would fail the same way every time.
+The supervisor replaces a worker that dies or whose event loop stops turning (it beats through
+uvicorn's notify hook; no beat for ``STALL_SECONDS`` and it is killed), and stops them all if
+one fails to start: a worker that cannot load the app or bind the port would fail the same way
+every time.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from multiprocessing.sharedctypes import Synchronized
 from types import FrameType
 
 import uvicorn
@@ -35,6 +39,10 @@ logger = logging.getLogger("shared.workers")
 # graceful-shutdown timeout, before it is killed.
 _STOP_MARGIN_SECONDS = 5.0
 _WATCH_SECONDS = 0.5
+_BEAT_SECONDS = 1
+#: A worker whose event loop has not beaten for this long is stuck (a blocking call on the loop,
+#: a stopped process) and is replaced; a healthy one beats every second or two.
+STALL_SECONDS = 10.0
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -54,8 +62,15 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _run_worker(config: uvicorn.Config, service: str, log_level: str) -> None:
+def _run_worker(config: uvicorn.Config, service: str, log_level: str, heartbeat: Synchronized[float]) -> None:
     configure_logging(service, log_level)
+
+    async def beat() -> None:
+        heartbeat.value = time.monotonic()
+
+    # uvicorn calls this from its main loop, the same loop that serves requests.
+    config.callback_notify = beat
+    config.timeout_notify = _BEAT_SECONDS
     try:
         sock = _reuse_port_socket(config.host, config.port)
     except OSError as exc:
@@ -67,6 +82,17 @@ def _run_worker(config: uvicorn.Config, service: str, log_level: str) -> None:
         sys.exit(STARTUP_FAILURE)
 
 
+@dataclass
+class _Worker:
+    process: BaseProcess
+    # CLOCK_MONOTONIC of the worker's last beat (one clock for every process); 0 until it serves.
+    heartbeat: Synchronized[float]
+
+    def stalled(self, now: float) -> bool:
+        last = self.heartbeat.value
+        return last > 0 and now - last > STALL_SECONDS
+
+
 class Workers:
     """``count`` processes serving ``config`` on one port, kept running until SIGTERM or SIGINT."""
 
@@ -76,7 +102,7 @@ class Workers:
         self.service = service
         self.log_level = log_level
         self._context = multiprocessing.get_context("spawn")
-        self._processes: list[BaseProcess] = []
+        self._workers: list[_Worker] = []
         self._stopping = threading.Event()
 
     def run(self) -> int:
@@ -99,43 +125,53 @@ class Workers:
             for stop_signal in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(stop_signal, self._stop)
             logger.info("serving on %s:%d with %d workers", self.config.host, self.config.port, self.count)
-            self._processes = [self._start() for _ in range(self.count)]
+            self._workers = [self._start() for _ in range(self.count)]
             try:
                 return self._watch()
             finally:
                 self._stop_all()
 
-    def _start(self) -> BaseProcess:
+    def _start(self) -> _Worker:
+        heartbeat = self._context.Value("d", 0.0, lock=False)
         process = self._context.Process(
             target=_run_worker,
-            args=(self.config, self.service, self.log_level),
+            args=(self.config, self.service, self.log_level, heartbeat),
             name=f"{self.service}-worker",
         )
         process.start()
-        return process
+        return _Worker(process, heartbeat)
 
     def _watch(self) -> int:
         while not self._stopping.wait(_WATCH_SECONDS):
-            for index, process in enumerate(self._processes):
+            for index, worker in enumerate(self._workers):
+                process = worker.process
                 if process.is_alive():
-                    continue
-                if process.exitcode == STARTUP_FAILURE:
+                    if not worker.stalled(time.monotonic()):
+                        continue
+                    logger.error("worker %s stopped answering; replacing it", process.pid)
+                    process.kill()
+                    process.join()
+                elif process.exitcode == STARTUP_FAILURE:
                     logger.error("worker %s failed to start; stopping the others", process.pid)
                     return STARTUP_FAILURE
-                logger.warning("worker %s exited with %s; starting another", process.pid, process.exitcode)
-                self._processes[index] = self._start()
+                else:
+                    logger.warning(
+                        "worker %s exited with %s; starting another", process.pid, process.exitcode
+                    )
+                self._workers[index] = self._start()
         return 0
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping.set()
 
     def _stop_all(self) -> None:
-        for process in self._processes:
+        processes = [worker.process for worker in self._workers]
+        for process in processes:
             if process.is_alive():
                 process.terminate()
         grace = (self.config.timeout_graceful_shutdown or 0) + _STOP_MARGIN_SECONDS
         deadline = time.monotonic() + grace
-        for process in self._processes:
+        for process in processes:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 logger.warning("worker %s did not stop in time; killing it", process.pid)

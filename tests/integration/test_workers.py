@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from deploy.processes import free_port
+from shared.workers import STALL_SECONDS
 
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux's /proc")
 
@@ -195,6 +196,17 @@ def test_a_worker_that_dies_is_replaced(service: Service) -> None:
     _wait_for(lambda: victim not in service.workers() and len(service.workers()) == 2, "a new worker")
     assert _answers(service)
     assert service.process.poll() is None
+
+
+def test_a_worker_that_stops_answering_is_replaced(service: Service) -> None:
+    victim = min(service.workers())
+    os.kill(victim, signal.SIGSTOP)  # as stuck as an event loop blocked by a call that never returns
+    stopped = time.monotonic()
+
+    _wait_for(lambda: victim not in service.workers() and len(service.workers()) == 2, "a new worker")
+    assert time.monotonic() - stopped >= STALL_SECONDS - 2  # its last beat may be up to 2 s old
+    _wait_for(lambda: not Path(f"/proc/{victim}").exists(), "the stuck worker to be gone")
+    assert _answers(service)
 
 
 def test_sigterm_to_the_supervisor_stops_every_worker(service: Service) -> None:
