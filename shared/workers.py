@@ -23,9 +23,9 @@ import socket
 import sys
 import threading
 import time
+from ctypes import c_double
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
-from multiprocessing.sharedctypes import Synchronized
 from types import FrameType
 
 import uvicorn
@@ -62,7 +62,7 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _run_worker(config: uvicorn.Config, service: str, log_level: str, heartbeat: Synchronized[float]) -> None:
+def _run_worker(config: uvicorn.Config, service: str, log_level: str, heartbeat: c_double) -> None:
     configure_logging(service, log_level)
 
     async def beat() -> None:
@@ -86,7 +86,7 @@ def _run_worker(config: uvicorn.Config, service: str, log_level: str, heartbeat:
 class _Worker:
     process: BaseProcess
     # CLOCK_MONOTONIC of the worker's last beat (one clock for every process); 0 until it serves.
-    heartbeat: Synchronized[float]
+    heartbeat: c_double
 
     def stalled(self, now: float) -> bool:
         last = self.heartbeat.value
