@@ -311,6 +311,9 @@ def test_make_run_with_two_auth_replicas_balances_and_stops_cleanly(
         **{name: str(port) for name, port in ports.items()},
         "AUTH_REPLICAS": "2",
         "VAR_DIR": str(tmp_path),
+        # This test is about balancing and stopping, not Redis timeouts: at auth's 0.5 s default a
+        # Redis reply held up by a busy CI machine made the login a 503 (it happened once).
+        "REDIS_TIMEOUT_SECONDS": "3",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "deploy.devcluster"],

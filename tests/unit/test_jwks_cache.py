@@ -26,7 +26,9 @@ CONFIG = JWKSConfig(
     refresh_interval=3600.0,
     refetch_cooldown=COOLDOWN,
     max_stale=MAX_STALE,
-    timeout=0.2,
+    # Long enough that a stalled machine does not fail a good fetch (0.2 s once did); the tests of
+    # slow answers make them slower than this, or pass their own.
+    timeout=1.0,
     max_bytes=16 * 1024,
     retry_interval=3600.0,
 )
