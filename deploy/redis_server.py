@@ -92,7 +92,7 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> None:
         """Start the server and return once it answers.
 
-        Raises TimeoutError, with the end of the server's log, when it exits or does not listen
+        Raises TimeoutError, with the end of the server's log, when it exits or does not answer
         within ``timeout`` seconds.
         """
         if self.running:
@@ -123,12 +123,12 @@ class RedisServer:
                 start_new_session=True,
             )
         try:
-            self._wait_until_listening(self._process, timeout)
+            self._wait_until_serving(self._process, timeout)
         except TimeoutError:
             self.stop()
             raise
 
-    def _wait_until_listening(self, process: subprocess.Popen[bytes], timeout: float) -> None:
+    def _wait_until_serving(self, process: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not _serves(self.port):
             if process.poll() is not None:

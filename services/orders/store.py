@@ -20,9 +20,9 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# seq keeps insertion order for orders placed within the same microsecond.
 SETUP_TIMEOUT_SECONDS = 10.0
 
+# seq keeps insertion order for orders placed within the same microsecond.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
     seq INTEGER PRIMARY KEY,
@@ -134,8 +134,8 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def _set_up(connection: sqlite3.Connection) -> None:
     # Workers started together race to set up a new file, and SQLite answers "database is
-    # locked" at once rather than waiting (about 1 start in 40 here). uvicorn stops every
-    # worker when one fails to start, so the loser waits its turn instead.
+    # locked" at once rather than waiting (about 1 start in 40 here). A worker that fails to
+    # start stops the whole service (shared/workers.py), so the loser waits its turn instead.
     deadline = time.monotonic() + SETUP_TIMEOUT_SECONDS
     while True:
         try:

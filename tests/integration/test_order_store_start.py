@@ -1,4 +1,4 @@
-"""Several orders workers opening one new SQLite file at the same moment, as uvicorn starts them."""
+"""Several orders workers opening one new SQLite file at the same moment, as the service starts them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from services.orders.store import _connect
 
 # Without waiting for its turn, about 1 start in 40 failed with "database is locked" here, and
-# uvicorn stops the whole service when one worker fails to start: 200 starts would all pass
+# the whole service stops when one worker fails to start: 200 starts would all pass
 # by luck about once in 150 runs.
 ROUNDS = 100
 
