@@ -40,7 +40,7 @@ DEMO_USERS = ("alice@example.com (user)", "admin@example.com (admin)")
 # Variables this module decides per service; inherited values must not leak into a child
 # (a REDIS_URL in the caller's shell must not reach orders or the gateway). ``<NAME>_WORKERS`` is
 # deliberately not among them: ``ORDERS_WORKERS=4 make run`` is how a developer tries a service
-# with several uvicorn workers, which is why ServiceProcess.stop() stops a whole process group.
+# with several workers, which is why ServiceProcess.stop() stops a whole process group.
 _MANAGED_ENV = frozenset(
     {
         "APP_ENV",
@@ -200,7 +200,7 @@ class ServiceProcess:
     def start(self, env: Mapping[str, str]) -> None:
         # A session of its own keeps a terminal's Ctrl-C away from the child, so the cluster
         # stops its services in order instead of all at once. It also makes the child the leader
-        # of a process group that holds uvicorn's workers, for stop() to signal as one.
+        # of a process group that holds the service's workers, for stop() to signal as one.
         self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             with_parent_death_signal([sys.executable, "-m", self.module]),
             cwd=REPO_ROOT,
@@ -228,7 +228,7 @@ class ServiceProcess:
     def stop(self, timeout: float) -> None:
         """SIGTERM to the child's process group, then SIGKILL to what is left of it after ``timeout`` s.
 
-        The group, not only the child: with ``<NAME>_WORKERS`` above 1 the child is uvicorn's
+        The group, not only the child: with ``<NAME>_WORKERS`` above 1 the child is the service's
         supervisor, and its workers and multiprocessing's resource tracker must go too, even when
         the supervisor is already dead. Returns once the output is drained.
         """

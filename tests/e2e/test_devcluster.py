@@ -257,7 +257,7 @@ def test_a_redis_that_cannot_start_is_reported_with_its_own_complaint(tmp_path: 
 
 
 def _workers(supervisor: int, timeout: float = 20.0) -> set[int]:
-    """uvicorn's worker processes under ``supervisor``, once there are two of them."""
+    """The worker processes under ``supervisor``, once there are two of them."""
     deadline = time.monotonic() + timeout
     while True:
         workers = {pid for pid in _process_group(supervisor) if b"spawn_main" in b" ".join(_cmdline(pid))}
@@ -340,7 +340,7 @@ def test_a_redis_url_in_the_callers_environment_reaches_no_service_but_auth(
 def test_worker_counts_from_the_callers_environment_reach_the_services(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A knob for trying a service with several uvicorn workers under make run, not cluster wiring.
+    # A knob for trying a service with several workers under make run, not cluster wiring.
     monkeypatch.setenv("ORDERS_WORKERS", "3")
 
     assert cluster.env_for("orders")["ORDERS_WORKERS"] == "3"
