@@ -22,7 +22,7 @@ MMDC           := $(MERMAID_PREFIX)/node_modules/.bin/mmdc
 MERMAID_CLI    ?= @mermaid-js/mermaid-cli@^11.12
 
 .PHONY: install run test test-unit test-integration test-e2e test-security test-browser test-compose \
-	test-docs lint format clean wheels up down logs bench mermaid diagrams
+	test-hostile test-docs lint format clean wheels up down logs bench mermaid diagrams
 
 install: $(STAMP)
 
@@ -50,6 +50,9 @@ test-e2e: install
 
 test-security: install
 	$(BIN)/pytest tests/security
+
+test-hostile: install  ## attacks on availability against a running cluster (loopback only, bounded)
+	$(BIN)/pytest tests/hostile
 
 test-browser: install  ## the demo page and the CSRF attacks in Debian's Chromium (apt-get install -y chromium)
 	$(BIN)/pytest tests/browser
