@@ -1,10 +1,12 @@
-"""Suite-wide rules: where CI asks for it, a skipped test fails the run."""
+"""Suite-wide rules: the fixtures of ``tests.support``; where CI asks for it, a skipped test fails the run."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+
+pytest_plugins = ["tests.support.plugin"]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .conftest import ALICE, SESSION_COOKIE, Browser, assert_json_error, bearer
+from tests.support.cluster import ALICE, Browser
+from tests.support.http import SESSION_COOKIE, assert_json_error, bearer
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,7 @@ import pytest
 
 from deploy.devcluster import Cluster
 from services.gateway.app import STATIC_DIR
-
-from .conftest import assert_json_error
+from tests.support.http import assert_json_error
 
 pytestmark = pytest.mark.e2e
 

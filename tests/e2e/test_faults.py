@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from deploy.devcluster import Cluster
-
-from .conftest import ALICE, Browser, ClusterFactory, assert_json_error, bearer
+from tests.support.cluster import ALICE, Browser, ClusterFactory
+from tests.support.http import assert_json_error, bearer
 
 pytestmark = pytest.mark.e2e
 

@@ -6,18 +6,8 @@ import httpx
 import pytest
 
 from deploy.devcluster import Cluster
-
-from .conftest import (
-    ADMIN,
-    ALICE,
-    BOB,
-    SESSION_COOKIE,
-    Browser,
-    assert_json_error,
-    bearer,
-    session_cookie,
-    unverified_parts,
-)
+from tests.support.cluster import ADMIN, ALICE, BOB, Browser
+from tests.support.http import SESSION_COOKIE, assert_json_error, bearer, session_cookie, unverified_parts
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from deploy.devcluster import Cluster
-
-from .conftest import ALICE, Browser, ClusterFactory, Secrets, bearer, sign_with_key, unverified_parts
+from tests.support.cluster import ALICE, Browser, ClusterFactory, Secrets, sign_with_key
+from tests.support.http import bearer, unverified_parts
 
 pytestmark = pytest.mark.e2e
 

@@ -6,17 +6,8 @@ import httpx
 import pytest
 
 from deploy.devcluster import SERVICES, Cluster
-
-from .conftest import (
-    ALICE,
-    BOB,
-    SESSION_COOKIE,
-    Browser,
-    Secrets,
-    bearer,
-    new_request_id,
-    wait_for_log_line,
-)
+from tests.support.cluster import ALICE, BOB, Browser, Secrets, new_request_id, wait_for_log_line
+from tests.support.http import SESSION_COOKIE, bearer
 
 pytestmark = pytest.mark.e2e
 

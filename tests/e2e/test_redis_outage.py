@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from deploy.devcluster import Cluster
-
-from .conftest import ALICE, SESSION_COOKIE, Browser, ClusterFactory, Secrets
+from tests.support.cluster import ALICE, Browser, ClusterFactory, Secrets
+from tests.support.http import SESSION_COOKIE
 
 pytestmark = pytest.mark.e2e
 

@@ -22,8 +22,8 @@ import pytest
 from deploy.devcluster import REPO_ROOT, Cluster
 from deploy.processes import free_port
 from services.auth.settings import DEMO_PASSWORD
-
-from .conftest import ALICE, SESSION_COOKIE, Browser, ClusterFactory, LoggedIn, Secrets, session_cookie
+from tests.support.cluster import ALICE, Browser, ClusterFactory, LoggedIn, Secrets
+from tests.support.http import SESSION_COOKIE, session_cookie
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from deploy.devcluster import Cluster
-from tests.e2e.conftest import ALICE, Browser, Secrets, assert_json_error, bearer
+from tests.support.cluster import ALICE, Browser, Secrets
+from tests.support.http import assert_json_error, bearer
 
 pytestmark = pytest.mark.e2e
 

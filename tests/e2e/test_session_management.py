@@ -5,8 +5,9 @@ from __future__ import annotations
 import httpx
 
 from deploy.devcluster import Cluster
-from tests.e2e.conftest import ADMIN, Browser, assert_json_error, session_cookie, unverified_parts
 from tests.security.session_helpers import PASSWORD, SessionApi, cleared_cookie, login, new_user
+from tests.support.cluster import ADMIN, Browser
+from tests.support.http import assert_json_error, session_cookie, unverified_parts
 
 NEW_PASSWORD = "another-long-passphrase-1"
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from deploy.devcluster import Cluster
-
-from .conftest import ALICE, Browser, assert_json_error, bearer, sign_with_cluster_key
+from tests.support.cluster import ALICE, Browser, sign_with_cluster_key
+from tests.support.http import assert_json_error, bearer
 
 pytestmark = pytest.mark.e2e
 

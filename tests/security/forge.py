@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from deploy.devcluster import Cluster
 from services.auth.keys import load_keys
 from shared import VerifierSettings
-from tests.unit.claims_factory import DROP, b64
+from tests.support.claims import DROP, b64
 
 __all__ = [
     "DROP",

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 
 from deploy.devcluster import Cluster, ClusterConfig
-from tests.e2e.conftest import SESSION_COOKIE, Browser, LoggedIn, session_cookie
+from tests.support.cluster import Browser, LoggedIn
+from tests.support.http import SESSION_COOKIE, session_cookie
 
 PASSWORD = "a-long-test-passphrase-0"
 

@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from deploy.devcluster import Cluster
-from tests.e2e.conftest import ADMIN, ALICE, BOB, Browser, LoggedIn, Secrets, assert_json_error
 from tests.security.session_helpers import SessionApi
+from tests.support.cluster import ADMIN, ALICE, BOB, Browser, LoggedIn, Secrets
+from tests.support.http import assert_json_error
 
 Headers = dict[str, str]
 

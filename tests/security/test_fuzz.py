@@ -41,8 +41,8 @@ from services.gateway import openapi as gateway_openapi
 from services.gateway import routes as gateway_routes
 from services.orders import openapi as orders_openapi
 from services.orders import routes as orders_routes
-from tests.e2e.conftest import ClusterFactory
 from tests.security.fuzz_helpers import Credentials, create_user, is_proxied, mounted_operations
+from tests.support.cluster import ClusterFactory
 
 pytestmark = pytest.mark.e2e
 

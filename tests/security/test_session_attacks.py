@@ -20,15 +20,9 @@ from starlette.testclient import TestClient
 from deploy.devcluster import Cluster
 from services.auth.app import create_app
 from services.auth.settings import Settings
-from tests.e2e.conftest import (
-    SESSION_COOKIE,
-    Browser,
-    LoggedIn,
-    assert_json_error,
-    session_cookie,
-    unverified_parts,
-)
 from tests.security.session_helpers import PASSWORD, SessionApi, login, new_user
+from tests.support.cluster import Browser, LoggedIn
+from tests.support.http import SESSION_COOKIE, assert_json_error, session_cookie, unverified_parts
 
 NEW_PASSWORD = "another-long-passphrase-2"
 

@@ -16,8 +16,9 @@ import pytest
 import redis
 
 from deploy.devcluster import Cluster
-from tests.e2e.conftest import Browser, Secrets, assert_json_error
 from tests.security.session_helpers import PASSWORD, dedicated_cluster, login, new_user
+from tests.support.cluster import Browser, Secrets
+from tests.support.http import assert_json_error
 
 IP_LIMIT, ACCOUNT_IP_LIMIT, ACCOUNT_LIMIT, WINDOW, TOKEN_LIMIT = 6, 3, 5, 15, 5
 LIMITS = {

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from deploy.devcluster import Cluster
-from tests.e2e.conftest import Browser
+from tests.support.cluster import Browser
 
 from .forge import (
     TARGETS,

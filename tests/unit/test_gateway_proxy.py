@@ -22,7 +22,6 @@ import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
-from servers import ServerThread
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -33,6 +32,7 @@ from services.gateway.app import create_app
 from services.gateway.balancer import Pool
 from services.gateway.settings import GatewaySettings
 from shared import BadRequest, SettingsError
+from tests.support.servers import ServerThread
 
 ISSUER = "http://localhost:8000"
 KID = "test-key-1"

@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 from joserfc.jwk import RSAKey
-from servers import ServerThread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,6 +24,7 @@ from starlette.routing import Route
 
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
+from tests.support.servers import ServerThread
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 

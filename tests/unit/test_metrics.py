@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-from claims_factory import ISSUER, NOW, claims
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from prometheus_client import Counter, generate_latest
@@ -27,6 +26,7 @@ from shared import (
     build_app,
     new_registry,
 )
+from tests.support.claims import ISSUER, NOW, claims
 
 JWKS_URL = "http://127.0.0.1:8001/.well-known/jwks.json"
 

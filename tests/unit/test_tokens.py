@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from claims_factory import DROP, ISSUER, NOW, b64, claims
 
 from shared.errors import InvalidToken
 from shared.tokens import (
@@ -20,6 +19,7 @@ from shared.tokens import (
     loads_strict,
     parse_token,
 )
+from tests.support.claims import DROP, ISSUER, NOW, b64, claims
 
 LEEWAY = 10
 POLICY = TokenPolicy(ISSUER, "orders", leeway=LEEWAY)

@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from claims_factory import DROP, ISSUER, NOW, b64, claims
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -23,6 +22,7 @@ from shared.errors import InvalidToken, ServiceUnavailable, Unauthorized
 from shared.jwks import JWKSCache, JWKSConfig
 from shared.tokens import AccessClaims, CompactToken, TokenPolicy, b64url_decode
 from shared.verifier import TokenVerifier, bearer_token
+from tests.support.claims import DROP, ISSUER, NOW, b64, claims
 
 JWKS_URL = "http://127.0.0.1:8001/.well-known/jwks.json"
 POLICY = TokenPolicy(ISSUER, "orders", leeway=10)

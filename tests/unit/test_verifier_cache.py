@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from claims_factory import NOW
 from joserfc.jwk import RSAKey
 from test_verifier import JWKS_URL, POLICY, good_claims, mint
 
@@ -14,6 +13,7 @@ from shared.jwks import JWKSCache, JWKSConfig
 from shared.tokens import CompactToken
 from shared.verified_cache import VerifiedTokens
 from shared.verifier import TokenVerifier
+from tests.support.claims import NOW
 
 
 class Clock:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Literal
 
 import uvicorn
+
+from tests.support.polling import poll
 
 
 class ServerThread:
@@ -38,14 +39,14 @@ class ServerThread:
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise RuntimeError("the server thread exited before it started")
-            if time.monotonic() > deadline:
-                raise TimeoutError("the server did not start in time")
-            time.sleep(0.01)
+        poll(self._started, within=15, what="the server starting", every=0.01)
         return self
+
+    def _started(self) -> bool:
+        if not self.thread.is_alive():
+            raise RuntimeError("the server thread exited before it started")
+        started: bool = self.server.started
+        return started
 
     def __exit__(self, *exc_info: object) -> None:
         self.server.should_exit = True

@@ -1,30 +1,30 @@
-"""End-to-end fixtures: the whole cluster as real processes, and a client that behaves like a browser."""
+"""The whole cluster as real processes, and a client that behaves like a browser on its public origin."""
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from deploy.devcluster import Cluster, ClusterConfig
+from deploy.devcluster import Cluster
 from services.auth.keys import load_keys
+from tests.support.http import SESSION_COOKIE, bearer, session_cookie
+from tests.support.polling import poll
 
-SESSION_COOKIE = "__Host-session"
 ALICE = "alice@example.com"
 ADMIN = "admin@example.com"
 BOB = "bob@example.com"
 BOB_PASSWORD = "bob-has-a-long-passphrase-too"
 
+#: What the ``cluster_factory`` fixture gives: ``start(name, env=None, *, auth_replicas=1)``.
 ClusterFactory = Callable[..., AbstractContextManager[Cluster]]
 
 
@@ -119,51 +119,6 @@ class Browser:
         return order
 
 
-@dataclass(frozen=True)
-class SetCookie:
-    """One parsed ``Set-Cookie`` header: the value and the attributes, names lower-cased."""
-
-    name: str
-    value: str
-    attributes: dict[str, str]
-
-
-def session_cookie(response: httpx.Response) -> SetCookie:
-    """The one ``__Host-session`` cookie the response sets."""
-    found = [
-        cookie
-        for cookie in (parse_set_cookie(header) for header in response.headers.get_list("set-cookie"))
-        if cookie.name == SESSION_COOKIE
-    ]
-    assert len(found) == 1, f"expected one {SESSION_COOKIE} cookie, got {len(found)}"
-    return found[0]
-
-
-def parse_set_cookie(header: str) -> SetCookie:
-    pair, *attributes = (part.strip() for part in header.split(";"))
-    name, _, value = pair.partition("=")
-    parsed = {}
-    for attribute in attributes:
-        key, _, attribute_value = attribute.partition("=")
-        parsed[key.strip().lower()] = attribute_value.strip()
-    return SetCookie(name=name.strip(), value=value.strip(), attributes=parsed)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The header and the claims of a compact JWS, without checking anything."""
-    header, payload, _ = token.split(".")
-    return _b64_json(header), _b64_json(payload)
-
-
-def _b64_json(segment: str) -> dict[str, Any]:
-    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    return decoded
-
-
 def sign_with_cluster_key(cluster: Cluster, claims: dict[str, Any]) -> str:
     """A token signed by the cluster's real active key, as only auth could make it."""
     kid = load_keys(cluster.keys_dir).active_kid(time.time())
@@ -177,19 +132,6 @@ def sign_with_key(cluster: Cluster, kid: str, claims: dict[str, Any]) -> str:
     return jwt.encode({"alg": "RS256", "kid": kid, "typ": "at+jwt"}, claims, key, algorithms=["RS256"])
 
 
-def assert_json_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    """The response is the shared error shape with ``status`` (and ``code`` when given)."""
-    assert response.status_code == status, (response.status_code, response.text[:500])
-    assert response.headers.get("content-type", "").startswith("application/json"), response.headers
-    body: dict[str, Any] = response.json()
-    for member in ("error", "detail"):
-        assert isinstance(body.get(member), str), body
-        assert body[member], body
-    if code is not None:
-        assert body["error"] == code, body
-    return body
-
-
 def new_request_id() -> str:
     return f"e2e-{uuid.uuid4().hex}"
 
@@ -198,8 +140,8 @@ def wait_for_log_line(
     cluster: Cluster, service: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0
 ) -> dict[str, Any]:
     """The first JSON log line of ``service`` matching ``predicate``; output is pumped asynchronously."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def first_match() -> dict[str, Any] | None:
         for line in cluster.output(service):
             try:
                 entry = json.loads(line)
@@ -207,57 +149,12 @@ def wait_for_log_line(
                 continue
             if isinstance(entry, dict) and predicate(entry):
                 return entry
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no matching log line from {service} within {timeout} s")
-        time.sleep(0.05)
+        return None
+
+    return poll(first_match, within=timeout, what=f"a matching log line from {service}")
 
 
 def create_bob(cluster: Cluster) -> None:
     """A second ordinary user, created the way an operator would."""
     result = cluster.auth_cli("users", "add", BOB, "--role", "user", stdin=BOB_PASSWORD + "\n")
     assert result.returncode == 0, result.stderr
-
-
-@pytest.fixture(scope="session")
-def cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> ClusterFactory:
-    """Starts a cluster on free ports in its own directory and always stops it.
-
-    ``auth_replicas=N`` runs N auth processes, ``auth-1`` ... ``auth-N``, behind the gateway.
-    """
-
-    @contextmanager
-    def start(name: str, env: dict[str, str] | None = None, *, auth_replicas: int = 1) -> Iterator[Cluster]:
-        state_dir = tmp_path_factory.mktemp(name)
-        cluster = Cluster(ClusterConfig.on_free_ports(state_dir, env, auth_replicas=auth_replicas))
-        try:
-            cluster.start()
-            create_bob(cluster)
-            yield cluster
-        finally:
-            cluster.stop()
-
-    return start
-
-
-@pytest.fixture(scope="session")
-def cluster(cluster_factory: ClusterFactory) -> Iterator[Cluster]:
-    """One cluster shared by the modules that leave it running as they found it."""
-    with cluster_factory("cluster") as started:
-        yield started
-
-
-@pytest.fixture(scope="session")
-def secrets_seen() -> Secrets:
-    return Secrets()
-
-
-@pytest.fixture
-def client(cluster: Cluster) -> Iterator[httpx.Client]:
-    """An HTTP client for the gateway at the public origin."""
-    with httpx.Client(base_url=cluster.url, timeout=10.0) as http:
-        yield http
-
-
-@pytest.fixture
-def browser(cluster: Cluster, client: httpx.Client, secrets_seen: Secrets) -> Browser:
-    return Browser(cluster, client, secrets_seen)

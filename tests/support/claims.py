@@ -1,4 +1,4 @@
-"""Claim sets as our issuer mints them, for the verifier's unit tests to bend one member at a time."""
+"""Claim sets as our issuer mints them, for tests to bend one member at a time."""
 
 from __future__ import annotations
 

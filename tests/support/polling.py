@@ -1,0 +1,39 @@
+"""Polling with a deadline: how a test waits for an asynchronous outcome, never by sleeping."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def poll(
+    probe: Callable[[], T | None],
+    *,
+    within: float,
+    what: str,
+    every: float = 0.05,
+    ignoring: tuple[type[BaseException], ...] = (),
+) -> T:
+    """Call ``probe`` until it returns something truthy, and return that.
+
+    After ``within`` seconds this fails with an ``AssertionError`` naming ``what`` was awaited
+    and the last value seen (or the last exception of a type in ``ignoring``, which counts as
+    "not yet": a server refuses connections while it starts).
+    """
+    deadline = time.monotonic() + within
+    while True:
+        last: object
+        try:
+            result = probe()
+        except ignoring as error:
+            last = error
+        else:
+            if result:
+                return result
+            last = result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what} after {within} s; last seen: {last!r}")
+        time.sleep(every)
