@@ -295,14 +295,3 @@ class LocalSentinel(_Deployment):
         """``SENTINEL FAILOVER``: promote the replica now, without waiting for the primary to fail."""
         with _admin(self.sentinels[0].port, self.password) as client:
             client.sentinel_failover(self.service)
-
-    def wait_for_new_primary(self, old_port: int, timeout: float = 30.0) -> int:
-        """Wait until every sentinel names another primary and it takes writes; its port."""
-        new_port = next(server.port for server in self.data_servers if server.port != old_port)
-        wait_until(lambda: self._named_primaries() == {new_port}, timeout, "the sentinels switching over")
-        wait_until(
-            lambda: _info(new_port, "replication", self.password).get("role") == "master",
-            timeout,
-            "the promotion",
-        )
-        return new_port

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +15,9 @@ import httpx
 import pytest
 
 from deploy.devcluster import Cluster, ClusterConfig
+from tests.support.cluster import ALICE
+from tests.support.http import SESSION_COOKIE
+from tests.support.polling import poll
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
@@ -33,8 +35,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SESSION_COOKIE = "__Host-session"
-ALICE = "alice@example.com"
 TIMEOUT_MS = 10_000
 
 
@@ -107,12 +107,7 @@ def wait_until(page: Page, expression: str, timeout: float = TIMEOUT_MS / 1000) 
     Playwright's ``wait_for_function`` evaluates its predicate with ``eval`` inside the page,
     which the demo page's CSP (rightly) forbids; ``evaluate`` goes through the DevTools protocol.
     """
-    deadline = time.monotonic() + timeout
-    while not (value := page.evaluate(expression)):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{expression!r} still falsy after {timeout} s")
-        time.sleep(0.05)
-    return value
+    return poll(lambda: page.evaluate(expression), within=timeout, what=f"{expression!r} to be truthy")
 
 
 def session_cookie_value(context: BrowserContext, cluster: Cluster) -> str | None:

@@ -10,8 +10,10 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
 from deploy.devcluster import Cluster
+from tests.support.cluster import ALICE
+from tests.support.http import SESSION_COOKIE
 
-from .conftest import ALICE, SESSION_COOKIE, Server, log_in, session_cookie_value, wait_for_token, wait_until
+from .conftest import Server, log_in, session_cookie_value, wait_for_token, wait_until
 
 pytestmark = pytest.mark.browser
 

@@ -25,11 +25,12 @@ import pytest
 
 from deploy.processes import free_port
 from services.auth.settings import DEMO_PASSWORD
+from tests.support.http import SESSION_COOKIE, bearer, session_cookie
+from tests.support.polling import poll
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "compose.yaml"
 SERVICES = ("redis", "auth", "orders", "gateway")
-SESSION_COOKIE = "__Host-session"
 ALICE = "alice@example.com"
 ADMIN = "admin@example.com"
 UP_TIMEOUT_SECONDS = 240
@@ -136,16 +137,13 @@ class ComposeStack:
 
     def wait_healthy(self, service: str, timeout: float = HEALTHY_TIMEOUT_SECONDS) -> None:
         """Poll Docker's health status of ``service`` until it is ``healthy``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            container = self.container(service)
-            state = container.attrs["State"]
-            status = state.get("Health", {}).get("Status")
-            if status == "healthy":
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{service} is {state['Status']}/{status} after {timeout:.0f} s")
-            time.sleep(0.2)
+        poll(
+            lambda: self.container(service).attrs["State"],
+            until=lambda state: state.get("Health", {}).get("Status") == "healthy",
+            within=timeout,
+            what=f"{service} to be healthy",
+            every=0.2,
+        )
 
     def exec(self, service: str, *argv: str) -> tuple[int, str]:
         """Run ``argv`` inside the service's container as its own user: exit code and output."""
@@ -230,7 +228,7 @@ class Gateway:
     def login(self, email: str = ALICE) -> LoggedIn:
         response = self.post_login(email)
         assert response.status_code == 200, response.text
-        return LoggedIn(cookie=session_cookie(response)["value"], csrf_token=response.json()["csrf_token"])
+        return LoggedIn(cookie=session_cookie(response).value, csrf_token=response.json()["csrf_token"])
 
     def cookie_headers(self, session: LoggedIn) -> dict[str, str]:
         return {
@@ -258,34 +256,6 @@ class Gateway:
 
     def create_order(self, token: str, item: str) -> httpx.Response:
         return self.http.post("/api/orders", json={"item": item, "quantity": 1}, headers=bearer(token))
-
-
-def session_cookie(response: httpx.Response) -> dict[str, str]:
-    """The one ``__Host-session`` cookie the response sets: ``value`` and its attributes, lower-cased."""
-    found = []
-    for header in response.headers.get_list("set-cookie"):
-        pair, *attributes = (part.strip() for part in header.split(";"))
-        name, _, value = pair.partition("=")
-        if name == SESSION_COOKIE:
-            parsed = {key.lower(): val for key, _, val in (a.partition("=") for a in attributes)}
-            found.append({**parsed, "value": value})
-    assert len(found) == 1, f"expected one {SESSION_COOKIE} cookie, got {len(found)}"
-    return found[0]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def assert_json_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    """The response is the shared error shape with ``status`` (and ``code`` when given)."""
-    assert response.status_code == status, (response.status_code, response.text[:500])
-    body: dict[str, Any] = response.json()
-    assert isinstance(body.get("error"), str), body
-    assert isinstance(body.get("detail"), str), body
-    if code is not None:
-        assert body["error"] == code, body
-    return body
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

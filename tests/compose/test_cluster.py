@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.http import assert_json_error, session_cookie
+
 from .conftest import (
     ADMIN,
     ALICE,
@@ -17,8 +19,6 @@ from .conftest import (
     SERVICES,
     ComposeStack,
     Gateway,
-    assert_json_error,
-    session_cookie,
 )
 
 pytestmark = COMPOSE_TEST_TIMEOUT
@@ -59,8 +59,8 @@ def test_login_token_orders_logout_then_no_more_tokens(gateway: Gateway) -> None
     login = gateway.post_login(ALICE)
     assert login.status_code == 200, login.text
     cookie = session_cookie(login)
-    assert {"httponly", "secure"} <= cookie.keys()
-    assert cookie["samesite"].lower() == "strict"
+    assert {"httponly", "secure"} <= cookie.attributes.keys()
+    assert cookie.attributes["samesite"].lower() == "strict"
     session = gateway.login(ALICE)
 
     token = gateway.token(session)

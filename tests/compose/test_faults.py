@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
 
-from .conftest import ALICE, COMPOSE_TEST_TIMEOUT, ComposeStack, Gateway, LoggedIn, assert_json_error
+from tests.support.http import assert_json_error, unverified_parts
+from tests.support.polling import poll
+
+from .conftest import ALICE, COMPOSE_TEST_TIMEOUT, ComposeStack, Gateway, LoggedIn
 
 pytestmark = COMPOSE_TEST_TIMEOUT
 
@@ -45,17 +46,17 @@ def timed(send: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
 
 def eventually_ok(send: Callable[[], httpx.Response]) -> httpx.Response:
     """The first 200 within RECOVERY_SECONDS: a pooled connection may fail once after a restart."""
-    deadline = time.monotonic() + RECOVERY_SECONDS
-    response = send()
-    while response.status_code != 200 and time.monotonic() < deadline:
-        time.sleep(0.2)
-        response = send()
-    return response
+    return poll(
+        send,
+        until=lambda response: response.status_code == 200,
+        within=RECOVERY_SECONDS,
+        what="a 200",
+        every=0.2,
+    )
 
 
 def kid_of(token: str) -> str:
-    header = token.split(".")[0]
-    kid: str = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["kid"]
+    kid: str = unverified_parts(token)[0]["kid"]
     return kid
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from deploy.devcluster import REPO_ROOT, SERVICES, Cluster, ClusterConfig, ClusterError
 from deploy.processes import free_port
+from tests.support.polling import poll
 
 pytestmark = pytest.mark.e2e
 
@@ -179,10 +180,7 @@ def test_make_run_serves_prefixed_output_and_stops_cleanly(
     for name in ("auth", "orders", "gateway"):
         assert any(line.startswith(f"{name:<8}| ") for line in foreground.lines), name
     assert len(children) == 4, children  # redis, auth, orders, gateway
-    deadline = time.monotonic() + 10
-    while not all(_gone(pid) for pid in children) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert all(_gone(pid) for pid in children), "a child outlived make run"
+    assert not _wait_until_gone(children), "a child outlived make run"
     assert not any(_listening(port) for port in foreground.ports.values())
 
 
@@ -258,13 +256,12 @@ def test_a_redis_that_cannot_start_is_reported_with_its_own_complaint(tmp_path: 
 
 def _workers(supervisor: int, timeout: float = 20.0) -> set[int]:
     """The worker processes under ``supervisor``, once there are two of them."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def two_or_more() -> set[int] | None:
         workers = {pid for pid in _process_group(supervisor) if b"spawn_main" in b" ".join(_cmdline(pid))}
-        if len(workers) >= 2:
-            return workers
-        assert time.monotonic() < deadline, f"{supervisor} did not start two workers"
-        time.sleep(0.05)
+        return workers if len(workers) >= 2 else None
+
+    return poll(two_or_more, within=timeout, what=f"{supervisor} starting two workers")
 
 
 def _freeze_a_worker(supervisor: int, workers: set[int]) -> None:

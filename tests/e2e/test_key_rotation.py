@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ import pytest
 from deploy.devcluster import Cluster
 from tests.support.cluster import ALICE, Browser, ClusterFactory, Secrets, sign_with_key
 from tests.support.http import bearer, unverified_parts
+from tests.support.polling import poll
 
 pytestmark = pytest.mark.e2e
 
@@ -38,17 +39,6 @@ TOKEN_REUSE_SECONDS = 25.0
 def cluster(cluster_factory: ClusterFactory) -> Iterator[Cluster]:
     with cluster_factory("rotation", FAST_ROTATION) as started:
         yield started
-
-
-def poll(predicate: Callable[[], Any], *, within: float, what: str) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {within} s")
-        time.sleep(0.1)
 
 
 def published_kids(cluster: Cluster) -> set[str]:

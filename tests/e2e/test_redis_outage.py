@@ -6,7 +6,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -15,6 +15,7 @@ import pytest
 from deploy.devcluster import Cluster
 from tests.support.cluster import ALICE, Browser, ClusterFactory, Secrets
 from tests.support.http import SESSION_COOKIE
+from tests.support.polling import poll
 
 pytestmark = pytest.mark.e2e
 
@@ -57,14 +58,6 @@ class Traffic:
 
     def since(self, moment: float) -> list[tuple[float, int, float]]:
         return [result for result in self.results if result[0] >= moment]
-
-
-def poll(predicate: Callable[[], bool], *, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {within} s")
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("fault", ["stopped", "hung"])

@@ -24,6 +24,7 @@ from deploy.processes import free_port
 from services.auth.settings import DEMO_PASSWORD
 from tests.support.cluster import ALICE, Browser, ClusterFactory, LoggedIn, Secrets
 from tests.support.http import SESSION_COOKIE, session_cookie
+from tests.support.polling import poll
 
 pytestmark = pytest.mark.e2e
 
@@ -41,15 +42,6 @@ VICTIM = "auth-2"
 def cluster(cluster_factory: ClusterFactory) -> Iterator[Cluster]:
     with cluster_factory("replicas", ENV, auth_replicas=2) as started:
         yield started
-
-
-def poll(predicate: Callable[[], Any], *, within: float, what: str, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + within
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {within} s")
-        time.sleep(every)
-    return result
 
 
 class Replica:

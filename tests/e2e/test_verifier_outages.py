@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,6 +11,7 @@ import pytest
 from deploy.devcluster import Cluster
 from tests.support.cluster import ALICE, Browser, ClusterFactory
 from tests.support.http import assert_json_error, bearer
+from tests.support.polling import poll
 
 pytestmark = pytest.mark.e2e
 
@@ -24,15 +24,6 @@ OUTAGE_ENV = {"JWKS_MAX_AGE_SECONDS": "1", "JWKS_MAX_STALE_SECONDS": "6"}
 def cluster(cluster_factory: ClusterFactory) -> Iterator[Cluster]:
     with cluster_factory("verifier-outages", OUTAGE_ENV) as started:
         yield started
-
-
-def poll(predicate: Callable[[], Any], *, within: float, what: str) -> Any:
-    deadline = time.monotonic() + within
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {within} s")
-        time.sleep(0.1)
-    return result
 
 
 def orders_jwks(cluster: Cluster) -> tuple[int, dict[str, Any]]:

@@ -21,6 +21,7 @@ from deploy.processes import free_port
 from deploy.redis_server import RedisServer
 from services.auth.app import create_app
 from services.auth.settings import DEMO_PASSWORD, Settings
+from tests.support.polling import poll
 
 ORIGIN = "http://localhost:8000"
 SAME_ORIGIN = {"Origin": ORIGIN}
@@ -41,12 +42,7 @@ def settings_for(redis_url: str, keys_dir: Path, **overrides: str) -> Settings:
 
 def wait_for_demo_users(client: TestClient) -> None:
     # Readiness, not a login attempt: failed logins while seeding would spend the login budgets.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if client.get("/readyz").status_code == 200:
-            return
-        time.sleep(0.05)
-    raise AssertionError("demo users were not seeded")
+    poll(lambda: client.get("/readyz").status_code == 200, within=10, what="the demo users being seeded")
 
 
 @pytest.fixture

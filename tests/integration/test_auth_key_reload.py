@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -13,6 +10,7 @@ from starlette.testclient import TestClient
 from services.auth.app import create_app
 from services.auth.keys import KeyFileError, rotate_keys
 from services.auth.settings import Settings, rotation_policy
+from tests.support.polling import poll
 
 ENV = {
     "APP_ENV": "dev",
@@ -23,15 +21,6 @@ ENV = {
 
 def settings_for(redis_url: str, keys_dir: Path) -> Settings:
     return Settings.from_env({**ENV, "REDIS_URL": redis_url, "AUTH_KEYS_DIR": str(keys_dir)})
-
-
-def poll(predicate: Callable[[], Any], *, within: float, what: str) -> Any:
-    deadline = time.monotonic() + within
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {within} s")
-        time.sleep(0.05)
-    return result
 
 
 def kids(client: TestClient) -> set[str]:

@@ -21,7 +21,7 @@ import redis
 import redis.asyncio as aioredis
 from starlette.testclient import TestClient
 
-from deploy.redis_topologies import LocalSentinel, wait_until
+from deploy.redis_topologies import LocalSentinel
 from services.auth import domain
 from services.auth.app import create_app
 from services.auth.domain import SessionPolicy
@@ -44,6 +44,7 @@ from tests.integration.test_session_store import (  # noqa: F401 - collected her
     test_touch_after_delete_leaves_no_stub,
     test_user_email_is_unique,
 )
+from tests.support.polling import poll
 
 POLICY = SessionPolicy(idle=1800, absolute=86400)
 
@@ -157,7 +158,12 @@ def test_a_forced_failover_during_traffic_loses_no_session_and_auth_follows_by_i
             logged_out, kept = callers[3], callers[0]
             assert auth.post("/logout", headers=logged_out.headers()).status_code == 200
             fresh = Session(auth)
-            wait_until(lambda: _role(old_primary) == "slave", 30, "the old primary's demotion")
+            poll(
+                lambda: _role(old_primary) == "slave",
+                within=30,
+                what="the old primary's demotion",
+                ignoring=(redis.RedisError,),
+            )
             deployment.wait_for_replica_to_catch_up()
             assert logged_out.mint().status_code == 401, "a logout right after the failover was undone"
             assert fresh.mint().status_code == 200, "a login right after the failover was lost"

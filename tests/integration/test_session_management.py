@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,11 +10,8 @@ import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
-import uvicorn
-from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from deploy.processes import free_port
 from services.auth import domain
 from services.auth.app import create_app
 from services.auth.domain import RateLimit, SessionPolicy, User
@@ -26,6 +21,8 @@ from services.auth.settings import DEMO_PASSWORD
 from services.auth.store import Refusal, SessionStore, ThrottleStore
 from shared import TooManyRequests
 from tests.integration.test_auth_app import ORIGIN, login, settings_for, wait_for_demo_users
+from tests.support.polling import poll
+from tests.support.servers import ServerThread
 
 NOW = 1_800_000_000.0
 POLICY = SessionPolicy(idle=1800, absolute=86400)
@@ -272,45 +269,18 @@ def test_a_successful_login_spends_no_budget(redis_url: str, keys_dir: Path) -> 
         assert login(test_client).status_code == 200
 
 
-class _Server:
-    """Auth under uvicorn on a real socket in this process, started and stopped by polling."""
-
-    def __init__(self, app: Starlette, port: int):
-        # As shared.serve_from_env runs it: uvicorn's own X-Forwarded-For rewriting is off.
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> _Server:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert self.thread.is_alive(), "auth exited while starting"
-            assert time.monotonic() < deadline, "auth did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture
 def auth_behind_a_proxy(redis_url: str, keys_dir: Path) -> Iterator[str]:
     """Auth trusting only 127.0.0.2 as its proxy; the URL to reach it."""
-    port = free_port()
     settings = settings_for(redis_url, keys_dir, TRUSTED_PROXIES="127.0.0.2")
-    with _Server(create_app(settings), port):
-        yield f"http://127.0.0.1:{port}"
+    with ServerThread(create_app(settings), lifespan="on") as server:
+        yield server.url
 
 
 def _recorded_ip(url: str, local_address: str, forwarded_for: str) -> str:
     transport = httpx.HTTPTransport(local_address=local_address)
     with httpx.Client(base_url=url, transport=transport, timeout=10) as http:
-        deadline = time.monotonic() + 10
-        while http.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "the demo users were not seeded"
-            time.sleep(0.05)
+        poll(lambda: http.get("/readyz").status_code == 200, within=10, what="the demo users being seeded")
         response = http.post(
             "/login",
             json={"email": "alice@example.com", "password": DEMO_PASSWORD},

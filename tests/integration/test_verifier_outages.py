@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from starlette.applications import Starlette
@@ -24,6 +19,8 @@ from starlette.testclient import TestClient
 
 from services.orders.app import create_app
 from services.orders.settings import OrdersSettings
+from tests.support.polling import poll
+from tests.support.servers import ServerThread
 
 ISSUER = "http://localhost:8000"
 KID = "outage-test-key"
@@ -46,40 +43,6 @@ class FlakyJWKS:
         return JSONResponse({"keys": [self.public]}, headers=headers)
 
 
-@contextlib.contextmanager
-def serve(app: Starlette) -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        poll(lambda: _answers(base_url), within=10, what="the JWKS server starting")
-        yield base_url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
-def _answers(base_url: str) -> bool:
-    try:
-        httpx.get(base_url, timeout=1)
-    except httpx.TransportError:
-        return False
-    return True
-
-
-def poll(predicate: Callable[[], Any], *, within: float, what: str) -> Any:
-    deadline = time.monotonic() + within
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {within} s")
-        time.sleep(0.05)
-    return result
-
-
 @pytest.fixture(scope="module")
 def key() -> RSAKey:
     return RSAKey.generate_key(2048)
@@ -88,8 +51,8 @@ def key() -> RSAKey:
 @pytest.fixture
 def jwks(key: RSAKey) -> Iterator[tuple[FlakyJWKS, str]]:
     endpoint = FlakyJWKS(key)
-    with serve(Starlette(routes=[Route("/.well-known/jwks.json", endpoint.handle)])) as base_url:
-        yield endpoint, f"{base_url}/.well-known/jwks.json"
+    with ServerThread(Starlette(routes=[Route("/.well-known/jwks.json", endpoint.handle)])) as server:
+        yield endpoint, f"{server.url}/.well-known/jwks.json"
 
 
 def token(key: RSAKey) -> str:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import pytest
 
 from deploy.processes import free_port
 from shared.workers import STALL_SECONDS
+from tests.support.polling import poll
 
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux's /proc")
 
@@ -78,14 +79,6 @@ def _collect(process: subprocess.Popen[bytes], lines: list[str]) -> None:
         lines.append(raw.decode("utf-8", errors="replace").rstrip("\n"))
 
 
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def _answers(service: Service) -> bool:
     try:
         return httpx.get(f"{service.url}/healthz", timeout=1.0).status_code == 200
@@ -132,7 +125,11 @@ def _stop(service: Service) -> None:
 def service(tmp_path: Path) -> Iterator[Service]:
     started = _start(tmp_path, free_port())
     try:
-        _wait_for(lambda: _answers(started) and len(started.workers()) == 2, "two workers to answer")
+        poll(
+            lambda: _answers(started) and len(started.workers()) == 2,
+            within=TIMEOUT,
+            what="two workers to answer",
+        )
         yield started
     finally:
         _stop(started)
@@ -186,14 +183,18 @@ def test_each_worker_writes_the_services_json_logs(service: Service) -> None:
             record["pid"] for record in service.log_records() if record.get("logger") == "shared.access"
         } >= service.workers()
 
-    _wait_for(both_logged, "an access line from each worker")
+    poll(both_logged, within=TIMEOUT, what="an access line from each worker")
 
 
 def test_a_worker_that_dies_is_replaced(service: Service) -> None:
     victim = min(service.workers())
     os.kill(victim, signal.SIGKILL)
 
-    _wait_for(lambda: victim not in service.workers() and len(service.workers()) == 2, "a new worker")
+    poll(
+        lambda: victim not in service.workers() and len(service.workers()) == 2,
+        within=TIMEOUT,
+        what="a new worker",
+    )
     assert _answers(service)
     assert service.process.poll() is None
 
@@ -203,9 +204,13 @@ def test_a_worker_that_stops_answering_is_replaced(service: Service) -> None:
     os.kill(victim, signal.SIGSTOP)  # as stuck as an event loop blocked by a call that never returns
     stopped = time.monotonic()
 
-    _wait_for(lambda: victim not in service.workers() and len(service.workers()) == 2, "a new worker")
+    poll(
+        lambda: victim not in service.workers() and len(service.workers()) == 2,
+        within=TIMEOUT,
+        what="a new worker",
+    )
     assert time.monotonic() - stopped >= STALL_SECONDS - 2  # its last beat may be up to 2 s old
-    _wait_for(lambda: not Path(f"/proc/{victim}").exists(), "the stuck worker to be gone")
+    poll(lambda: not Path(f"/proc/{victim}").exists(), within=TIMEOUT, what="the stuck worker to be gone")
     assert _answers(service)
 
 
@@ -214,7 +219,11 @@ def test_sigterm_to_the_supervisor_stops_every_worker(service: Service) -> None:
     service.process.send_signal(signal.SIGTERM)
 
     assert service.process.wait(timeout=TIMEOUT) == 0
-    _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), "the workers to exit")
+    poll(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers),
+        within=TIMEOUT,
+        what="the workers to exit",
+    )
     assert not _tcp_inodes(service.port, "0A")
 
 
@@ -230,7 +239,11 @@ def test_a_service_restarts_at_once_on_the_port_it_just_left(service: Service, t
 
     again = _start(tmp_path, service.port)
     try:
-        _wait_for(lambda: _answers(again) or again.process.poll() is not None, "the new service")
+        poll(
+            lambda: _answers(again) or again.process.poll() is not None,
+            within=TIMEOUT,
+            what="the new service",
+        )
         assert again.process.poll() is None, again.lines[-3:]
     finally:
         _stop(again)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from deploy.devcluster import Cluster, ClusterConfig
+from tests.support.polling import poll
 
 from .attacker_server import (
     AttackerServer,
@@ -125,14 +126,6 @@ def readiness(cluster: Cluster) -> dict[str, Any]:
     return body
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s")
-        time.sleep(0.05)
-
-
 def test_a_flood_of_unknown_kids_costs_at_most_one_fetch_per_cooldown(
     issuer: AttackerServer, issuer_key: rsa.RSAPrivateKey, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -140,9 +133,9 @@ def test_a_flood_of_unknown_kids_costs_at_most_one_fetch_per_cooldown(
         issuer, tmp_path_factory.mktemp("flood"), JWKS_REFETCH_COOLDOWN_SECONDS=str(FLOOD_COOLDOWN)
     ) as orders:
         # Let the start-up fetch leave the cooldown window, so the flood's first miss may fetch once.
-        wait_until(
+        poll(
             lambda: readiness(orders)["checks"]["jwks"]["age_seconds"] >= FLOOD_COOLDOWN,
-            timeout=FLOOD_COOLDOWN + 10,
+            within=FLOOD_COOLDOWN + 10,
             what="the JWKS cooldown to pass",
         )
         before = issuer.hits(JWKS_PATH)

@@ -14,14 +14,15 @@ def poll(
     *,
     within: float,
     what: str,
+    until: Callable[[T], object] = bool,
     every: float = 0.05,
     ignoring: tuple[type[BaseException], ...] = (),
 ) -> T:
-    """Call ``probe`` until it returns something truthy, and return that.
+    """Call ``probe`` until what it returns passes ``until`` (is truthy, by default); return that.
 
     After ``within`` seconds this fails with an ``AssertionError`` naming ``what`` was awaited
-    and the last value seen (or the last exception of a type in ``ignoring``, which counts as
-    "not yet": a server refuses connections while it starts).
+    and the last value seen, or the last exception of a type in ``ignoring``: those count as
+    "not yet", as when a server refuses connections while it starts.
     """
     deadline = time.monotonic() + within
     while True:
@@ -31,7 +32,7 @@ def poll(
         except ignoring as error:
             last = error
         else:
-            if result:
+            if result is not None and until(result):
                 return result
             last = result
         if time.monotonic() > deadline:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,6 +23,7 @@ from starlette.routing import Route
 
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
+from tests.support.polling import poll
 from tests.support.servers import ServerThread
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
@@ -128,14 +128,6 @@ def gateway(auth_urls: list[str], jwks_url: str, interval: float) -> Iterator[ht
         httpx.Client(base_url=server.url, trust_env=False, timeout=10) as client,
     ):
         yield client
-
-
-def poll(condition: Callable[[], bool], *, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        time.sleep(0.02)
 
 
 def health(client: httpx.Client) -> dict[str, bool]:

@@ -6,7 +6,6 @@ import contextlib
 import re
 import socket
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from starlette.applications import Starlette
@@ -29,6 +27,7 @@ from starlette.testclient import TestClient
 from services.orders.app import MAX_BODY_BYTES, create_app
 from services.orders.settings import OrdersSettings
 from services.orders.store import open_order_store
+from tests.support.servers import ServerThread
 
 ISSUER = "http://localhost:8000"
 KID = "orders-test-key"
@@ -42,32 +41,6 @@ class JWKSServer:
 
     url: str
     hits: list[str] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def serve_in_thread(app: Starlette) -> Iterator[str]:
-    """Run ``app`` under uvicorn on a free loopback port; yields its base URL once it answers."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                httpx.get(f"{base_url}/ping", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or not thread.is_alive():
-                    raise RuntimeError("the JWKS server did not start") from None
-                time.sleep(0.02)
-        yield base_url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +58,8 @@ def jwks_server(signing_key: RSAKey) -> Iterator[JWKSServer]:
         return JSONResponse({"keys": [public]})
 
     app = Starlette(routes=[Route("/.well-known/jwks.json", jwks)])
-    with serve_in_thread(app) as base_url:
-        yield JWKSServer(url=f"{base_url}/.well-known/jwks.json", hits=hits)
+    with ServerThread(app) as server:
+        yield JWKSServer(url=f"{server.url}/.well-known/jwks.json", hits=hits)
 
 
 def mint_token(
