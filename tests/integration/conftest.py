@@ -1,4 +1,9 @@
-"""A real Redis-compatible server for the integration tier, started by the tests themselves."""
+"""Real Redis-compatible servers for the integration tier, started by the tests themselves.
+
+``redis_url`` is a single server unless the test asks for another topology: a module sets
+``redis_topology`` for all its tests, and the store tests named in ``TOPOLOGY_RERUNS`` run
+once per topology listed there, on a Redis Cluster and behind Sentinel as well.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,64 @@ import pytest
 import redis
 
 from deploy.redis_server import RedisServer
+from deploy.redis_topologies import LocalCluster, LocalSentinel
+
+# The store tests that run again on the other topologies, by module and name. Between them they
+# reach every Lua script, the same-slot MULTI/EXEC of ``SessionStore.delete`` and the scans.
+_EVERYWHERE = ("server", "cluster", "sentinel")
+_ON_CLUSTER = ("server", "cluster")
+TOPOLOGY_RERUNS: dict[str, dict[str, tuple[str, ...]]] = {
+    "test_session_management.py": {
+        "test_a_budgeted_touch_of_a_revoked_session_spends_nothing": _ON_CLUSTER,
+        "test_a_refund_gives_back_a_reserved_attempt": _ON_CLUSTER,
+        "test_a_session_expired_by_the_policy_is_not_listed_and_leaves_the_index": _ON_CLUSTER,
+        "test_a_session_redis_expired_is_pruned_from_the_index_on_read": _ON_CLUSTER,
+        "test_concurrent_logins_and_revocations_keep_the_index_exact": _EVERYWHERE,
+        "test_dead_index_entries_are_pruned_on_write": _ON_CLUSTER,
+        "test_every_throttle_counter_expires_with_its_window": _ON_CLUSTER,
+        "test_live_sessions_are_listed_from_the_index": _EVERYWHERE,
+        "test_parallel_guesses_cannot_overspend_a_login_budget": _EVERYWHERE,
+        "test_revoke_others_replaces_every_session_in_one_step": _EVERYWHERE,
+        "test_the_index_expires_no_sooner_than_its_longest_session": _ON_CLUSTER,
+        "test_token_uses_past_the_rate_wait_for_the_window_and_leave_the_session_untouched": _EVERYWHERE,
+        "test_touch_reports_a_session_revoked_since_it_was_read": _ON_CLUSTER,
+    },
+    "test_session_store.py": {
+        "test_absolute_timeout_wins_over_activity": _ON_CLUSTER,
+        "test_created_session_is_found_by_its_handle": _EVERYWHERE,
+        "test_delete_all_for_user_revokes_every_session": _EVERYWHERE,
+        "test_delete_removes_session_and_index_entry": _EVERYWHERE,
+        "test_idle_session_expires_server_side": _ON_CLUSTER,
+        "test_malformed_record_is_discarded": _ON_CLUSTER,
+        "test_redis_ttl_follows_the_policy": _EVERYWHERE,
+        "test_session_is_stored_under_a_hash_never_the_raw_id": _ON_CLUSTER,
+        "test_touch_after_delete_leaves_no_stub": _EVERYWHERE,
+        "test_touch_slides_the_idle_timer": _ON_CLUSTER,
+        "test_user_email_is_unique": _EVERYWHERE,
+    },
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    reruns = TOPOLOGY_RERUNS.get(metafunc.definition.path.name)
+    if reruns is None:
+        return
+    # A renamed or deleted store test must not silently stop running on the other topologies.
+    missing = sorted(name for name in reruns if not hasattr(metafunc.module, name))
+    if missing:
+        raise pytest.UsageError(
+            f"TOPOLOGY_RERUNS names tests that {metafunc.module.__name__} lacks: {missing}"
+        )
+    topologies = reruns.get(metafunc.function.__name__)
+    if topologies is not None:
+        metafunc.parametrize("redis_topology", topologies, indirect=True)
+
+
+@pytest.fixture
+def redis_topology(request: pytest.FixtureRequest) -> str:
+    """Where ``redis_url`` points: ``server``, ``cluster`` or ``sentinel``."""
+    topology: str = getattr(request, "param", "server")
+    return topology
 
 
 @pytest.fixture(scope="session")
@@ -17,15 +80,43 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A 3-primary Redis Cluster (Valkey)."""
+    with LocalCluster(tmp_path_factory.mktemp("cluster")) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSentinel]:
+    """A primary, a replica and three sentinels."""
+    with LocalSentinel(tmp_path_factory.mktemp("sentinel")) as started:
+        yield started
+
+
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> Iterator[str]:
-    """The server's URL, with an empty database for each test."""
-    if not redis_server.running:
-        redis_server.start()
-    client = redis.Redis.from_url(redis_server.url)
+def redis_url(redis_topology: str, request: pytest.FixtureRequest) -> str:
+    """The ``REDIS_URL`` of ``redis_topology``, with every database emptied for each test."""
+    # Looked up by name, so a test on one topology never starts the others.
+    if redis_topology == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        for node in cluster.servers:
+            if not node.running:
+                pytest.fail(f"cluster node {node.port} died; its log: {node.log_path}")
+        cluster.flush()
+        return cluster.url
+    if redis_topology == "sentinel":
+        deployment: LocalSentinel = request.getfixturevalue("redis_sentinel")
+        with redis.Redis(host="127.0.0.1", port=deployment.primary_port()) as primary:
+            primary.flushall()
+        return deployment.url
+    server: RedisServer = request.getfixturevalue("redis_server")
+    if not server.running:
+        server.start()
+    client = redis.Redis.from_url(server.url)
     client.flushdb()
     client.close()
-    return redis_server.url
+    return server.url
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """Sessions on a real 3-primary Redis Cluster (Valkey, started by the tests): the stores and the app.
 
-The single-server store tests imported below run here unchanged: this module's ``redis_url``
-overrides conftest's, so their ``client`` is a ``RedisCluster``. They cover every script, the
-same-slot MULTI/EXEC of ``SessionStore.delete`` and the scans; the scripts that reach sessions
-by names built inside Lua (undeclared keys) only work because those keys share the index's slot.
+The single-server store tests run on the Cluster too, unchanged (``TOPOLOGY_RERUNS`` in the
+conftest): their ``client`` is then a ``RedisCluster``. They cover every script, the same-slot
+MULTI/EXEC of ``SessionStore.delete`` and the scans; the scripts that reach sessions by names
+built inside Lua (undeclared keys) only work because those keys share the index's slot.
 """
 
 from __future__ import annotations
@@ -28,67 +28,23 @@ from services.auth.redis_client import connect
 from services.auth.store import Refusal, SessionStore, UserStore
 from shared import ServiceUnavailable
 from tests.integration.test_auth_app import Session, settings_for, wait_for_demo_users
-from tests.integration.test_session_management import (  # noqa: F401 - collected here, run on the Cluster
-    test_a_budgeted_touch_of_a_revoked_session_spends_nothing,
-    test_a_refund_gives_back_a_reserved_attempt,
-    test_a_session_expired_by_the_policy_is_not_listed_and_leaves_the_index,
-    test_a_session_redis_expired_is_pruned_from_the_index_on_read,
-    test_concurrent_logins_and_revocations_keep_the_index_exact,
-    test_dead_index_entries_are_pruned_on_write,
-    test_every_throttle_counter_expires_with_its_window,
-    test_live_sessions_are_listed_from_the_index,
-    test_parallel_guesses_cannot_overspend_a_login_budget,
-    test_revoke_others_replaces_every_session_in_one_step,
-    test_the_index_expires_no_sooner_than_its_longest_session,
-    test_token_uses_past_the_rate_wait_for_the_window_and_leave_the_session_untouched,
-    test_touch_reports_a_session_revoked_since_it_was_read,
-)
-from tests.integration.test_session_store import (  # noqa: F401 - collected here, run on the Cluster
-    test_absolute_timeout_wins_over_activity,
-    test_created_session_is_found_by_its_handle,
-    test_delete_all_for_user_revokes_every_session,
-    test_delete_removes_session_and_index_entry,
-    test_idle_session_expires_server_side,
-    test_malformed_record_is_discarded,
-    test_redis_ttl_follows_the_policy,
-    test_session_is_stored_under_a_hash_never_the_raw_id,
-    test_touch_after_delete_leaves_no_stub,
-    test_touch_slides_the_idle_timer,
-    test_user_email_is_unique,
-)
 
 NOW = 1_800_000_000.0
 POLICY = SessionPolicy(idle=1800, absolute=86400)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with LocalCluster(tmp_path_factory.mktemp("cluster")) as started:
-        yield started
-
-
 @pytest.fixture
-def redis_url(cluster: LocalCluster) -> str:
-    """The Cluster's ``REDIS_URL``, every node emptied for each test."""
-    for server in cluster.servers:
-        if not server.running:
-            pytest.fail(f"cluster node {server.port} died; its log: {server.log_path}")
-    cluster.flush()
-    return cluster.url
+def redis_topology() -> str:
+    return "cluster"
 
 
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[RedisCluster]:
-    """What the imported tests' own ``client`` fixture gives, on the Cluster."""
+    """The store's client on the Cluster, as auth connects it."""
     client = connect(redis_url, 0.5)
     assert isinstance(client, RedisCluster)
     yield client
     await client.aclose()
-
-
-@pytest.fixture
-def sessions(client: RedisCluster) -> SessionStore:
-    return SessionStore(client, POLICY)
 
 
 def _handle(used: tuple[domain.Session, domain.User] | Refusal) -> str | None:
@@ -115,22 +71,22 @@ async def _users_with_sessions(client: RedisCluster, count: int) -> list[tuple[d
 
 
 async def test_redis_url_gives_a_cluster_client_that_finds_every_primary(
-    cluster: LocalCluster, client: RedisCluster
+    redis_cluster: LocalCluster, client: RedisCluster
 ) -> None:
     assert isinstance(client, RedisCluster)
     assert await SessionStore(client, POLICY).ping()
-    assert sorted(int(node.port) for node in client.get_primaries()) == sorted(cluster.ports)
+    assert sorted(int(node.port) for node in client.get_primaries()) == sorted(redis_cluster.ports)
 
 
 async def test_each_users_keys_share_one_node_and_users_spread_over_every_node(
-    cluster: LocalCluster, client: RedisCluster
+    redis_cluster: LocalCluster, client: RedisCluster
 ) -> None:
     created = await _users_with_sessions(client, 30)
     user, session = created[0]
     await SessionStore(client, POLICY).use(
         user.id, session.handle, NOW + 1, token_budget=domain.RateLimit(5, 60)
     )
-    by_node = _keys_by_node(cluster)
+    by_node = _keys_by_node(redis_cluster)
     homes = set()
     for user, _ in created:
         holding = {port for port, keys in by_node.items() if any(f"{{{user.id}}}" in key for key in keys)}
@@ -138,14 +94,14 @@ async def test_each_users_keys_share_one_node_and_users_spread_over_every_node(
         assert len(holding) == 1, f"the keys of {user.id} are spread over {holding}"
         homes |= holding
     # Random ids miss one of three nodes with a chance of 3 * (2/3)**30, about 1 in 60,000.
-    assert homes == set(cluster.ports)
+    assert homes == set(redis_cluster.ports)
 
 
-async def test_listing_users_scans_every_primary(cluster: LocalCluster, client: RedisCluster) -> None:
+async def test_listing_users_scans_every_primary(redis_cluster: LocalCluster, client: RedisCluster) -> None:
     created = await _users_with_sessions(client, 9)
     listed = await UserStore(client).all()
     assert [user.email for user in listed] == sorted(user.email for user, _ in created)
-    assert len({cluster.port_for_key(f"user:{{{user.id}}}") for user, _ in created}) > 1
+    assert len({redis_cluster.port_for_key(f"user:{{{user.id}}}") for user, _ in created}) > 1
 
 
 async def test_logout_everywhere_and_session_listing_work_for_users_on_every_node(
@@ -163,12 +119,12 @@ async def test_logout_everywhere_and_session_listing_work_for_users_on_every_nod
 
 
 async def test_a_hung_node_costs_its_users_a_503_within_two_timeouts_and_heals_without_a_restart(
-    cluster: LocalCluster, client: RedisCluster
+    redis_cluster: LocalCluster, client: RedisCluster
 ) -> None:
     sessions = SessionStore(client, POLICY)
     (user, session), *_ = await _users_with_sessions(client, 1)
-    port = cluster.port_for_key(f"user:{{{user.id}}}")
-    server = next(server for server in cluster.servers if server.port == port)
+    port = redis_cluster.port_for_key(f"user:{{{user.id}}}")
+    server = next(server for server in redis_cluster.servers if server.port == port)
     assert server.pid is not None
     os.kill(server.pid, signal.SIGSTOP)
     try:

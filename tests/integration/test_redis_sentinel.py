@@ -1,9 +1,9 @@
 """Sessions behind Redis Sentinel (a primary, a replica, three sentinels, started by the tests).
 
-The store tests imported below run unchanged through the Sentinel-managed primary (this
-module's ``redis_url`` overrides conftest's). Then the auth app's whole flow, and a forced
-failover while requests keep using sessions: nothing written before it is lost, no request
-fails with anything but a 503, and auth follows the new primary without a restart.
+The store tests run unchanged through the Sentinel-managed primary too (``TOPOLOGY_RERUNS`` in
+the conftest). Then the auth app's whole flow, and a forced failover while requests keep using
+sessions: nothing written before it is lost, no request fails with anything but a 503, and auth
+follows the new primary without a restart.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -29,59 +29,30 @@ from services.auth.redis_client import connect
 from services.auth.store import SessionStore
 from shared import ServiceUnavailable
 from tests.integration.test_auth_app import Session, settings_for, wait_for_demo_users
-from tests.integration.test_session_management import (  # noqa: F401 - collected here, run via Sentinel
-    test_concurrent_logins_and_revocations_keep_the_index_exact,
-    test_live_sessions_are_listed_from_the_index,
-    test_parallel_guesses_cannot_overspend_a_login_budget,
-    test_revoke_others_replaces_every_session_in_one_step,
-    test_token_uses_past_the_rate_wait_for_the_window_and_leave_the_session_untouched,
-)
-from tests.integration.test_session_store import (  # noqa: F401 - collected here, run via Sentinel
-    test_created_session_is_found_by_its_handle,
-    test_delete_all_for_user_revokes_every_session,
-    test_delete_removes_session_and_index_entry,
-    test_redis_ttl_follows_the_policy,
-    test_touch_after_delete_leaves_no_stub,
-    test_user_email_is_unique,
-)
 from tests.support.polling import poll
 
 POLICY = SessionPolicy(idle=1800, absolute=86400)
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSentinel]:
-    with LocalSentinel(tmp_path_factory.mktemp("sentinel")) as started:
-        yield started
-
-
 @pytest.fixture
-def redis_url(deployment: LocalSentinel) -> str:
-    """The Sentinel ``REDIS_URL``, the primary emptied for each test."""
-    with redis.Redis(host="127.0.0.1", port=deployment.primary_port()) as primary:
-        primary.flushall()
-    return deployment.url
+def redis_topology() -> str:
+    return "sentinel"
 
 
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    """What the imported tests' own ``client`` fixture gives, through the sentinels."""
+    """The store's client through the sentinels, as auth connects it."""
     client = connect(redis_url, 0.5)
     yield client
     await client.aclose()
 
 
-@pytest.fixture
-def sessions(client: aioredis.Redis) -> SessionStore:
-    return SessionStore(client, POLICY)
-
-
 async def test_the_client_talks_to_the_primary_the_sentinels_name(
-    deployment: LocalSentinel, client: aioredis.Redis
+    redis_sentinel: LocalSentinel, client: aioredis.Redis
 ) -> None:
     await client.set("probe", "1")
     served_by = int((await client.info("server"))["tcp_port"])
-    assert served_by == deployment.primary_port()
+    assert served_by == redis_sentinel.primary_port()
     assert (await client.info("replication"))["role"] == "master"
 
 
