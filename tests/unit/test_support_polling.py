@@ -36,13 +36,13 @@ def test_a_timeout_shows_the_last_falsy_value() -> None:
 
 
 def test_ignored_errors_count_as_not_yet_and_the_last_one_is_reported() -> None:
-    attempts = iter([ConnectionRefusedError("starting"), ConnectionRefusedError("starting"), "up"])
+    attempts = iter([ConnectionRefusedError("starting"), ConnectionRefusedError("starting"), None])
 
     def probe() -> str:
-        answer = next(attempts)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
+        refused = next(attempts)
+        if refused is not None:
+            raise refused
+        return "up"
 
     assert poll(probe, within=5, what="the server", every=0, ignoring=(ConnectionError,)) == "up"
     with pytest.raises(AssertionError, match=r"last seen: ConnectionRefusedError\('refused'\)"):
