@@ -21,6 +21,7 @@ import asyncio
 import functools
 import logging
 import socket
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -52,6 +53,8 @@ class CoalescingTransport(asyncio.Transport):
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
+        #: Asked before closing; True means the protocol has closed the connection its own way.
+        self.before_close: Callable[[], bool] | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._pending:
@@ -72,6 +75,8 @@ class CoalescingTransport(asyncio.Transport):
             self._transport.write(data)
 
     def close(self) -> None:
+        if self.before_close is not None and self.before_close():
+            return
         self.flush()
         self._transport.close()
 
@@ -198,7 +203,9 @@ class HttpProtocol(HttpToolsProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().connection_made(CoalescingTransport(transport, asyncio.get_running_loop()))
+        coalescing = CoalescingTransport(transport, asyncio.get_running_loop())
+        coalescing.before_close = self._linger_if_unread
+        super().connection_made(coalescing)
         # uvicorn arms no timer until a first response: a connection that never sends was never closed.
         self._head_since = self.loop.time()
         self._head_timer = self.loop.call_later(self._head_timeout, self._head_deadline)
@@ -310,8 +317,21 @@ class HttpProtocol(HttpToolsProtocol):
             self.transport.pause_reading()
             return
         self.transport.write(response)
+        self._close_lingering()
+
+    def _linger_if_unread(self) -> bool:
+        # uvicorn closes after an answer given before the body was all read (a 413, a 408): the
+        # client may still be sending it.
+        cycle = self.cycle
+        if self._linger is not None or cycle is None or not cycle.more_body or self.transport.is_closing():
+            return False
+        self._close_lingering()
+        return True
+
+    def _close_lingering(self) -> None:
         # Half-close: the answer and a FIN go out; what the client still sends is read and dropped
         # until it closes too (eof_received) or the linger ends.
+        self._discarding = True
         self.transport.write_eof()
         self._linger = self.loop.call_later(LINGER_SECONDS, self.transport.abort)
 
