@@ -290,7 +290,7 @@ class HttpProtocol(HttpToolsProtocol):
     def _head_deadline(self) -> None:
         self._head_timer = None
         since = self._head_since
-        if since is None or self.transport.is_closing():
+        if since is None or self._discarding or self.transport.is_closing():
             return
         remaining = since + self._head_timeout - self.loop.time()
         if remaining > 0:
@@ -309,6 +309,7 @@ class HttpProtocol(HttpToolsProtocol):
 
     def _refuse(self, response: bytes) -> None:
         self._refusal = None
+        self._head_since = None
         self._discarding = True
         if self.cycle is not None and not self.cycle.response_complete:
             # A response is being written on this connection; a second would interleave with it.

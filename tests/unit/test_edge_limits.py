@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -228,6 +229,32 @@ async def test_the_next_request_on_a_kept_alive_connection_has_its_own_deadline(
         status, _, _ = _parse(await _read_all(reader, within=3))
         writer.close()
     assert status == 408
+
+
+async def test_a_head_refused_just_before_its_deadline_gets_one_answer_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with serving(FAST) as port:
+        reader, writer = await _connect(port)
+        writer.write(GET)
+        await asyncio.sleep(FAST.head_timeout - 0.2)  # the refusal must fall inside the deadline
+        writer.write(b"X-Long: " + b"a" * FAST.max_head_bytes)
+
+        async def keep_sending() -> None:
+            # Past the deadline, while the refused connection lingers.
+            with contextlib.suppress(ConnectionError):
+                for _ in range(10):
+                    writer.write(b"a" * 1024)
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
+
+        sending = asyncio.create_task(keep_sending())
+        raw = await _read_all(reader, within=3)
+        await sending
+        writer.close()
+    assert _parse(raw)[0] == 431
+    assert raw.count(b"HTTP/1.1") == 1
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 # Idle connections and bodies.
