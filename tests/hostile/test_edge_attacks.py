@@ -29,9 +29,11 @@ pytestmark = pytest.mark.e2e
 
 SERVICES = ("gateway", "auth", "orders")
 HEAD_TIMEOUT = 2.0
+BODY_TIMEOUT = 2.0
 MAX_CONNECTIONS = 40
 EDGE_ENV = {
     "EDGE_HEAD_TIMEOUT_SECONDS": str(HEAD_TIMEOUT),
+    "EDGE_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
     "EDGE_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
     # The other user mints a token every round and logs in once per test; these budgets are not under test.
     "TOKEN_RATE_LIMIT": "100000",
@@ -199,7 +201,8 @@ async def test_oversized_heads_are_cut_off_early_and_memory_stays_bounded(
 
 
 async def _unfinished(address: tuple[str, int], opening: bytes, trickle: bytes | None) -> tuple[bytes, float]:
-    """Send ``opening``, then ``trickle`` every half second; the answer and how long the connection lived."""
+    """Send ``opening``, then ``trickle`` (``{n}`` numbered) every half second; the answer, and how long
+    the connection lived."""
     reader, writer = await asyncio.open_connection(*address)
     started = time.monotonic()
     writer.write(opening)
@@ -209,7 +212,7 @@ async def _unfinished(address: tuple[str, int], opening: bytes, trickle: bytes |
             for number in range(120):
                 await asyncio.sleep(0.5)
                 assert trickle is not None
-                writer.write(trickle % number)
+                writer.write(trickle.replace(b"{n}", b"%d" % number))
                 await writer.drain()
 
     task = asyncio.create_task(trickling()) if trickle else None
@@ -232,7 +235,7 @@ async def test_unfinished_and_trickled_heads_are_dropped_within_the_deadline(
     with OtherUser(edge_cluster, secrets_seen) as bob:
         attacks = [
             *(_unfinished(address, b"GET /healthz HT", None) for _ in range(5)),
-            *(_unfinished(address, b"GET /healthz HTTP/1.1\r\n", b"X-Slow-%d: 1\r\n") for _ in range(5)),
+            *(_unfinished(address, b"GET /healthz HTTP/1.1\r\n", b"X-Slow-{n}: 1\r\n") for _ in range(5)),
             *(_unfinished(address, b"", None) for _ in range(5)),
         ]
         results = await asyncio.gather(*attacks)
@@ -245,6 +248,37 @@ async def test_unfinished_and_trickled_heads_are_dropped_within_the_deadline(
         else:
             assert raw == b"", "a connection that asked nothing is closed without an answer"
     bob.assert_unharmed()
+
+
+@pytest.mark.parametrize(("service", "path"), [("gateway", "/auth/login"), ("auth", "/login")])
+async def test_a_trickled_body_is_408_within_the_deadline(
+    edge_cluster: Cluster, secrets_seen: Secrets, service: str, path: str
+) -> None:
+    address = _address(edge_cluster, service)
+    opening = (
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nOrigin: {edge_cluster.public_origin}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+    ).encode()
+    with OtherUser(edge_cluster, secrets_seen) as bob:
+        results = await asyncio.gather(*(_unfinished(address, opening, b" ") for _ in range(5)))
+    for raw, lived in results:
+        status, headers, body = _parse(raw)
+        assert (status, body["error"], headers["connection"]) == (408, "request_timeout", "close"), raw[:300]
+        assert lived < BODY_TIMEOUT + 3, lived
+    bob.assert_unharmed()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_a_request_with_two_origins_is_refused(edge_cluster: Cluster, service: str) -> None:
+    reader, writer = await asyncio.open_connection(*_address(edge_cluster, service))
+    writer.write(
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+        + f"Origin: {edge_cluster.public_origin}\r\nOrigin: http://attacker.localhost:9000\r\n\r\n".encode()
+    )
+    raw = await _read_until_closed(reader, within=10)
+    writer.close()
+    status, _, body = _parse(raw)
+    assert (status, body["error"]) == (400, "duplicate_origin")
 
 
 async def _request(address: tuple[str, int], within: float = 10) -> tuple[int, dict[str, str], Any, float]:
