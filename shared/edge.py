@@ -35,7 +35,7 @@ class EdgeSettings:
     head_timeout: float = 10.0
     #: The first read of a body to its last byte; nginx gives 60 s between reads, we give 30 s in all.
     body_timeout: float = 30.0
-    #: An idle keep-alive connection closes after this; uvicorn's default, under clients' pool expiry.
+    #: An idle keep-alive connection closes after this: uvicorn's default, and httpx's pool expiry.
     keep_alive_timeout: float = 5.0
     #: Open connections per worker; nginx's ``worker_connections`` default.
     max_connections: int = 512
