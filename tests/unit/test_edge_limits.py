@@ -337,8 +337,14 @@ async def test_a_request_over_the_connection_cap_gets_a_fast_503_and_the_worker_
 
 async def test_a_request_over_the_in_flight_cap_gets_a_fast_503() -> None:
     release = asyncio.Event()
+    both_in = asyncio.Event()
+    entered = 0
 
     async def slow(request: Request) -> Response:
+        nonlocal entered
+        entered += 1
+        if entered == 2:
+            both_in.set()
         await release.wait()
         return JSONResponse({"done": True})
 
@@ -349,7 +355,8 @@ async def test_a_request_over_the_in_flight_cap_gets_a_fast_503() -> None:
             reader, writer = await _connect(port)
             writer.write(b"GET /slow HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
             held.append((reader, writer))
-        await asyncio.sleep(0.2)  # let both reach the handler; the server offers no event for it
+        async with asyncio.timeout(5):
+            await both_in.wait()
         status, headers, _ = await _request(port, GET + b"\r\n")
         assert (status, headers["retry-after"]) == (503, "1")
         release.set()
