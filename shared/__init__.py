@@ -1,7 +1,8 @@
-"""What every service needs and nothing more: verification, errors, logging, health, metrics, settings."""
+"""What every service needs and nothing more: verification, errors, edge limits, logs, health, metrics."""
 
 from __future__ import annotations
 
+from shared.edge import EdgeSettings
 from shared.errors import (
     ApiError,
     BadGateway,
@@ -47,6 +48,7 @@ __all__ = [
     "BadGateway",
     "BadRequest",
     "Conflict",
+    "EdgeSettings",
     "Forbidden",
     "GatewayTimeout",
     "HeadersTooLarge",

@@ -1,18 +1,44 @@
-"""The HTTP/1.1 protocol every service runs under uvicorn: httptools, no Nagle, one write per response.
+"""The HTTP/1.1 protocol every service runs under uvicorn: httptools, no Nagle, one write per response,
+and the edge limits that must hold before any application code runs.
 
 Profiles of the benchmark's small responses (a health check, a verified ``/whoami``) showed a
 third of the server's time inside the two ``send`` system calls uvicorn makes per response,
 one for the head and one for the body: on loopback and on a LAN each write also runs the
 TCP path towards the peer. Joining the writes of one event-loop step makes them one call.
+
+uvicorn hands a request to the application only once its head is complete, and until then
+keeps every header line it parsed: one connection sending 64 MiB of ordinary header lines
+grew a service by 67 MiB, and a head that never ends was never timed out. So the head is
+counted here, in the parser's callbacks and as bytes arrive, and refused as soon as it
+crosses a limit. This is every request's path: the checks are a few integer comparisons per
+header and per read, one clock read per request, and at most one timer per connection per
+head deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import socket
+from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
+import httptools
+from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from shared.edge import RETRY_AFTER_SECONDS, EdgeSettings
+from shared.errors import ApiError, HeadersTooLarge, RequestTimeout, ServiceUnavailable, error_response
+
+logger = logging.getLogger("shared.edge")
+
+#: How long a refused connection is still read (and what it sends dropped) after its answer.
+#: Closing at once, with the client's bytes unread, resets the connection, and the reset can
+#: destroy the answer before the client reads it: nginx's "lingering close", bounded in time.
+LINGER_SECONDS = 2.0
 
 
 class CoalescingTransport(asyncio.Transport):
@@ -27,6 +53,8 @@ class CoalescingTransport(asyncio.Transport):
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
+        #: Asked before closing; True means the protocol has closed the connection its own way.
+        self.before_close: Callable[[], bool] | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._pending:
@@ -47,6 +75,8 @@ class CoalescingTransport(asyncio.Transport):
             self._transport.write(data)
 
     def close(self) -> None:
+        if self.before_close is not None and self.before_close():
+            return
         self.flush()
         self._transport.close()
 
@@ -92,17 +122,227 @@ class CoalescingTransport(asyncio.Transport):
         self._transport.set_write_buffer_limits(high, low)
 
 
+def render_error(error: ApiError) -> bytes:
+    """``error`` as a whole HTTP/1.1 response that closes the connection.
+
+    For answers the edge gives before any application runs; the body and headers are the ones
+    :func:`shared.errors.error_response` renders for the same error inside an application.
+    """
+    response = error_response(
+        error.status, error.code, error.detail, {**error.headers, "Connection": "close"}
+    )
+    lines = [f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\n".encode("ascii")]
+    lines += [name + b": " + value + b"\r\n" for name, value in response.raw_headers]
+    return b"".join([*lines, b"\r\n", response.body])
+
+
+@functools.cache
+def _overloaded() -> bytes:
+    # The same bytes for every refusal: under a flood, answering must cost less than queueing.
+    return render_error(
+        ServiceUnavailable(
+            "the service is at its connection or request limit; try again shortly",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    )
+
+
+def _refusal(error: ApiError) -> bytes:
+    logger.info("refused a request head: %s", error.detail)
+    return render_error(error)
+
+
+class _Refused(Exception):
+    """Raised in a parser callback to stop parsing a request the edge refuses."""
+
+
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with TCP_NODELAY on every connection and coalesced writes.
+    """uvicorn's httptools protocol with TCP_NODELAY on every connection, coalesced writes, and edge limits.
 
     With ``workers > 1`` uvicorn binds the listening socket itself as ``socket(family)``,
     whose ``proto`` is 0, and asyncio only sets TCP_NODELAY on sockets whose ``proto`` is
     IPPROTO_TCP. A response written in two pieces then waited for the client's delayed ACK:
     about 40 ms per request, a sevenfold throughput loss measured with two workers against one.
+
+    ``limits`` (see :func:`uvicorn_options`) bounds each request head in header fields, in bytes
+    and in time (431 or 408, then the connection closes), and answers a request that finds the
+    worker at its connection or in-flight cap with an immediate 503 and ``Retry-After``.
     """
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: EdgeSettings | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        limits = limits or EdgeSettings()
+        # Plain attributes, read on every header and every read.
+        self._max_headers = limits.max_headers
+        self._max_header_bytes = limits.max_header_bytes
+        self._max_head_bytes = limits.max_head_bytes
+        self._head_timeout = limits.head_timeout
+        self._max_connections = limits.max_connections
+        self._max_in_flight = limits.max_in_flight
+        # When the head being read started (connection open or its first byte); None between heads.
+        self._head_since: float | None = None
+        self._head_begun = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
+        self._field_count = 0
+        self._field_bytes = 0
+        # The answer a parser callback refused the request with, written once parsing has stopped.
+        self._refusal: bytes | None = None
+        self._discarding = False
+        self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().connection_made(CoalescingTransport(transport, asyncio.get_running_loop()))
+        coalescing = CoalescingTransport(transport, asyncio.get_running_loop())
+        coalescing.before_close = self._linger_if_unread
+        super().connection_made(coalescing)
+        # uvicorn arms no timer until a first response: a connection that never sends was never closed.
+        self._head_since = self.loop.time()
+        self._head_timer = self.loop.call_later(self._head_timeout, self._head_deadline)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._head_timer, self._linger):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._linger = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        # uvicorn's, with the head counted as it arrives and refusals answered.
+        if self._discarding:
+            return
+        self._unset_keepalive_if_required()
+        if self._head_since is not None:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            if self._refusal is not None:
+                self._refuse(self._refusal)
+                return
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+            return
+        # Counted per read, so a header line that never ends is cut off too; the parser would keep it all.
+        if self._head_since is not None and self._head_bytes > self._max_head_bytes:
+            self._refuse(_refusal(HeadersTooLarge(f"the request head exceeds {self._max_head_bytes} bytes")))
+
+    def on_message_begin(self) -> None:
+        if self._head_since is None:
+            self._head_since = self.loop.time()
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(self._head_timeout, self._head_deadline)
+        self._head_begun = True
+        self._field_count = 0
+        self._field_bytes = 0
+        super().on_message_begin()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._field_count += 1
+        self._field_bytes += len(name) + len(value) + 4
+        if self._field_count > self._max_headers:
+            self._refusal = _refusal(
+                HeadersTooLarge(f"the request has more than {self._max_headers} header fields")
+            )
+            raise _Refused
+        if self._field_bytes > self._max_header_bytes:
+            self._refusal = _refusal(
+                HeadersTooLarge(f"request headers exceed {self._max_header_bytes} bytes")
+            )
+            raise _Refused
+        # uvicorn's own, inline: one Python call less per header.
+        name = name.lower()
+        value = value.rstrip(b" \t")
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._head_since = None
+        self._head_begun = False
+        self._head_bytes = 0
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and (len(self.connections) > self._max_connections or len(self.tasks) >= self._max_in_flight):
+            logger.info(
+                "refused a request: %d connections, %d in flight", len(self.connections), len(self.tasks)
+            )
+            self._refusal = _overloaded()
+            raise _Refused
+        super().on_headers_complete()
+
+    def _head_deadline(self) -> None:
+        self._head_timer = None
+        since = self._head_since
+        if since is None or self._discarding or self.transport.is_closing():
+            return
+        remaining = since + self._head_timeout - self.loop.time()
+        if remaining > 0:
+            # One timer per connection, moved on lazily: a request that finished its head in time
+            # cost no timer of its own.
+            self._head_timer = self.loop.call_later(remaining, self._head_deadline)
+            return
+        if not self._head_begun and self._head_bytes == 0:
+            # Nothing asked, so nothing to answer: an answer nobody asked for could be read as
+            # the reply to a request the client is about to send.
+            self.transport.close()
+            return
+        self._refuse(
+            _refusal(RequestTimeout(f"the request head did not arrive within {self._head_timeout:g} s"))
+        )
+
+    def _refuse(self, response: bytes) -> None:
+        self._refusal = None
+        self._head_since = None
+        self._discarding = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A response is being written on this connection; a second would interleave with it.
+            # It is the last one: the connection closes after it, and nothing more is read.
+            self.cycle.keep_alive = False
+            self.transport.pause_reading()
+            return
+        self.transport.write(response)
+        self._close_lingering()
+
+    def _linger_if_unread(self) -> bool:
+        # uvicorn closes after an answer given before the body was all read (a 413, a 408): the
+        # client may still be sending it.
+        cycle = self.cycle
+        if self._linger is not None or cycle is None or not cycle.more_body or self.transport.is_closing():
+            return False
+        self._close_lingering()
+        return True
+
+    def _close_lingering(self) -> None:
+        # Half-close: the answer and a FIN go out; what the client still sends is read and dropped
+        # until it closes too (eof_received) or the linger ends.
+        self._discarding = True
+        self.transport.write_eof()
+        self._linger = self.loop.call_later(LINGER_SECONDS, self.transport.abort)
+
+
+def uvicorn_options(limits: EdgeSettings) -> dict[str, Any]:
+    """The ``uvicorn.Config`` arguments that run :class:`HttpProtocol` with ``limits``."""
+    return {
+        # A partial, not a subclass made here: worker processes receive the config pickled.
+        "http": functools.partial(HttpProtocol, limits=limits),
+        "timeout_keep_alive": limits.keep_alive_timeout,
+        # uvicorn's own cap answers in plain text; HttpProtocol applies ours.
+        "limit_concurrency": None,
+    }

@@ -16,18 +16,18 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute
 from uvicorn.config import STARTUP_FAILURE
 
+from shared.edge import EdgeSettings
 from shared.errors import BadRequest, UnsupportedMediaType, exception_handlers
 from shared.health import ReadinessCheck, health_routes
 from shared.logs import configure_logging
 from shared.metrics import metrics_route, new_registry
 from shared.middleware import LimitsMiddleware, RequestContextMiddleware
-from shared.protocol import HttpProtocol
+from shared.protocol import uvicorn_options
 from shared.settings import SettingsError
 from shared.tokens import loads_strict
 from shared.workers import Workers
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
-DEFAULT_MAX_HEADER_BYTES = 8 * 1024
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -46,6 +46,8 @@ class ServerSettings(Protocol):
     def workers(self) -> int: ...
     @property
     def log_level(self) -> str: ...
+    @property
+    def edge(self) -> EdgeSettings: ...
 
 
 def build_app(
@@ -55,13 +57,15 @@ def build_app(
     readiness: ReadinessCheck,
     metrics: CollectorRegistry | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    edge: EdgeSettings | None = None,
 ) -> Starlette:
     """A Starlette app with the shared defaults around the service's own ``routes``.
 
     ``GET /metrics`` serves ``metrics`` (a fresh registry with process metrics if not given);
-    the service registers its own collectors there, typically in its lifespan.
+    the service registers its own collectors there, typically in its lifespan. ``edge`` gives the
+    header and body-deadline limits the app enforces itself (defaults if not given).
     """
+    limits = edge or EdgeSettings()
     registry = new_registry() if metrics is None else metrics
     app = Starlette(
         routes=[*health_routes(readiness), metrics_route(registry), *routes],
@@ -69,7 +73,12 @@ def build_app(
         exception_handlers=exception_handlers(),
         middleware=[
             Middleware(RequestContextMiddleware),
-            Middleware(LimitsMiddleware, max_body_bytes=max_body_bytes, max_header_bytes=max_header_bytes),
+            Middleware(
+                LimitsMiddleware,
+                max_body_bytes=max_body_bytes,
+                max_header_bytes=limits.max_header_bytes,
+                body_timeout=limits.body_timeout,
+            ),
         ],
     )
     # A slash redirect would carry the service's internal address back through the gateway.
@@ -93,9 +102,16 @@ async def read_json_object(request: Request) -> dict[str, Any]:
 
 
 def serve(
-    factory: str, *, service: str, host: str, port: int, workers: int = 1, log_level: str = "info"
+    factory: str,
+    *,
+    service: str,
+    host: str,
+    port: int,
+    workers: int = 1,
+    log_level: str = "info",
+    edge: EdgeSettings | None = None,
 ) -> None:
-    """Run ``factory`` (``"package.module:function"``) under uvicorn with JSON logs."""
+    """Run ``factory`` (``"package.module:function"``) under uvicorn, JSON logs, the ``edge`` limits."""
     configure_logging(service, log_level)
     config = uvicorn.Config(
         factory,
@@ -105,7 +121,7 @@ def serve(
         workers=workers,
         log_config=None,
         access_log=False,
-        http=HttpProtocol,
+        **uvicorn_options(edge or EdgeSettings()),
         # Not uvloop: it resolves names on libuv's pool of four threads, and while a Compose
         # service is stopped Docker's DNS takes ~10 s to fail its name, so a Redis outage left
         # auth answering 503 long after Redis was back (the compose fault tests caught it).
@@ -141,4 +157,5 @@ def serve_from_env(
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        edge=settings.edge,
     )

@@ -80,7 +80,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             checks["demo_users"] = seeding.done()
         return checks
 
-    return build_app(routes, lifespan=lifespan, readiness=readiness, metrics=registry)
+    return build_app(routes, lifespan=lifespan, readiness=readiness, metrics=registry, edge=settings.edge)
 
 
 async def _watch_keys(keys: KeyStore, interval: float) -> None:

@@ -11,6 +11,7 @@ from services.auth.domain import LoginThrottlePolicy, RateLimit
 from services.auth.keys import RotationPolicy
 from services.auth.redis_client import parse_url as parse_redis_url
 from shared import (
+    EdgeSettings,
     ProxyNetwork,
     Secret,
     SettingsError,
@@ -53,6 +54,7 @@ class Settings:
     trusted_proxies: tuple[ProxyNetwork, ...]
     login_throttle: LoginThrottlePolicy
     token_rate: RateLimit
+    edge: EdgeSettings
 
     @property
     def dev(self) -> bool:
@@ -113,6 +115,7 @@ class Settings:
                 env_int(environ, "TOKEN_RATE_LIMIT", 60, minimum=1),
                 env_int(environ, "TOKEN_RATE_WINDOW_SECONDS", 60, minimum=1, maximum=86400),
             ),
+            edge=EdgeSettings.from_env(environ),
         )
 
 

@@ -101,6 +101,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
         readiness=readiness,
         metrics=registry,
         max_body_bytes=settings.max_body_bytes,
+        edge=settings.edge,
     )
 
 

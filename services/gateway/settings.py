@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from shared import (
+    EdgeSettings,
     ProxyNetwork,
     SettingsError,
     VerifierSettings,
@@ -54,6 +55,7 @@ class GatewaySettings:
     request_body_timeout: float
     upstream_health_interval: float
     verifier: VerifierSettings
+    edge: EdgeSettings
     # Proxies in front of the gateway (an ingress controller) whose X-Forwarded-For is believed.
     trusted_proxies: tuple[ProxyNetwork, ...] = ()
     max_body_bytes: int = MAX_BODY_BYTES
@@ -75,6 +77,7 @@ class GatewaySettings:
             upstream_health_interval=env_float(environ, "UPSTREAM_HEALTH_INTERVAL_SECONDS", 2.0, minimum=0.1),
             verifier=VerifierSettings.from_env(environ),
             trusted_proxies=trusted_proxies_from_env(environ),
+            edge=EdgeSettings.from_env(environ),
         )
 
     def upstream_urls(self) -> dict[str, tuple[str, ...]]:

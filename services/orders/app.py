@@ -52,7 +52,12 @@ def create_app(settings: OrdersSettings) -> Starlette:
                 registry.unregister(collector)
 
     return build_app(
-        routes, lifespan=lifespan, readiness=_readiness, metrics=registry, max_body_bytes=MAX_BODY_BYTES
+        routes,
+        lifespan=lifespan,
+        readiness=_readiness,
+        metrics=registry,
+        max_body_bytes=MAX_BODY_BYTES,
+        edge=settings.edge,
     )
 
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared import SettingsError, VerifierSettings, env_int, env_str
+from shared import EdgeSettings, SettingsError, VerifierSettings, env_int, env_str
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -21,6 +21,7 @@ class OrdersSettings:
     db_path: Path
     log_level: str
     verifier: VerifierSettings
+    edge: EdgeSettings
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> OrdersSettings:
@@ -35,4 +36,5 @@ class OrdersSettings:
             db_path=Path(env_str(environ, "ORDERS_DB_PATH", "var/orders.sqlite3")),
             log_level=log_level,
             verifier=VerifierSettings.from_env(environ),
+            edge=EdgeSettings.from_env(environ),
         )
