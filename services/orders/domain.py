@@ -8,9 +8,11 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any
 
-from shared import AccessClaims, Forbidden, NotFound, ValidationFailed
+import msgspec
+
+from shared import AccessClaims, Conflict, Forbidden, NotFound, ValidationFailed
 
 AUDIENCE = "orders"
 ORDER_FIELDS = frozenset({"item", "quantity"})
@@ -20,8 +22,20 @@ QUANTITY_MAX = 1000
 _ORDER_ID = re.compile(r"[0-9a-f]{32}")
 # Fixed width, so text order is time order in SQLite and in any client.
 _TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-# Cc: C0/C1 controls and DEL. Cs: lone surrogates, which JSON escapes can carry but UTF-8 cannot.
-_REJECTED_CATEGORIES = frozenset({"Cc", "Cs"})
+# Text that shows something other than what it holds is refused, so an admin's listing of
+# everyone's orders shows each item as its owner typed it. Cc: C0/C1 controls and DEL. Cf: format
+# characters, the invisible and the bidirectional ones (U+200B zero width space, U+202E
+# right-to-left override, U+2066-2069 isolates, U+FEFF). Zl, Zp: line and paragraph separators.
+# Co: private use, which renders as whatever a font puts there. Cs: lone surrogates, which JSON
+# escapes can carry but UTF-8 cannot.
+REJECTED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+# Letters (Lo) and a mark (Mn) that render as blank space: the Hangul fillers and the combining
+# grapheme joiner, the usual stand-ins for an invisible character where Cf is refused.
+INVISIBLE_CHARACTERS = frozenset("\u034f\u115f\u1160\u3164\uffa0")
+_ZERO_WIDTH_JOINER = "\u200d"
+# What may end an emoji before a joiner besides a pictograph: the presentation selector U+FE0F
+# and the skin tone modifiers U+1F3FB-1F3FF.
+_EMOJI_MODIFIERS = frozenset("\ufe0f\U0001f3fb\U0001f3fc\U0001f3fd\U0001f3fe\U0001f3ff")
 
 
 class InvalidField(ValidationFailed):
@@ -40,8 +54,15 @@ class OrderDraft:
     quantity: int
 
 
-class OrderDocument(TypedDict):
-    """An order as clients see it."""
+class QuotaExceeded(Conflict):
+    """409: the caller already holds as many orders as one user may."""
+
+    code = "order_quota_exceeded"
+
+
+class OrderDocument(msgspec.Struct, frozen=True, gc=False):
+    """An order as clients see it, field for field as the store keeps it (so a row becomes one
+    without conversion, and msgspec encodes it without an intermediate dict)."""
 
     id: str
     item: str
@@ -62,13 +83,13 @@ class Order:
 
     def to_document(self) -> OrderDocument:
         """The JSON shape, with ``created_at`` as an ISO-8601 UTC string."""
-        return {
-            "id": self.id,
-            "item": self.item,
-            "quantity": self.quantity,
-            "owner": self.owner,
-            "created_at": format_timestamp(self.created_at),
-        }
+        return OrderDocument(
+            id=self.id,
+            item=self.item,
+            quantity=self.quantity,
+            owner=self.owner,
+            created_at=format_timestamp(self.created_at),
+        )
 
 
 def parse_order_draft(document: Mapping[str, Any]) -> OrderDraft:
@@ -86,14 +107,39 @@ def _parse_item(document: Mapping[str, Any]) -> str:
     value = document["item"]
     if not isinstance(value, str):
         raise InvalidField("item", "item must be a string")
-    if any(unicodedata.category(char) in _REJECTED_CATEGORIES for char in value):
-        raise InvalidField("item", "item must not contain control characters")
+    if not is_plain_text(value):
+        raise InvalidField("item", "item must not contain control, invisible or bidirectional characters")
     item = value.strip()
     if not 1 <= len(item) <= ITEM_MAX_LENGTH:
         raise InvalidField(
             "item", f"item must be 1 to {ITEM_MAX_LENGTH} characters, not counting outer spaces"
         )
     return item
+
+
+def is_plain_text(text: str) -> bool:
+    """True when every character of ``text`` shows as itself: no control, format or invisible ones.
+
+    The one format character allowed is U+200D (zero width joiner) between two pictographs, as
+    in the family emoji; anywhere else it is as invisible as the others.
+    """
+    # ASCII printables are nearly every item: skip the per-character lookups for them.
+    if text.isascii() and text.isprintable():
+        return True
+    for index, char in enumerate(text):
+        if char in INVISIBLE_CHARACTERS:
+            return False
+        if unicodedata.category(char) in REJECTED_CATEGORIES and not _joins_emoji(text, index):
+            return False
+    return True
+
+
+def _joins_emoji(text: str, index: int) -> bool:
+    if text[index] != _ZERO_WIDTH_JOINER or not 0 < index < len(text) - 1:
+        return False
+    before, after = text[index - 1], text[index + 1]
+    emoji_end = unicodedata.category(before) == "So" or before in _EMOJI_MODIFIERS
+    return emoji_end and unicodedata.category(after) == "So"
 
 
 def _parse_quantity(document: Mapping[str, Any]) -> int:
@@ -145,11 +191,16 @@ def listing_owner(claims: AccessClaims, want_all: bool) -> str | None:
     return None
 
 
-def readable_order(order: Order | None, claims: AccessClaims) -> Order:
+def readable_order(order: OrderDocument | None, claims: AccessClaims) -> OrderDocument:
     """The order if the caller owns it. Someone else's order is "not found", so ids reveal nothing."""
     if order is None or order.owner != claims.sub:
         raise NotFound("no such order")
     return order
+
+
+def quota_exceeded(limit: int) -> QuotaExceeded:
+    """The error for a caller who already holds ``limit`` orders."""
+    return QuotaExceeded(f"you hold {limit} orders, the most one user may hold")
 
 
 def format_timestamp(moment: datetime) -> str:
