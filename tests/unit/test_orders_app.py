@@ -532,14 +532,24 @@ def test_the_next_link_keeps_the_page_size(client: TestClient, mint: Mint) -> No
     assert link.endswith("&limit=2")
 
 
-def test_the_default_page_is_20_orders(client: TestClient, mint: Mint) -> None:
-    token = mint()
-    for n in range(21):
-        place(client, token, f"item {n}")
+def insert_directly(db_path: Path, owner: str, count: int) -> None:
+    """``count`` older orders for ``owner``, written to the file without the rate limit's wait."""
+    with contextlib.closing(sqlite3.connect(db_path)) as connection, connection:
+        connection.executemany(
+            "INSERT INTO orders (id, owner, item, quantity, created_at) VALUES (?, ?, ?, 1, ?)",
+            [(uuid.uuid4().hex, owner, f"bulk {n}", f"2020-01-01T00:00:00.{n:06d}Z") for n in range(count)],
+        )
+
+
+def test_the_default_page_is_20_orders(client: TestClient, mint: Mint, db_path: Path) -> None:
+    token = mint(sub="alice")
+    newest = place(client, token)
+    insert_directly(db_path, "alice", 20)
     first = page_of(client, token)
     assert len(first["orders"]) == 20
+    assert first["orders"][0] == newest
     assert first["next"] is not None
-    assert [order["item"] for order in page_of(client, token, first["next"])["orders"]] == ["item 0"]
+    assert [order["item"] for order in page_of(client, token, first["next"])["orders"]] == ["bulk 0"]
 
 
 def test_orders_placed_after_the_first_page_do_not_shift_the_following_ones(
@@ -597,11 +607,7 @@ def test_a_limit_out_of_bounds_is_422_naming_limit(client: TestClient, mint: Min
 def test_the_largest_page_is_100_orders(client: TestClient, mint: Mint, db_path: Path) -> None:
     token = mint(sub="alice")
     place(client, token)
-    with contextlib.closing(sqlite3.connect(db_path)) as connection, connection:
-        connection.executemany(
-            "INSERT INTO orders (id, owner, item, quantity, created_at) VALUES (?, 'alice', 'bulk', 1, ?)",
-            [(uuid.uuid4().hex, f"2020-01-01T00:00:00.{n:06d}Z") for n in range(150)],
-        )
+    insert_directly(db_path, "alice", 150)
     assert len(page_of(client, token, "?limit=100")["orders"]) == 100
 
 
