@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared.api import InvalidField, schema_components, schema_ref, validate_as
 from shared.errors import (
     ApiError,
     BadGateway,
@@ -50,6 +51,7 @@ __all__ = [
     "Forbidden",
     "GatewayTimeout",
     "HeadersTooLarge",
+    "InvalidField",
     "InvalidToken",
     "JWKSCache",
     "JWKSConfig",
@@ -91,7 +93,10 @@ __all__ = [
     "parse_trusted_proxies",
     "read_json_object",
     "request_id",
+    "schema_components",
+    "schema_ref",
     "serve",
     "serve_from_env",
     "trusted_proxies_from_env",
+    "validate_as",
 ]

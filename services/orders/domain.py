@@ -8,14 +8,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
-from shared import AccessClaims, Conflict, Forbidden, NotFound, ValidationFailed
+from shared import AccessClaims, Conflict, Forbidden, InvalidField, NotFound, validate_as
 
 AUDIENCE = "orders"
-ORDER_FIELDS = frozenset({"item", "quantity"})
 ITEM_MAX_LENGTH = 200
 QUANTITY_MIN = 1
 QUANTITY_MAX = 1000
@@ -38,20 +37,23 @@ _ZERO_WIDTH_JOINER = "\u200d"
 _EMOJI_MODIFIERS = frozenset("\ufe0f\U0001f3fb\U0001f3fc\U0001f3fd\U0001f3fe\U0001f3ff")
 
 
-class InvalidField(ValidationFailed):
-    """A 422 whose ``field`` names the part of the request that is wrong."""
+class OrderDraft(msgspec.Struct, forbid_unknown_fields=True):
+    """An order to place: what and how many. Its owner is always the token's subject."""
 
-    def __init__(self, field: str, detail: str):
-        super().__init__(detail)
-        self.field = field
+    item: Annotated[
+        str,
+        msgspec.Meta(
+            description=(
+                f"1 to {ITEM_MAX_LENGTH} characters after trimming outer spaces; no control,"
+                f" invisible or bidirectional characters (Unicode {', '.join(sorted(REJECTED_CATEGORIES))})."
+            )
+        ),
+    ]
+    quantity: Annotated[int, msgspec.Meta(ge=QUANTITY_MIN, le=QUANTITY_MAX)]
 
-
-@dataclass(frozen=True)
-class OrderDraft:
-    """A validated order request, before it has an id, an owner and a time."""
-
-    item: str
-    quantity: int
+    def __post_init__(self) -> None:
+        # What msgspec cannot state: trimming, and the characters refused (see is_plain_text).
+        self.item = _clean_item(self.item)
 
 
 class QuotaExceeded(Conflict):
@@ -61,14 +63,22 @@ class QuotaExceeded(Conflict):
 
 
 class OrderDocument(msgspec.Struct, frozen=True, gc=False):
-    """An order as clients see it, field for field as the store keeps it (so a row becomes one
-    without conversion, and msgspec encodes it without an intermediate dict)."""
+    """An order as clients see it."""
 
-    id: str
+    # Field for field as the store keeps it, so a row becomes one without conversion and msgspec
+    # encodes it without an intermediate dict.
+    id: Annotated[str, msgspec.Meta(pattern=f"^{_ORDER_ID.pattern}$")]
     item: str
     quantity: int
-    owner: str
-    created_at: str
+    owner: Annotated[str, msgspec.Meta(description="The `sub` of the token that placed it.")]
+    created_at: Annotated[str, msgspec.Meta(description="UTC, `2025-01-31T12:00:00.000000Z`.")]
+
+
+class Identity(msgspec.Struct, frozen=True, gc=False):
+    """Who the token says the caller is."""
+
+    sub: str
+    role: str | None
 
 
 @dataclass(frozen=True)
@@ -94,19 +104,10 @@ class Order:
 
 def parse_order_draft(document: Mapping[str, Any]) -> OrderDraft:
     """Validate a ``POST /orders`` body; the first wrong field raises :class:`InvalidField`."""
-    unknown = sorted(set(document) - ORDER_FIELDS)
-    if unknown:
-        name = unknown[0][:64]
-        raise InvalidField(name, f"unknown field {name!r}: send only item and quantity")
-    return OrderDraft(item=_parse_item(document), quantity=_parse_quantity(document))
+    return validate_as(document, OrderDraft)
 
 
-def _parse_item(document: Mapping[str, Any]) -> str:
-    if "item" not in document:
-        raise InvalidField("item", "item is required")
-    value = document["item"]
-    if not isinstance(value, str):
-        raise InvalidField("item", "item must be a string")
+def _clean_item(value: str) -> str:
     if not is_plain_text(value):
         raise InvalidField("item", "item must not contain control, invisible or bidirectional characters")
     item = value.strip()
@@ -140,18 +141,6 @@ def _joins_emoji(text: str, index: int) -> bool:
     before, after = text[index - 1], text[index + 1]
     emoji_end = unicodedata.category(before) == "So" or before in _EMOJI_MODIFIERS
     return emoji_end and unicodedata.category(after) == "So"
-
-
-def _parse_quantity(document: Mapping[str, Any]) -> int:
-    if "quantity" not in document:
-        raise InvalidField("quantity", "quantity is required")
-    value = document["quantity"]
-    # Not isinstance: bool is an int subclass, and 2.0 or "2" mean the client built the body wrong.
-    if type(value) is not int:
-        raise InvalidField("quantity", "quantity must be an integer")
-    if not QUANTITY_MIN <= value <= QUANTITY_MAX:
-        raise InvalidField("quantity", f"quantity must be from {QUANTITY_MIN} to {QUANTITY_MAX}")
-    return value
 
 
 def new_order_id() -> str:

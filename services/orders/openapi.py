@@ -14,13 +14,14 @@ from typing import Any
 from services.orders.domain import (
     INVISIBLE_CHARACTERS,
     ITEM_MAX_LENGTH,
-    QUANTITY_MAX,
-    QUANTITY_MIN,
     REJECTED_CATEGORIES,
+    Identity,
+    OrderDocument,
+    OrderDraft,
 )
-from services.orders.paging import DEFAULT_PAGE_SIZE, MAX_CURSOR_LENGTH, MAX_PAGE_SIZE
+from services.orders.paging import DEFAULT_PAGE_SIZE, MAX_CURSOR_LENGTH, MAX_PAGE_SIZE, OrderPage
 from services.orders.settings import DEFAULT_CREATE_BURST, DEFAULT_CREATE_RATE, DEFAULT_MAX_ORDERS_PER_USER
-from shared import openapi_document, openapi_error
+from shared import openapi_document, openapi_error, schema_components, schema_ref
 
 SECURITY_SCHEMES: dict[str, Any] = {
     "bearer": {
@@ -30,8 +31,6 @@ SECURITY_SCHEMES: dict[str, Any] = {
         "description": "An RS256 `at+jwt` access token from auth's `POST /token` with audience `orders`.",
     }
 }
-
-ORDER_ID_PATTERN = "^[0-9a-f]{32}$"
 
 
 @functools.cache
@@ -66,60 +65,15 @@ def _item_schema() -> dict[str, Any]:
         # between two emoji.
         "pattern": f"^{text}*[^\\s{_refused_ranges()}]{text}*$",
         "maxLength": ITEM_MAX_LENGTH,
-        "description": (
-            f"1 to {ITEM_MAX_LENGTH} characters after trimming; no control, invisible or bidirectional"
-            f" characters (Unicode categories {', '.join(sorted(REJECTED_CATEGORIES))})."
-        ),
     }
 
 
 def _schemas() -> dict[str, Any]:
-    return {
-        "OrderDraft": {
-            "type": "object",
-            "required": ["item", "quantity"],
-            "additionalProperties": False,
-            "properties": {
-                "item": _item_schema(),
-                "quantity": {"type": "integer", "minimum": QUANTITY_MIN, "maximum": QUANTITY_MAX},
-            },
-        },
-        "Order": {
-            "type": "object",
-            "required": ["id", "item", "quantity", "owner", "created_at"],
-            "properties": {
-                "id": {"type": "string", "pattern": ORDER_ID_PATTERN},
-                "item": {"type": "string"},
-                "quantity": {"type": "integer"},
-                "owner": {"type": "string", "description": "The `sub` of the token that placed it."},
-                "created_at": {"type": "string", "description": "UTC, `2025-01-31T12:00:00.000000Z`."},
-            },
-        },
-        "OrderList": {
-            "type": "object",
-            "required": ["orders", "next"],
-            "properties": {
-                "orders": {
-                    "type": "array",
-                    "maxItems": MAX_PAGE_SIZE,
-                    "items": {"$ref": "#/components/schemas/Order"},
-                    "description": "One page, newest first (ties in insertion order).",
-                },
-                "next": {
-                    "type": ["string", "null"],
-                    "description": (
-                        "The next page as a query-only relative reference (`?cursor=...&limit=...`, with"
-                        " `all=true` kept), resolved against the path just called; null on the last page."
-                    ),
-                },
-            },
-        },
-        "Identity": {
-            "type": "object",
-            "required": ["sub", "role"],
-            "properties": {"sub": {"type": "string"}, "role": {"type": "string"}},
-        },
-    }
+    # Derived from the types the routes decode and encode (shared.api), then the one rule only
+    # code can check, the item's characters, added as a pattern derived from the same categories.
+    schemas = schema_components(OrderDraft, OrderDocument, OrderPage, Identity)
+    schemas["OrderDraft"]["properties"]["item"].update(_item_schema())
+    return schemas
 
 
 def __getattr__(name: str) -> Any:
@@ -140,10 +94,10 @@ _TOKEN_ERRORS = {
 }
 
 
-def _json(schema: str, description: str) -> dict[str, Any]:
+def _json(schema: type[Any], description: str) -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        "content": {"application/json": {"schema": schema_ref(schema)}},
     }
 
 
@@ -156,7 +110,7 @@ def paths() -> dict[str, Any]:
                 "summary": "Who the token says the caller is.",
                 "tags": ["orders"],
                 "security": _BEARER,
-                "responses": {"200": _json("Identity", "The token's subject and role."), **_TOKEN_ERRORS},
+                "responses": {"200": _json(Identity, "The token's subject and role."), **_TOKEN_ERRORS},
             }
         },
         "/orders": {
@@ -186,7 +140,7 @@ def paths() -> dict[str, Any]:
                     },
                 ],
                 "responses": {
-                    "200": _json("OrderList", "One page of orders and the link to the next."),
+                    "200": _json(OrderPage, "One page of orders and the link to the next."),
                     "403": openapi_error("`all=true` from a caller who is not an admin."),
                     "422": openapi_error(
                         "`all`, `limit` or `cursor` is malformed, out of range, repeated, or (a cursor)"
@@ -202,10 +156,10 @@ def paths() -> dict[str, Any]:
                 "security": _BEARER,
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OrderDraft"}}},
+                    "content": {"application/json": {"schema": schema_ref(OrderDraft)}},
                 },
                 "responses": {
-                    "201": _json("Order", "The new order."),
+                    "201": _json(OrderDocument, "The new order."),
                     "409": openapi_error(
                         f"`order_quota_exceeded`: the caller already holds the most orders one user may"
                         f" (`ORDERS_MAX_PER_USER`, {DEFAULT_MAX_ORDERS_PER_USER} by default)."
@@ -236,7 +190,7 @@ def paths() -> dict[str, Any]:
                     {"name": "order_id", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
                 "responses": {
-                    "200": _json("Order", "The order."),
+                    "200": _json(OrderDocument, "The order."),
                     "404": openapi_error("No such order, or not the caller's."),
                     **_TOKEN_ERRORS,
                 },

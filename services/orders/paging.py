@@ -19,9 +19,13 @@ import hmac
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 from urllib.parse import urlencode
 
-from services.orders.domain import InvalidField
+import msgspec
+
+from services.orders.domain import OrderDocument
+from shared import InvalidField
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -40,6 +44,26 @@ _CURSOR = re.compile(r"[A-Za-z0-9_-]+")
 _TIMESTAMP = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 # Domain separation: this key signs cursors and nothing else.
 _CONTEXT = b"orders-listing-cursor\x00"
+
+
+class OrderPage(msgspec.Struct, gc=False):
+    """One page of a listing and the link to the next."""
+
+    orders: Annotated[
+        list[OrderDocument],
+        msgspec.Meta(
+            max_length=MAX_PAGE_SIZE, description="Newest first; ties in the order they were placed."
+        ),
+    ]
+    next: Annotated[
+        str | None,
+        msgspec.Meta(
+            description=(
+                "The next page as a query-only relative reference (`?cursor=...&limit=...`, with"
+                " `all=true` kept), resolved against the path just called; null on the last page."
+            )
+        ),
+    ]
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,6 @@ from shared import AccessClaims, NotFound, TokenVerifier, TooManyRequests, opena
 _encode = msgspec.json.Encoder().encode
 
 
-class OrderPage(msgspec.Struct, gc=False):
-    """A listing's body: one page of orders and the query-only link to the next, or null."""
-
-    orders: list[domain.OrderDocument]
-    next: str | None
-
-
 async def _authenticate(request: Request) -> AccessClaims:
     verifier: TokenVerifier = request.state.verifier
     return await verifier.verify_request(request)
@@ -50,7 +43,7 @@ def _private_json(content: Any, status_code: int = 200) -> Response:
 async def whoami(request: Request) -> Response:
     """``GET /whoami``: who the token says the caller is. Verification and nothing else."""
     claims = await _authenticate(request)
-    return _private_json({"sub": claims.sub, "role": claims.role})
+    return _private_json(domain.Identity(sub=claims.sub, role=claims.role))
 
 
 async def list_orders(request: Request) -> Response:
@@ -71,7 +64,7 @@ async def list_orders(request: Request) -> Response:
         del orders[page.limit :]
         last = paging.Position(created_at=orders[-1].created_at, order_id=orders[-1].id)
     link = paging.next_link(last, key=store.cursor_key, scope=scope, limit=page.limit, want_all=want_all)
-    return _private_json(OrderPage(orders=orders, next=link))
+    return _private_json(paging.OrderPage(orders=orders, next=link))
 
 
 async def create_order(request: Request) -> Response:

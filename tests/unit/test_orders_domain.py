@@ -10,8 +10,8 @@ import msgspec
 import pytest
 
 from services.orders import domain
-from services.orders.domain import InvalidField, Order, OrderDraft
-from shared import AccessClaims, Forbidden, NotFound, ValidationFailed
+from services.orders.domain import Order, OrderDraft
+from shared import AccessClaims, Forbidden, InvalidField, NotFound, ValidationFailed
 
 NOW = datetime(2025, 1, 31, 12, 0, 0, 123456, tzinfo=UTC)
 

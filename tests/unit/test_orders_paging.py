@@ -8,7 +8,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from services.orders import paging
-from services.orders.domain import InvalidField
+from shared import InvalidField
 from services.orders.paging import Position
 
 KEY = b"k" * paging.CURSOR_KEY_BYTES
