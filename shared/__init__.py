@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.api import InvalidField, schema_components, schema_ref, validate_as
+from shared.api import InvalidField, query_as, query_parameters, schema_components, schema_ref, validate_as
 from shared.errors import (
     ApiError,
     BadGateway,
@@ -91,6 +91,8 @@ __all__ = [
     "openapi_route",
     "parse_jwks",
     "parse_trusted_proxies",
+    "query_as",
+    "query_parameters",
     "read_json_object",
     "request_id",
     "schema_components",

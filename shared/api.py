@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import msgspec.inspect
@@ -45,6 +45,16 @@ _KINDS = {
 }
 
 
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]{0,17})")
+_BOOLEANS = {"true": True, "false": False}
+
+
+class MultiValued(Protocol):
+    """Query parameters as Starlette's ``QueryParams`` holds them: every value of a name."""
+
+    def getlist(self, key: Any) -> list[str]: ...
+
+
 class InvalidField(ValidationFailed):
     """A 422 whose ``field`` names the part of the request that is wrong."""
 
@@ -63,6 +73,43 @@ def validate_as(document: Mapping[str, Any], type_: type[T]) -> T:
         return msgspec.convert(document, type_, strict=True)
     except msgspec.ValidationError as exc:
         raise _invalid_field(str(exc), type_) from None
+
+
+def query_as(query: MultiValued, type_: type[T]) -> T:
+    """The query parameters ``type_`` declares, as ``type_``; else :class:`InvalidField`.
+
+    Each parameter at most once. An integer is written in plain decimal (no ``+``, spaces,
+    leading zeros or exponent) and a boolean as ``true`` or ``false``; then the declared
+    constraints apply as for a body. Parameters the type does not declare are ignored, as HTTP
+    servers do (a cache-busting ``?_=123`` must not fail a request).
+    """
+    document: dict[str, Any] = {}
+    for field in _fields(type_):
+        name = field.encode_name
+        values = query.getlist(name)
+        if len(values) > 1:
+            raise InvalidField(name, f"{name} must be given at most once")
+        if values:
+            document[name] = _scalar(name, values[0], field.type)
+    return validate_as(document, type_)
+
+
+def query_parameters(type_: type[Any]) -> list[dict[str, Any]]:
+    """The OpenAPI ``parameters`` (``in: query``) that :func:`query_as` reads into ``type_``."""
+    properties = schema_components(type_)[type_.__name__]["properties"]
+    parameters = []
+    for field in _fields(type_):
+        schema = dict(properties[field.encode_name])
+        # An absent parameter is how a query says None: publish only the type it may hold.
+        present = [option for option in schema.get("anyOf", ()) if option.get("type") != "null"]
+        if len(present) == 1 and len(schema["anyOf"]) == 2:
+            schema = dict(present[0])
+        description = schema.pop("description", None)
+        parameter = {"name": field.encode_name, "in": "query", "required": field.required, "schema": schema}
+        if description is not None:
+            parameter["description"] = description
+        parameters.append(parameter)
+    return parameters
 
 
 def schema_components(*types: type[Any]) -> dict[str, Any]:
@@ -92,22 +139,58 @@ def _invalid_field(message: str, type_: type[Any]) -> InvalidField:
     return InvalidField("body", message)
 
 
-def _names(type_: type[Any]) -> str:
+def _fields(type_: type[Any]) -> tuple[msgspec.inspect.Field, ...]:
     info = msgspec.inspect.type_info(type_)
-    fields = [field.encode_name for field in getattr(info, "fields", ())]
+    return tuple(getattr(info, "fields", ()))
+
+
+def _scalar(name: str, text: str, kind: msgspec.inspect.Type) -> object:
+    """One query value as the JSON value it stands for, so the body rules can judge it."""
+    kind = _base(kind)
+    if isinstance(kind, msgspec.inspect.IntType):
+        if not _INTEGER.fullmatch(text):
+            raise InvalidField(name, f"{name} must be a whole number written in plain decimal")
+        return int(text)
+    if isinstance(kind, msgspec.inspect.BoolType):
+        if text not in _BOOLEANS:
+            raise InvalidField(name, f"{name} must be true or false")
+        return _BOOLEANS[text]
+    return text
+
+
+def _base(kind: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    """``kind`` without its annotations, and without ``| None`` when that is all it adds."""
+    if isinstance(kind, msgspec.inspect.UnionType):
+        kinds = [option for option in kind.types if not isinstance(option, msgspec.inspect.NoneType)]
+        kind = kinds[0] if len(kinds) == 1 else kind
+    while isinstance(kind, msgspec.inspect.Metadata):
+        kind = kind.type
+    return kind
+
+
+def _names(type_: type[Any]) -> str:
+    fields = [field.encode_name for field in _fields(type_)]
     return " and ".join([", ".join(fields[:-1]), fields[-1]] if len(fields) > 1 else fields)
 
 
 def _bounds(type_: type[Any], name: str) -> str:
     """What a field's constraints ask for, in words: ``from 1 to 1000``."""
-    info = msgspec.inspect.type_info(type_)
-    for field in getattr(info, "fields", ()):
-        if field.encode_name == name and isinstance(field.type, msgspec.inspect.IntType):
-            low, high = field.type.ge, field.type.le
+    for field in _fields(type_):
+        if field.encode_name != name:
+            continue
+        kind = field.type
+        if isinstance(kind, msgspec.inspect.UnionType):
+            kind = next(
+                (option for option in kind.types if not isinstance(option, msgspec.inspect.NoneType)), kind
+            )
+        if isinstance(kind, msgspec.inspect.IntType):
+            low, high = kind.ge, kind.le
             if low is not None and high is not None:
                 return f"from {low} to {high}"
             if low is not None:
                 return f"at least {low}"
             if high is not None:
                 return f"at most {high}"
+        if isinstance(kind, msgspec.inspect.StrType) and kind.max_length is not None:
+            return f"at most {kind.max_length} characters"
     return "within its documented limits"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -160,15 +160,6 @@ def place_order(draft: OrderDraft, *, owner: str, order_id: str, now: datetime) 
     return Order(
         id=order_id, item=draft.item, quantity=draft.quantity, owner=owner, created_at=now.astimezone(UTC)
     )
-
-
-def parse_all_flag(values: Sequence[str]) -> bool:
-    """The ``all`` query parameter: absent or ``false`` is the caller's own orders, ``true`` is everyone's."""
-    if not values:
-        return False
-    if len(values) == 1 and values[0] in ("true", "false"):
-        return values[0] == "true"
-    raise InvalidField("all", "all must be true or false")
 
 
 def listing_owner(claims: AccessClaims, want_all: bool) -> str | None:

@@ -19,9 +19,9 @@ from services.orders.domain import (
     OrderDocument,
     OrderDraft,
 )
-from services.orders.paging import DEFAULT_PAGE_SIZE, MAX_CURSOR_LENGTH, MAX_PAGE_SIZE, OrderPage
+from services.orders.paging import ListingQuery, OrderPage
 from services.orders.settings import DEFAULT_CREATE_BURST, DEFAULT_CREATE_RATE, DEFAULT_MAX_ORDERS_PER_USER
-from shared import openapi_document, openapi_error, schema_components, schema_ref
+from shared import openapi_document, openapi_error, query_parameters, schema_components, schema_ref
 
 SECURITY_SCHEMES: dict[str, Any] = {
     "bearer": {
@@ -119,26 +119,7 @@ def paths() -> dict[str, Any]:
                 "summary": "The caller's orders, newest first; `all=true` lists everyone's, for admins.",
                 "tags": ["orders"],
                 "security": _BEARER,
-                "parameters": [
-                    {"name": "all", "in": "query", "required": False, "schema": {"enum": ["true", "false"]}},
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "required": False,
-                        "description": f"Orders per page, {DEFAULT_PAGE_SIZE} when absent.",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
-                    },
-                    {
-                        "name": "cursor",
-                        "in": "query",
-                        "required": False,
-                        "description": (
-                            "Opaque: copied from the previous page's `next`. Valid only for the listing"
-                            " that gave it out (the same caller, with or without `all=true`)."
-                        ),
-                        "schema": {"type": "string", "maxLength": MAX_CURSOR_LENGTH},
-                    },
-                ],
+                "parameters": query_parameters(ListingQuery),
                 "responses": {
                     "200": _json(OrderPage, "One page of orders and the link to the next."),
                     "403": openapi_error("`all=true` from a caller who is not an admin."),

@@ -17,7 +17,6 @@ import binascii
 import hashlib
 import hmac
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import urlencode
@@ -39,7 +38,6 @@ _TIMESTAMP_LENGTH = 27
 _ID_BYTES = 16
 _TAG_BYTES = 16
 _PAYLOAD_LENGTH = len(_VERSION) + _TIMESTAMP_LENGTH + _ID_BYTES
-_LIMIT = re.compile(r"[1-9][0-9]{0,2}")
 _CURSOR = re.compile(r"[A-Za-z0-9_-]+")
 _TIMESTAMP = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 # Domain separation: this key signs cursors and nothing else.
@@ -66,6 +64,33 @@ class OrderPage(msgspec.Struct, gc=False):
     ]
 
 
+class ListingQuery(msgspec.Struct, kw_only=True):
+    """The query of a listing, read by ``shared.query_as`` and published from the same fields."""
+
+    all_users: Annotated[
+        bool, msgspec.Meta(description="`true` lists every user's orders; for admins only.")
+    ] = msgspec.field(default=False, name="all")
+    limit: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1, le=MAX_PAGE_SIZE, description=f"Orders per page, {DEFAULT_PAGE_SIZE} when absent."
+        ),
+    ] = DEFAULT_PAGE_SIZE
+    cursor: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                max_length=MAX_CURSOR_LENGTH,
+                description=(
+                    "Opaque: copied from the previous page's `next`. Valid only for the listing that"
+                    " gave it out (the same caller, with or without `all=true`)."
+                ),
+            ),
+        ]
+        | None
+    ) = None
+
+
 @dataclass(frozen=True)
 class Position:
     """Where a page ends: the ``created_at`` text and ``id`` of its last order."""
@@ -87,23 +112,10 @@ def listing_scope(owner: str | None) -> str:
     return "all" if owner is None else f"owner:{owner}"
 
 
-def parse_limit(values: Sequence[str]) -> int:
-    """The ``limit`` query parameter: absent is the default page, else 1 to the maximum, once."""
-    if not values:
-        return DEFAULT_PAGE_SIZE
-    if len(values) == 1 and _LIMIT.fullmatch(values[0]) and int(values[0]) <= MAX_PAGE_SIZE:
-        return int(values[0])
-    raise InvalidField("limit", f"limit must be a whole number from 1 to {MAX_PAGE_SIZE}, given once")
-
-
-def parse_page_request(limit: Sequence[str], cursor: Sequence[str], *, key: bytes, scope: str) -> PageRequest:
-    """The page a listing query asks for; a wrong ``limit`` or ``cursor`` raises :class:`InvalidField`."""
-    size = parse_limit(limit)
-    if not cursor:
-        return PageRequest(limit=size, after=None)
-    if len(cursor) != 1:
-        raise InvalidField("cursor", "cursor must be given at most once")
-    return PageRequest(limit=size, after=decode_cursor(cursor[0], key=key, scope=scope))
+def page_request(query: ListingQuery, *, key: bytes, scope: str) -> PageRequest:
+    """The page a listing query asks for; a cursor not signed for ``scope`` raises :class:`InvalidField`."""
+    after = None if query.cursor is None else decode_cursor(query.cursor, key=key, scope=scope)
+    return PageRequest(limit=query.limit, after=after)
 
 
 def encode_cursor(position: Position, *, key: bytes, scope: str) -> str:

@@ -14,7 +14,15 @@ from services.orders import domain, paging
 from services.orders.openapi import build_openapi
 from services.orders.ratelimit import RateLimiter, retry_after_seconds
 from services.orders.store import OrderStore
-from shared import AccessClaims, NotFound, TokenVerifier, TooManyRequests, openapi_route, read_json_object
+from shared import (
+    AccessClaims,
+    NotFound,
+    TokenVerifier,
+    TooManyRequests,
+    openapi_route,
+    query_as,
+    read_json_object,
+)
 
 # msgspec encodes the order structs directly, several times faster than json.dumps of dicts.
 _encode = msgspec.json.Encoder().encode
@@ -49,21 +57,20 @@ async def whoami(request: Request) -> Response:
 async def list_orders(request: Request) -> Response:
     """``GET /orders``: a page of the caller's orders, newest first; ``?all=true``: everyone's (admins)."""
     claims = await _authenticate(request)
-    query = request.query_params
-    want_all = domain.parse_all_flag(query.getlist("all"))
-    owner = domain.listing_owner(claims, want_all)
+    query = query_as(request.query_params, paging.ListingQuery)
+    owner = domain.listing_owner(claims, query.all_users)
     store = _store(request)
     scope = paging.listing_scope(owner)
-    page = paging.parse_page_request(
-        query.getlist("limit"), query.getlist("cursor"), key=store.cursor_key, scope=scope
-    )
+    page = paging.page_request(query, key=store.cursor_key, scope=scope)
     # One row more than the page says whether there is a next page without a second query.
     orders = store.page(owner, limit=page.limit + 1, after=page.after)
     last = None
     if len(orders) > page.limit:
         del orders[page.limit :]
         last = paging.Position(created_at=orders[-1].created_at, order_id=orders[-1].id)
-    link = paging.next_link(last, key=store.cursor_key, scope=scope, limit=page.limit, want_all=want_all)
+    link = paging.next_link(
+        last, key=store.cursor_key, scope=scope, limit=page.limit, want_all=query.all_users
+    )
     return _private_json(paging.OrderPage(orders=orders, next=link))
 
 

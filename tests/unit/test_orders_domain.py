@@ -245,18 +245,6 @@ def test_timestamps_round_trip_and_sort_as_text() -> None:
     assert datetime.fromisoformat(domain.format_timestamp(NOW)) == NOW
 
 
-@pytest.mark.parametrize(("values", "expected"), [([], False), (["false"], False), (["true"], True)])
-def test_all_flag_is_absent_true_or_false(values: list[str], expected: bool) -> None:
-    assert domain.parse_all_flag(values) is expected
-
-
-@pytest.mark.parametrize("values", [[""], ["1"], ["yes"], ["TRUE"], ["True"], ["true", "true"]])
-def test_all_flag_in_any_other_spelling_is_rejected(values: list[str]) -> None:
-    with pytest.raises(InvalidField) as caught:
-        domain.parse_all_flag(values)
-    assert caught.value.field == "all"
-
-
 @pytest.mark.parametrize("role", ["user", "admin", None])
 def test_a_listing_shows_the_callers_own_orders_by_default(role: str | None) -> None:
     assert domain.listing_owner(claims("alice", role), want_all=False) == "alice"

@@ -6,31 +6,62 @@ import base64
 from urllib.parse import parse_qs
 
 import pytest
+from starlette.datastructures import QueryParams
 
 from services.orders import paging
-from shared import InvalidField
 from services.orders.paging import Position
+from shared import InvalidField, query_as
 
 KEY = b"k" * paging.CURSOR_KEY_BYTES
 ALICE = paging.listing_scope("alice")
 POSITION = Position(created_at="2025-01-31T12:00:00.123456Z", order_id="0123456789abcdef" * 2)
 
 
+def parse(
+    limit: list[str],
+    cursor: list[str],
+    scope: str = ALICE,
+    key: bytes = KEY,
+    all_users: list[str] | None = None,
+) -> paging.PageRequest:
+    """A listing query string as the route reads it."""
+    pairs = [("all", value) for value in all_users or []]
+    pairs += [("limit", value) for value in limit] + [("cursor", value) for value in cursor]
+    query = query_as(QueryParams(pairs), paging.ListingQuery)
+    return paging.page_request(query, key=key, scope=scope)
+
+
 def refused_field(limit: list[str], cursor: list[str], scope: str = ALICE, key: bytes = KEY) -> str:
     with pytest.raises(InvalidField) as caught:
-        paging.parse_page_request(limit, cursor, key=key, scope=scope)
+        parse(limit, cursor, scope=scope, key=key)
     return caught.value.field
 
 
 def test_without_parameters_a_listing_is_the_first_page_of_the_default_size() -> None:
-    assert paging.parse_page_request([], [], key=KEY, scope=ALICE) == paging.PageRequest(
-        limit=paging.DEFAULT_PAGE_SIZE, after=None
-    )
+    assert parse([], []) == paging.PageRequest(limit=paging.DEFAULT_PAGE_SIZE, after=None)
 
 
 @pytest.mark.parametrize("limit", ["1", "7", "20", "99", str(paging.MAX_PAGE_SIZE)])
 def test_a_limit_from_one_to_the_maximum_is_the_page_size(limit: str) -> None:
-    assert paging.parse_limit([limit]) == int(limit)
+    assert parse([limit], []).limit == int(limit)
+
+
+@pytest.mark.parametrize(("values", "expected"), [([], False), (["false"], False), (["true"], True)])
+def test_all_flag_is_absent_true_or_false(values: list[str], expected: bool) -> None:
+    pairs = [("all", value) for value in values]
+    assert query_as(QueryParams(pairs), paging.ListingQuery).all_users is expected
+
+
+@pytest.mark.parametrize("values", [[""], ["1"], ["0"], ["yes"], ["TRUE"], ["True"], ["true", "true"]])
+def test_all_flag_in_any_other_spelling_is_rejected(values: list[str]) -> None:
+    with pytest.raises(InvalidField) as caught:
+        parse([], [], all_users=values)
+    assert caught.value.field == "all"
+
+
+def test_parameters_a_listing_does_not_read_are_ignored() -> None:
+    query = query_as(QueryParams([("_", "123"), ("limit", "5")]), paging.ListingQuery)
+    assert query == paging.ListingQuery(limit=5)
 
 
 @pytest.mark.parametrize(
@@ -60,7 +91,7 @@ def test_any_other_limit_is_refused_naming_limit(limit: list[str]) -> None:
 def test_a_cursor_round_trips_to_its_position() -> None:
     cursor = paging.encode_cursor(POSITION, key=KEY, scope=ALICE)
     assert paging.decode_cursor(cursor, key=KEY, scope=ALICE) == POSITION
-    request = paging.parse_page_request(["5"], [cursor], key=KEY, scope=ALICE)
+    request = parse(["5"], [cursor])
     assert request == paging.PageRequest(limit=5, after=POSITION)
 
 

@@ -1,4 +1,4 @@
-"""``shared.api``: one msgspec type per body gives both the strict validation and the JSON Schema."""
+"""``shared.api``: one msgspec type per body or query gives both the strict validation and its OpenAPI."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from typing import Annotated, Any
 
 import msgspec
 import pytest
+from starlette.datastructures import QueryParams
 
-from shared import InvalidField, schema_components, schema_ref, validate_as
+from shared import InvalidField, query_as, query_parameters, schema_components, schema_ref, validate_as
 
 
 class Child(msgspec.Struct, forbid_unknown_fields=True):
@@ -88,3 +89,71 @@ def test_the_schema_comes_from_the_same_type() -> None:
     assert body["properties"]["count"] == {"type": "integer", "minimum": 1, "maximum": 10}
     assert body["description"] == "A request body."
     assert schema_ref(Child) == {"$ref": "#/components/schemas/Child"}
+
+
+class Query(msgspec.Struct, kw_only=True):
+    """A query string."""
+
+    flag: Annotated[bool, msgspec.Meta(description="A switch.")] = False
+    size: Annotated[int, msgspec.Meta(ge=1, le=50)] = 10
+    token: Annotated[str, msgspec.Meta(max_length=8)] | None = None
+
+
+def read_query(pairs: list[tuple[str, str]]) -> Query:
+    return query_as(QueryParams(pairs), Query)
+
+
+def refused_query(pairs: list[tuple[str, str]]) -> InvalidField:
+    with pytest.raises(InvalidField) as caught:
+        read_query(pairs)
+    return caught.value
+
+
+def test_an_empty_query_is_the_declared_defaults() -> None:
+    assert read_query([]) == Query()
+
+
+def test_query_values_become_their_declared_types() -> None:
+    assert read_query([("flag", "true"), ("size", "50"), ("token", "abc")]) == Query(
+        flag=True, size=50, token="abc"
+    )
+
+
+@pytest.mark.parametrize("size", ["05", "+5", " 5", "5 ", "1e1", "0x10", "٣", "", "ten", "9" * 30])
+def test_a_query_integer_is_plain_decimal_only(size: str) -> None:
+    assert refused_query([("size", size)]).field == "size"
+
+
+@pytest.mark.parametrize("size", ["0", "51", "-3"])
+def test_a_query_integer_out_of_bounds_names_the_bounds(size: str) -> None:
+    assert refused_query([("size", size)]).detail == "size must be from 1 to 50"
+
+
+@pytest.mark.parametrize("flag", ["1", "0", "True", "yes", ""])
+def test_a_query_boolean_is_true_or_false_only(flag: str) -> None:
+    assert refused_query([("flag", flag)]).detail == "flag must be true or false"
+
+
+def test_a_repeated_query_parameter_is_refused() -> None:
+    assert refused_query([("size", "5"), ("size", "5")]).detail == "size must be given at most once"
+
+
+def test_a_query_string_over_its_length_is_refused() -> None:
+    assert refused_query([("token", "x" * 9)]).detail == "token must be at most 8 characters"
+
+
+def test_parameters_the_type_does_not_declare_are_ignored() -> None:
+    assert read_query([("_", "123"), ("size", "3")]) == Query(size=3)
+
+
+def test_query_parameters_are_published_from_the_same_type() -> None:
+    flag, size, token = query_parameters(Query)
+    assert flag == {
+        "name": "flag",
+        "in": "query",
+        "required": False,
+        "description": "A switch.",
+        "schema": {"type": "boolean", "default": False},
+    }
+    assert size["schema"] == {"type": "integer", "minimum": 1, "maximum": 50, "default": 10}
+    assert token["schema"] == {"type": "string", "maxLength": 8}
