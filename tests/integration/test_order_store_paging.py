@@ -92,3 +92,13 @@ async def test_every_worker_and_restart_on_one_file_signs_cursors_with_one_key(t
 async def test_the_reader_cannot_write(store: OrderStore) -> None:
     with pytest.raises(sqlite3.OperationalError):
         store._reader.execute("DELETE FROM orders")
+
+
+async def test_a_page_reads_at_most_its_limit_from_the_database(store: OrderStore) -> None:
+    for n in range(5):
+        await place(store, "alice", f"tea {n}", now=SAME_MOMENT)
+    first = store.page("alice", limit=2, after=None)
+    assert [row.item for row in first] == ["tea 4", "tea 3"]
+    after = Position(created_at=first[-1].created_at, order_id=first[-1].id)
+    assert len(store.page("alice", limit=2, after=after)) == 2
+    assert len(store.page(None, limit=3, after=None)) == 3
