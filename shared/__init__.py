@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared.edge import EdgeSettings
+from shared.api import InvalidField, query_as, query_parameters, schema_components, schema_ref, validate_as
 from shared.errors import (
     ApiError,
     BadGateway,
@@ -52,6 +53,7 @@ __all__ = [
     "Forbidden",
     "GatewayTimeout",
     "HeadersTooLarge",
+    "InvalidField",
     "InvalidToken",
     "JWKSCache",
     "JWKSConfig",
@@ -91,9 +93,14 @@ __all__ = [
     "openapi_route",
     "parse_jwks",
     "parse_trusted_proxies",
+    "query_as",
+    "query_parameters",
     "read_json_object",
     "request_id",
+    "schema_components",
+    "schema_ref",
     "serve",
     "serve_from_env",
     "trusted_proxies_from_env",
+    "validate_as",
 ]

@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 
 from services.orders.domain import AUDIENCE
+from services.orders.ratelimit import RateLimiter
 from services.orders.routes import routes
 from services.orders.settings import OrdersSettings
 from services.orders.store import OrderStore, open_order_store
@@ -25,12 +26,14 @@ class State(TypedDict):
 
     verifier: TokenVerifier
     store: OrderStore
+    creation_limiter: RateLimiter
+    max_orders_per_user: int
 
 
 async def _readiness(request: Request) -> dict[str, Any]:
     verifier: TokenVerifier = request.state.verifier
     store: OrderStore = request.state.store
-    return {"jwks": verifier.status(), "database": await store.ping()}
+    return {"jwks": verifier.status(), "database": store.ping()}
 
 
 def create_app(settings: OrdersSettings) -> Starlette:
@@ -47,7 +50,12 @@ def create_app(settings: OrdersSettings) -> Starlette:
             collector = VerifierMetrics({AUDIENCE: verifier})
             registry.register(collector)
             try:
-                yield {"verifier": verifier, "store": store}
+                yield {
+                    "verifier": verifier,
+                    "store": store,
+                    "creation_limiter": RateLimiter(settings.create_rate, settings.create_burst),
+                    "max_orders_per_user": settings.max_orders_per_user,
+                }
             finally:
                 registry.unregister(collector)
 

@@ -5,49 +5,80 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Annotated, Any
 
-from shared import AccessClaims, Forbidden, NotFound, ValidationFailed
+import msgspec
+
+from shared import AccessClaims, Conflict, Forbidden, InvalidField, NotFound, validate_as
 
 AUDIENCE = "orders"
-ORDER_FIELDS = frozenset({"item", "quantity"})
 ITEM_MAX_LENGTH = 200
 QUANTITY_MIN = 1
 QUANTITY_MAX = 1000
 _ORDER_ID = re.compile(r"[0-9a-f]{32}")
 # Fixed width, so text order is time order in SQLite and in any client.
 _TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-# Cc: C0/C1 controls and DEL. Cs: lone surrogates, which JSON escapes can carry but UTF-8 cannot.
-_REJECTED_CATEGORIES = frozenset({"Cc", "Cs"})
+# Text that shows something other than what it holds is refused, so an admin's listing of
+# everyone's orders shows each item as its owner typed it. Cc: C0/C1 controls and DEL. Cf: format
+# characters, the invisible and the bidirectional ones (U+200B zero width space, U+202E
+# right-to-left override, U+2066-2069 isolates, U+FEFF). Zl, Zp: line and paragraph separators.
+# Co: private use, which renders as whatever a font puts there. Cs: lone surrogates, which JSON
+# escapes can carry but UTF-8 cannot.
+REJECTED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+# Letters (Lo) and a mark (Mn) that render as blank space: the Hangul fillers and the combining
+# grapheme joiner, the usual stand-ins for an invisible character where Cf is refused.
+INVISIBLE_CHARACTERS = frozenset("\u034f\u115f\u1160\u3164\uffa0")
+_ZERO_WIDTH_JOINER = "\u200d"
+# What may end an emoji before a joiner besides a pictograph: the presentation selector U+FE0F
+# and the skin tone modifiers U+1F3FB-1F3FF.
+_EMOJI_MODIFIERS = frozenset("\ufe0f\U0001f3fb\U0001f3fc\U0001f3fd\U0001f3fe\U0001f3ff")
 
 
-class InvalidField(ValidationFailed):
-    """A 422 whose ``field`` names the part of the request that is wrong."""
+class OrderDraft(msgspec.Struct, forbid_unknown_fields=True):
+    """An order to place: what and how many. Its owner is always the token's subject."""
 
-    def __init__(self, field: str, detail: str):
-        super().__init__(detail)
-        self.field = field
+    item: Annotated[
+        str,
+        msgspec.Meta(
+            description=(
+                f"1 to {ITEM_MAX_LENGTH} characters after trimming outer spaces; no control,"
+                f" invisible or bidirectional characters (Unicode {', '.join(sorted(REJECTED_CATEGORIES))})."
+            )
+        ),
+    ]
+    quantity: Annotated[int, msgspec.Meta(ge=QUANTITY_MIN, le=QUANTITY_MAX)]
+
+    def __post_init__(self) -> None:
+        # What msgspec cannot state: trimming, and the characters refused (see is_plain_text).
+        self.item = _clean_item(self.item)
 
 
-@dataclass(frozen=True)
-class OrderDraft:
-    """A validated order request, before it has an id, an owner and a time."""
+class QuotaExceeded(Conflict):
+    """409: the caller already holds as many orders as one user may."""
 
-    item: str
-    quantity: int
+    code = "order_quota_exceeded"
 
 
-class OrderDocument(TypedDict):
+class OrderDocument(msgspec.Struct, frozen=True, gc=False):
     """An order as clients see it."""
 
-    id: str
+    # Field for field as the store keeps it, so a row becomes one without conversion and msgspec
+    # encodes it without an intermediate dict.
+    id: Annotated[str, msgspec.Meta(pattern=f"^{_ORDER_ID.pattern}$")]
     item: str
     quantity: int
-    owner: str
-    created_at: str
+    owner: Annotated[str, msgspec.Meta(description="The `sub` of the token that placed it.")]
+    created_at: Annotated[str, msgspec.Meta(description="UTC, `2025-01-31T12:00:00.000000Z`.")]
+
+
+class Identity(msgspec.Struct, frozen=True, gc=False):
+    """Who the token says the caller is."""
+
+    sub: str
+    role: str | None
 
 
 @dataclass(frozen=True)
@@ -62,32 +93,23 @@ class Order:
 
     def to_document(self) -> OrderDocument:
         """The JSON shape, with ``created_at`` as an ISO-8601 UTC string."""
-        return {
-            "id": self.id,
-            "item": self.item,
-            "quantity": self.quantity,
-            "owner": self.owner,
-            "created_at": format_timestamp(self.created_at),
-        }
+        return OrderDocument(
+            id=self.id,
+            item=self.item,
+            quantity=self.quantity,
+            owner=self.owner,
+            created_at=format_timestamp(self.created_at),
+        )
 
 
 def parse_order_draft(document: Mapping[str, Any]) -> OrderDraft:
     """Validate a ``POST /orders`` body; the first wrong field raises :class:`InvalidField`."""
-    unknown = sorted(set(document) - ORDER_FIELDS)
-    if unknown:
-        name = unknown[0][:64]
-        raise InvalidField(name, f"unknown field {name!r}: send only item and quantity")
-    return OrderDraft(item=_parse_item(document), quantity=_parse_quantity(document))
+    return validate_as(document, OrderDraft)
 
 
-def _parse_item(document: Mapping[str, Any]) -> str:
-    if "item" not in document:
-        raise InvalidField("item", "item is required")
-    value = document["item"]
-    if not isinstance(value, str):
-        raise InvalidField("item", "item must be a string")
-    if any(unicodedata.category(char) in _REJECTED_CATEGORIES for char in value):
-        raise InvalidField("item", "item must not contain control characters")
+def _clean_item(value: str) -> str:
+    if not is_plain_text(value):
+        raise InvalidField("item", "item must not contain control, invisible or bidirectional characters")
     item = value.strip()
     if not 1 <= len(item) <= ITEM_MAX_LENGTH:
         raise InvalidField(
@@ -96,16 +118,29 @@ def _parse_item(document: Mapping[str, Any]) -> str:
     return item
 
 
-def _parse_quantity(document: Mapping[str, Any]) -> int:
-    if "quantity" not in document:
-        raise InvalidField("quantity", "quantity is required")
-    value = document["quantity"]
-    # Not isinstance: bool is an int subclass, and 2.0 or "2" mean the client built the body wrong.
-    if type(value) is not int:
-        raise InvalidField("quantity", "quantity must be an integer")
-    if not QUANTITY_MIN <= value <= QUANTITY_MAX:
-        raise InvalidField("quantity", f"quantity must be from {QUANTITY_MIN} to {QUANTITY_MAX}")
-    return value
+def is_plain_text(text: str) -> bool:
+    """True when every character of ``text`` shows as itself: no control, format or invisible ones.
+
+    The one format character allowed is U+200D (zero width joiner) between two pictographs, as
+    in the family emoji; anywhere else it is as invisible as the others.
+    """
+    # ASCII printables are nearly every item: skip the per-character lookups for them.
+    if text.isascii() and text.isprintable():
+        return True
+    for index, char in enumerate(text):
+        if char in INVISIBLE_CHARACTERS:
+            return False
+        if unicodedata.category(char) in REJECTED_CATEGORIES and not _joins_emoji(text, index):
+            return False
+    return True
+
+
+def _joins_emoji(text: str, index: int) -> bool:
+    if text[index] != _ZERO_WIDTH_JOINER or not 0 < index < len(text) - 1:
+        return False
+    before, after = text[index - 1], text[index + 1]
+    emoji_end = unicodedata.category(before) == "So" or before in _EMOJI_MODIFIERS
+    return emoji_end and unicodedata.category(after) == "So"
 
 
 def new_order_id() -> str:
@@ -127,15 +162,6 @@ def place_order(draft: OrderDraft, *, owner: str, order_id: str, now: datetime) 
     )
 
 
-def parse_all_flag(values: Sequence[str]) -> bool:
-    """The ``all`` query parameter: absent or ``false`` is the caller's own orders, ``true`` is everyone's."""
-    if not values:
-        return False
-    if len(values) == 1 and values[0] in ("true", "false"):
-        return values[0] == "true"
-    raise InvalidField("all", "all must be true or false")
-
-
 def listing_owner(claims: AccessClaims, want_all: bool) -> str | None:
     """Whose orders a listing shows: the caller's, or everyone's (``None``) for an admin who asks."""
     if not want_all:
@@ -145,11 +171,16 @@ def listing_owner(claims: AccessClaims, want_all: bool) -> str | None:
     return None
 
 
-def readable_order(order: Order | None, claims: AccessClaims) -> Order:
+def readable_order(order: OrderDocument | None, claims: AccessClaims) -> OrderDocument:
     """The order if the caller owns it. Someone else's order is "not found", so ids reveal nothing."""
     if order is None or order.owner != claims.sub:
         raise NotFound("no such order")
     return order
+
+
+def quota_exceeded(limit: int) -> QuotaExceeded:
+    """The error for a caller who already holds ``limit`` orders."""
+    return QuotaExceeded(f"you hold {limit} orders, the most one user may hold")
 
 
 def format_timestamp(moment: datetime) -> str:

@@ -1,16 +1,27 @@
 """The OpenAPI description of orders as served on its own port: paths as the service mounts them.
 
 The request schema restates :func:`services.orders.domain.parse_order_draft` with the domain's
-own limits. The gateway publishes the same operations under ``/api`` (see
-:mod:`services.gateway.openapi`).
+own limits; the characters its ``item`` pattern refuses derive from the domain's categories.
+The gateway publishes the same operations under ``/api`` (see :mod:`services.gateway.openapi`).
 """
 
 from __future__ import annotations
 
+import functools
+import unicodedata
 from typing import Any
 
-from services.orders.domain import ITEM_MAX_LENGTH, QUANTITY_MAX, QUANTITY_MIN
-from shared import openapi_document, openapi_error
+from services.orders.domain import (
+    INVISIBLE_CHARACTERS,
+    ITEM_MAX_LENGTH,
+    REJECTED_CATEGORIES,
+    Identity,
+    OrderDocument,
+    OrderDraft,
+)
+from services.orders.paging import ListingQuery, OrderPage
+from services.orders.settings import DEFAULT_CREATE_BURST, DEFAULT_CREATE_RATE, DEFAULT_MAX_ORDERS_PER_USER
+from shared import openapi_document, openapi_error, query_parameters, schema_components, schema_ref
 
 SECURITY_SCHEMES: dict[str, Any] = {
     "bearer": {
@@ -21,48 +32,56 @@ SECURITY_SCHEMES: dict[str, Any] = {
     }
 }
 
-ORDER_ID_PATTERN = "^[0-9a-f]{32}$"
-_TEXT = "[^\\x00-\\x1f\\x7f-\\x9f]"
 
-SCHEMAS: dict[str, Any] = {
-    "OrderDraft": {
-        "type": "object",
-        "required": ["item", "quantity"],
-        "additionalProperties": False,
-        "properties": {
-            "item": {
-                "type": "string",
-                # What the domain accepts: no C0/C1 controls, and at least one character that
-                # trimming keeps; the schema's length limit is stricter as it counts outer spaces.
-                "pattern": f"^{_TEXT}*[^\\s\\x00-\\x1f\\x7f-\\x9f]{_TEXT}*$",
-                "maxLength": ITEM_MAX_LENGTH,
-                "description": f"1 to {ITEM_MAX_LENGTH} characters after trimming; no control characters.",
-            },
-            "quantity": {"type": "integer", "minimum": QUANTITY_MIN, "maximum": QUANTITY_MAX},
-        },
-    },
-    "Order": {
-        "type": "object",
-        "required": ["id", "item", "quantity", "owner", "created_at"],
-        "properties": {
-            "id": {"type": "string", "pattern": ORDER_ID_PATTERN},
-            "item": {"type": "string"},
-            "quantity": {"type": "integer"},
-            "owner": {"type": "string", "description": "The `sub` of the token that placed it."},
-            "created_at": {"type": "string", "description": "UTC, `2025-01-31T12:00:00.000000Z`."},
-        },
-    },
-    "OrderList": {
-        "type": "object",
-        "required": ["orders"],
-        "properties": {"orders": {"type": "array", "items": {"$ref": "#/components/schemas/Order"}}},
-    },
-    "Identity": {
-        "type": "object",
-        "required": ["sub", "role"],
-        "properties": {"sub": {"type": "string"}, "role": {"type": "string"}},
-    },
-}
+@functools.cache
+def _refused_ranges() -> str:
+    """The characters the domain refuses in text, as a regex class body of ``\\uXXXX`` ranges.
+
+    Only the Basic Multilingual Plane: ``\\uXXXX`` reads the same in every regex dialect a client
+    may use, and the few refused characters beyond it are refused by the service all the same.
+    """
+    refused = [
+        code
+        for code in range(0x10000)
+        if not 0xD800 <= code <= 0xDFFF
+        and (unicodedata.category(chr(code)) in REJECTED_CATEGORIES or chr(code) in INVISIBLE_CHARACTERS)
+    ]
+    ranges: list[list[int]] = []
+    for code in refused:
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "".join(f"\\u{low:04x}" if low == high else f"\\u{low:04x}-\\u{high:04x}" for low, high in ranges)
+
+
+def _item_schema() -> dict[str, Any]:
+    text = f"[^{_refused_ranges()}]"
+    return {
+        "type": "string",
+        # What the domain accepts: no control, format (invisible, bidirectional), separator or
+        # private-use characters, and at least one character that trimming keeps. Stricter than
+        # the service in two ways: the length counts outer spaces, and U+200D is refused even
+        # between two emoji.
+        "pattern": f"^{text}*[^\\s{_refused_ranges()}]{text}*$",
+        "maxLength": ITEM_MAX_LENGTH,
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    # Derived from the types the routes decode and encode (shared.api), then the one rule only
+    # code can check, the item's characters, added as a pattern derived from the same categories.
+    schemas = schema_components(OrderDraft, OrderDocument, OrderPage, Identity)
+    schemas["OrderDraft"]["properties"]["item"].update(_item_schema())
+    return schemas
+
+
+def __getattr__(name: str) -> Any:
+    # SCHEMAS is built on first use, not at import: deriving the item pattern walks Unicode.
+    if name == "SCHEMAS":
+        return _schemas()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _TOKEN_ERRORS = {
@@ -75,10 +94,10 @@ _TOKEN_ERRORS = {
 }
 
 
-def _json(schema: str, description: str) -> dict[str, Any]:
+def _json(schema: type[Any], description: str) -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        "content": {"application/json": {"schema": schema_ref(schema)}},
     }
 
 
@@ -91,7 +110,7 @@ def paths() -> dict[str, Any]:
                 "summary": "Who the token says the caller is.",
                 "tags": ["orders"],
                 "security": _BEARER,
-                "responses": {"200": _json("Identity", "The token's subject and role."), **_TOKEN_ERRORS},
+                "responses": {"200": _json(Identity, "The token's subject and role."), **_TOKEN_ERRORS},
             }
         },
         "/orders": {
@@ -100,13 +119,14 @@ def paths() -> dict[str, Any]:
                 "summary": "The caller's orders, newest first; `all=true` lists everyone's, for admins.",
                 "tags": ["orders"],
                 "security": _BEARER,
-                "parameters": [
-                    {"name": "all", "in": "query", "required": False, "schema": {"enum": ["true", "false"]}}
-                ],
+                "parameters": query_parameters(ListingQuery),
                 "responses": {
-                    "200": _json("OrderList", "The orders."),
+                    "200": _json(OrderPage, "One page of orders and the link to the next."),
                     "403": openapi_error("`all=true` from a caller who is not an admin."),
-                    "422": openapi_error("`all` is not `true` or `false`, or is repeated."),
+                    "422": openapi_error(
+                        "`all`, `limit` or `cursor` is malformed, out of range, repeated, or (a cursor)"
+                        " not one this listing gave out; the detail names the parameter."
+                    ),
                     **_TOKEN_ERRORS,
                 },
             },
@@ -117,10 +137,22 @@ def paths() -> dict[str, Any]:
                 "security": _BEARER,
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OrderDraft"}}},
+                    "content": {"application/json": {"schema": schema_ref(OrderDraft)}},
                 },
                 "responses": {
-                    "201": _json("Order", "The new order."),
+                    "201": _json(OrderDocument, "The new order."),
+                    "409": openapi_error(
+                        f"`order_quota_exceeded`: the caller already holds the most orders one user may"
+                        f" (`ORDERS_MAX_PER_USER`, {DEFAULT_MAX_ORDERS_PER_USER} by default)."
+                    ),
+                    "429": {
+                        **openapi_error(
+                            f"Too many orders too fast: {DEFAULT_CREATE_BURST} at once, then"
+                            f" {DEFAULT_CREATE_RATE:g} a second per user and worker process by default"
+                            " (`ORDERS_CREATE_BURST`, `ORDERS_CREATE_RATE`)."
+                        ),
+                        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+                    },
                     "400": openapi_error("The body is not a JSON object, or its framing is wrong."),
                     "413": openapi_error("The body is too large."),
                     "415": openapi_error("The body is not `application/json`."),
@@ -139,7 +171,7 @@ def paths() -> dict[str, Any]:
                     {"name": "order_id", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
                 "responses": {
-                    "200": _json("Order", "The order."),
+                    "200": _json(OrderDocument, "The order."),
                     "404": openapi_error("No such order, or not the caller's."),
                     **_TOKEN_ERRORS,
                 },
@@ -154,6 +186,6 @@ def build_openapi() -> dict[str, Any]:
         title="orders",
         description="Orders, each owned by the subject of the access token that placed it.",
         paths=paths(),
-        schemas=SCHEMAS,
+        schemas=_schemas(),
         security_schemes=SECURITY_SCHEMES,
     )

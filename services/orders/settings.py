@@ -6,9 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared import EdgeSettings, SettingsError, VerifierSettings, env_int, env_str
+from shared import EdgeSettings, SettingsError, VerifierSettings, env_float, env_int, env_str
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+DEFAULT_MAX_ORDERS_PER_USER = 1000
+DEFAULT_CREATE_RATE = 10.0
+DEFAULT_CREATE_BURST = 20
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,11 @@ class OrdersSettings:
     log_level: str
     verifier: VerifierSettings
     edge: EdgeSettings
+    # The most orders one user may hold; placing one more is 409 ``order_quota_exceeded``.
+    max_orders_per_user: int = DEFAULT_MAX_ORDERS_PER_USER
+    # Orders one user may place per second in one worker process, and the burst allowed above it.
+    create_rate: float = DEFAULT_CREATE_RATE
+    create_burst: int = DEFAULT_CREATE_BURST
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> OrdersSettings:
@@ -37,4 +45,11 @@ class OrdersSettings:
             log_level=log_level,
             verifier=VerifierSettings.from_env(environ),
             edge=EdgeSettings.from_env(environ),
+            max_orders_per_user=env_int(
+                environ, "ORDERS_MAX_PER_USER", DEFAULT_MAX_ORDERS_PER_USER, minimum=1, maximum=10**9
+            ),
+            create_rate=env_float(environ, "ORDERS_CREATE_RATE", DEFAULT_CREATE_RATE, minimum=0.01),
+            create_burst=env_int(
+                environ, "ORDERS_CREATE_BURST", DEFAULT_CREATE_BURST, minimum=1, maximum=10**9
+            ),
         )

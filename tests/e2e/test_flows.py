@@ -114,6 +114,26 @@ def test_user_creates_lists_and_reads_own_orders_through_the_gateway(
     assert fetched.json() == order
 
 
+def test_a_listing_pages_through_the_gateway_by_following_next(
+    browser: Browser, client: httpx.Client
+) -> None:
+    token = browser.token(browser.login(BOB))
+    placed = [browser.create_order(token, item=f"page {n}") for n in range(3)]
+
+    first = client.get("/api/orders", params={"limit": "2"}, headers=bearer(token))
+    assert first.status_code == 200, first.text
+    page = first.json()
+    assert [entry["id"] for entry in page["orders"]] == [placed[2]["id"], placed[1]["id"]]
+    # A query-only reference: resolved against the path the client called (RFC 3986, 5.2).
+    assert page["next"].startswith("?")
+    following = first.url.join(page["next"])
+    assert following.path == "/api/orders"
+    second = client.get(following, headers=bearer(token))
+
+    assert second.status_code == 200, second.text
+    assert second.json()["orders"][0]["id"] == placed[0]["id"]
+
+
 def test_api_without_a_token_is_unauthenticated(client: httpx.Client) -> None:
     response = client.get("/api/orders")
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -107,9 +108,9 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "var" / "data" / "orders.sqlite3"
 
 
-def settings_for(jwks_url: str, db_path: Path) -> OrdersSettings:
+def settings_for(jwks_url: str, db_path: Path, **env: str) -> OrdersSettings:
     return OrdersSettings.from_env(
-        {"ORDERS_DB_PATH": str(db_path), "JWKS_URL": jwks_url, "TOKEN_ISSUER": ISSUER}
+        {"ORDERS_DB_PATH": str(db_path), "JWKS_URL": jwks_url, "TOKEN_ISSUER": ISSUER, **env}
     )
 
 
@@ -440,8 +441,8 @@ def test_tokens_are_verified_locally_after_one_jwks_fetch(
 
 async def test_the_store_closes_its_connection_when_the_lifespan_ends(db_path: Path) -> None:
     async with open_order_store(db_path) as store:
-        assert await store.ping() is True
-    assert await store.ping() is False
+        assert store.ping() is True
+    assert store.ping() is False
 
 
 def test_without_signing_keys_requests_are_503_and_readyz_says_why(db_path: Path, mint: Mint) -> None:
@@ -456,3 +457,209 @@ def test_without_signing_keys_requests_are_503_and_readyz_says_why(db_path: Path
             checks = response.json()["checks"]
             assert checks["jwks"]["ready"] is False
             assert checks["database"] is True
+
+
+def page_of(client: TestClient, token: str, query: str = "") -> dict[str, Any]:
+    response = client.get(f"/orders{query}", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"orders", "next"}
+    return body
+
+
+def every_page(client: TestClient, token: str, query: str = "") -> list[dict[str, Any]]:
+    """The pages of a listing, following each ``next`` link as a client resolves it."""
+    pages = [page_of(client, token, query)]
+    while pages[-1]["next"] is not None:
+        link = pages[-1]["next"]
+        assert link.startswith("?")
+        pages.append(page_of(client, token, link))
+    return pages
+
+
+def test_an_empty_listing_is_one_page_with_no_next_link(client: TestClient, mint: Mint) -> None:
+    assert page_of(client, mint()) == {"orders": [], "next": None}
+
+
+def test_a_listing_that_fills_exactly_one_page_has_no_next_link(client: TestClient, mint: Mint) -> None:
+    token = mint()
+    placed = [place(client, token, f"item {n}") for n in range(3)]
+    assert page_of(client, token, "?limit=3") == {"orders": placed[::-1], "next": None}
+
+
+def test_following_next_links_returns_every_order_once_newest_first(client: TestClient, mint: Mint) -> None:
+    token = mint()
+    placed = [place(client, token, f"item {n}") for n in range(7)]
+    pages = every_page(client, token, "?limit=3")
+    assert [len(page["orders"]) for page in pages] == [3, 3, 1]
+    assert [order for page in pages for order in page["orders"]] == placed[::-1]
+    assert pages[-1]["next"] is None
+
+
+def test_the_next_link_keeps_the_page_size(client: TestClient, mint: Mint) -> None:
+    token = mint()
+    for n in range(3):
+        place(client, token, f"item {n}")
+    link = page_of(client, token, "?limit=2")["next"]
+    assert link.endswith("&limit=2")
+
+
+def insert_directly(db_path: Path, owner: str, count: int) -> None:
+    """``count`` older orders for ``owner``, written to the file without the rate limit's wait."""
+    with contextlib.closing(sqlite3.connect(db_path)) as connection, connection:
+        connection.executemany(
+            "INSERT INTO orders (id, owner, item, quantity, created_at) VALUES (?, ?, ?, 1, ?)",
+            [(uuid.uuid4().hex, owner, f"bulk {n}", f"2020-01-01T00:00:00.{n:06d}Z") for n in range(count)],
+        )
+
+
+def test_the_default_page_is_20_orders(client: TestClient, mint: Mint, db_path: Path) -> None:
+    token = mint(sub="alice")
+    newest = place(client, token)
+    insert_directly(db_path, "alice", 20)
+    first = page_of(client, token)
+    assert len(first["orders"]) == 20
+    assert first["orders"][0] == newest
+    assert first["next"] is not None
+    assert [order["item"] for order in page_of(client, token, first["next"])["orders"]] == ["bulk 0"]
+
+
+def test_orders_placed_after_the_first_page_do_not_shift_the_following_ones(
+    client: TestClient, mint: Mint
+) -> None:
+    token = mint()
+    placed = [place(client, token, f"item {n}") for n in range(4)]
+    first = page_of(client, token, "?limit=2")
+    place(client, token, "newer")
+    second = page_of(client, token, first["next"])
+    assert second["orders"] == placed[1::-1]
+
+
+def test_a_cursor_cannot_page_through_another_users_orders(client: TestClient, mint: Mint) -> None:
+    alice, bob = mint(sub="alice"), mint(sub="bob")
+    for n in range(3):
+        place(client, alice, f"alice {n}")
+    place(client, bob, "bob's")
+    link = page_of(client, alice, "?limit=1")["next"]
+    body = assert_error(client.get(f"/orders{link}", headers=bearer(bob)), 422, "validation_failed")
+    assert "cursor" in body["detail"]
+
+
+def test_an_admin_pages_through_everyones_orders_with_all_true(client: TestClient, mint: Mint) -> None:
+    admin = mint(sub="root", role="admin")
+    placed = [place(client, mint(sub=f"user{n}"), f"item {n}") for n in range(5)]
+    pages = every_page(client, admin, "?all=true&limit=2")
+    assert [len(page["orders"]) for page in pages] == [2, 2, 1]
+    assert all("all=true" in page["next"] for page in pages[:-1])
+    assert [order for page in pages for order in page["orders"]] == placed[::-1]
+
+
+def test_a_user_cannot_follow_an_admins_full_listing_link(client: TestClient, mint: Mint) -> None:
+    for n in range(3):
+        place(client, mint(sub=f"user{n}"))
+    link = page_of(client, mint(sub="root", role="admin"), "?all=true&limit=1")["next"]
+    assert_error(client.get(f"/orders{link}", headers=bearer(mint(sub="user0"))), 403, "forbidden")
+    without_all = link.replace("all=true&", "")
+    body = assert_error(
+        client.get(f"/orders{without_all}", headers=bearer(mint(sub="root", role="admin"))),
+        422,
+        "validation_failed",
+    )
+    assert "cursor" in body["detail"]
+
+
+@pytest.mark.parametrize("limit", ["0", "101", "-1", "abc", "1e2", "10&limit=10"])
+def test_a_limit_out_of_bounds_is_422_naming_limit(client: TestClient, mint: Mint, limit: str) -> None:
+    body = assert_error(
+        client.get(f"/orders?limit={limit}", headers=bearer(mint())), 422, "validation_failed"
+    )
+    assert "limit" in body["detail"]
+
+
+def test_the_largest_page_is_100_orders(client: TestClient, mint: Mint, db_path: Path) -> None:
+    token = mint(sub="alice")
+    place(client, token)
+    insert_directly(db_path, "alice", 150)
+    assert len(page_of(client, token, "?limit=100")["orders"]) == 100
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["garbage", "A" * 80, "%ff%fe", "x" * 5000, "", "..%2F..%2Fetc%2Fpasswd"],
+)
+def test_a_malformed_cursor_is_422_naming_cursor_never_500(
+    client: TestClient, mint: Mint, cursor: str
+) -> None:
+    body = assert_error(
+        client.get(f"/orders?cursor={cursor}", headers=bearer(mint())), 422, "validation_failed"
+    )
+    assert "cursor" in body["detail"]
+
+
+def test_a_tampered_cursor_is_422(client: TestClient, mint: Mint) -> None:
+    token = mint()
+    for _n in range(3):
+        place(client, token)
+    link = page_of(client, token, "?limit=1")["next"]
+    cursor = parse_qs(link[1:])["cursor"][0]
+    for index in (0, len(cursor) // 2, len(cursor) - 1):
+        changed = cursor[:index] + ("B" if cursor[index] != "B" else "C") + cursor[index + 1 :]
+        assert_error(client.get(f"/orders?cursor={changed}", headers=bearer(token)), 422, "validation_failed")
+
+
+def test_cursors_stay_valid_across_a_restart_on_the_same_file(
+    jwks_server: JWKSServer, db_path: Path, mint: Mint
+) -> None:
+    token = mint()
+    settings = settings_for(jwks_server.url, db_path)
+    with TestClient(create_app(settings)) as first_run:
+        placed = [place(first_run, token, f"item {n}") for n in range(3)]
+        link = page_of(first_run, token, "?limit=1")["next"]
+    with TestClient(create_app(settings)) as second_run:
+        assert page_of(second_run, token, link)["orders"] == [placed[1]]
+
+
+@pytest.mark.parametrize("item", ["admin\u202e", "tea\u200b", "\u2066x\u2069", "\ufefftea", "a\u2028b"])
+def test_an_item_with_invisible_or_bidi_characters_is_422_naming_item(
+    client: TestClient, mint: Mint, item: str
+) -> None:
+    token = mint()
+    body = assert_error(
+        client.post("/orders", json={"item": item, "quantity": 1}, headers=bearer(token)),
+        422,
+        "validation_failed",
+    )
+    assert "item" in body["detail"]
+    assert listing(client, token) == []
+
+
+def test_creation_beyond_the_burst_is_429_with_retry_after(
+    jwks_server: JWKSServer, db_path: Path, mint: Mint
+) -> None:
+    settings = settings_for(jwks_server.url, db_path, ORDERS_CREATE_RATE="0.5", ORDERS_CREATE_BURST="3")
+    with TestClient(create_app(settings)) as client:
+        token = mint(sub="mallory")
+        for _ in range(3):
+            place(client, token)
+        response = client.post("/orders", json={"item": "tea", "quantity": 1}, headers=bearer(token))
+        assert_error(response, 429, "too_many_requests")
+        assert response.headers["retry-after"] == "2"
+        assert len(listing(client, token)) == 3
+        # Another user's budget is untouched.
+        place(client, mint(sub="alice"))
+
+
+def test_creation_beyond_the_quota_is_409_and_stores_nothing(
+    jwks_server: JWKSServer, db_path: Path, mint: Mint
+) -> None:
+    settings = settings_for(jwks_server.url, db_path, ORDERS_MAX_PER_USER="2")
+    with TestClient(create_app(settings)) as client:
+        token = mint(sub="mallory")
+        place(client, token)
+        place(client, token)
+        response = client.post("/orders", json={"item": "tea", "quantity": 1}, headers=bearer(token))
+        body = assert_error(response, 409, "order_quota_exceeded")
+        assert "2" in body["detail"]
+        assert len(listing(client, token)) == 2
+        place(client, mint(sub="alice"))
