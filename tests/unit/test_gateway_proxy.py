@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpcore
 import httpx
 import pytest
 from joserfc import jwt
@@ -32,6 +33,7 @@ from services.gateway import proxy
 from services.gateway.app import create_app
 from services.gateway.balancer import Pool
 from services.gateway.settings import GatewaySettings
+from services.gateway.upstream import Limits, UpstreamPool
 from shared import BadRequest, SettingsError
 
 ISSUER = "http://localhost:8000"
@@ -466,14 +468,17 @@ def test_a_valid_token_with_trailing_whitespace_reaches_orders_trimmed(
 
 
 async def test_a_request_the_upstream_client_refuses_to_send_is_400_not_502() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.LocalProtocolError("Illegal header value")
-
+    # h11 refuses a header value with a line break before a byte is written.
+    backend = httpcore.AsyncMockBackend([])
+    limits = Limits(max_connections=1, pool_timeout=1, connect_timeout=1, timeout=1)
+    upstream = UpstreamPool("auth", ["http://127.0.0.1"], limits, network_backend=backend)
     pool = Pool("auth", ["http://127.0.0.1"])
-    async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
-        with pytest.raises(BadRequest) as caught:
-            await proxy.send(client, pool, "GET", b"/x", lambda host: [], None, retry_after=1)
+    with pytest.raises(BadRequest) as caught:
+        await proxy.send(
+            upstream, pool, "GET", b"/x", lambda host: [(b"host", host), (b"x-bad", b"a\nb")], None, retry_after=1
+        )
     assert (caught.value.status, caught.value.code) == (400, "bad_request")
+    assert upstream.in_use == 0, "the connection went back"
 
 
 def test_options_is_not_proxied(client: httpx.Client, auth_seen: Seen) -> None:
