@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpcore
+import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +148,7 @@ class UpstreamPool:
         self.client_send_timeouts = 0
         self.abandoned = 0
         self._closed = False
+        self._ssl_context: ssl.SSLContext | None = None
         self._timeouts = {
             "connect": limits.connect_timeout,
             "read": limits.timeout,
@@ -216,13 +219,27 @@ class UpstreamPool:
                 continue
             return connection
         await self._make_room()
+        host = origin.core.host.decode("ascii")
         stream = await self._backend.connect_tcp(
-            origin.core.host.decode("ascii"),
-            origin.core.port,
-            timeout=self.limits.connect_timeout,
-            socket_options=_SOCKET_OPTIONS,
+            host, origin.core.port, timeout=self.limits.connect_timeout, socket_options=_SOCKET_OPTIONS
         )
-        return httpcore.AsyncHTTP11Connection(origin.core, stream, keepalive_expiry=self.limits.keepalive_expiry)
+        if origin.core.scheme == b"https":
+            try:
+                stream = await stream.start_tls(
+                    self._tls_context(), server_hostname=host, timeout=self.limits.connect_timeout
+                )
+            except BaseException:
+                await stream.aclose()
+                raise
+        expiry = self.limits.keepalive_expiry
+        return httpcore.AsyncHTTP11Connection(origin.core, stream, keepalive_expiry=expiry)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        # What httpx verifies against by default (certifi's roots), made once and only when needed.
+        if self._ssl_context is None:
+            self._ssl_context = httpx.create_ssl_context()
+            self._ssl_context.set_alpn_protocols(["http/1.1"])
+        return self._ssl_context
 
     async def _make_room(self) -> None:
         # Open connections stay within the limit: a new one replaces an idle one to another origin.
