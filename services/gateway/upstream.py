@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from services.gateway.network import AsyncioBackend
+
 logger = logging.getLogger(__name__)
 
 RawHeaders = Sequence[tuple[bytes, bytes]]
@@ -137,7 +139,9 @@ class UpstreamPool:
         self.name = name
         self.origins = {url: Origin.parse(url) for url in urls}
         self.limits = limits
-        self._backend = network_backend or httpcore.AnyIOBackend()
+        # Plain HTTP on asyncio's own transports (see services/gateway/network.py); TLS through anyio.
+        self._backend = network_backend or AsyncioBackend()
+        self._tls_backend = network_backend or httpcore.AnyIOBackend()
         self._slots = asyncio.Semaphore(limits.max_connections)
         self._idle: dict[str, list[httpcore.AsyncHTTP11Connection]] = {}
         self._idle_count = 0
@@ -220,10 +224,12 @@ class UpstreamPool:
             return connection
         await self._make_room()
         host = origin.core.host.decode("ascii")
-        stream = await self._backend.connect_tcp(
+        tls = origin.core.scheme == b"https"
+        backend = self._tls_backend if tls else self._backend
+        stream = await backend.connect_tcp(
             host, origin.core.port, timeout=self.limits.connect_timeout, socket_options=_SOCKET_OPTIONS
         )
-        if origin.core.scheme == b"https":
+        if tls:
             try:
                 stream = await stream.start_tls(
                     self._tls_context(), server_hostname=host, timeout=self.limits.connect_timeout
