@@ -103,6 +103,7 @@ logs:
 
 bench: install $(VENV)/.bench-stamp  ## every scenario in one run: bench/results/latest.{md,png,json}
 	@command -v wrk >/dev/null || { echo "make bench needs wrk (Debian: apt-get install -y wrk)"; exit 1; }
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { echo "make bench needs nginx for its reverse-proxy row (Debian: apt-get install -y nginx && service nginx stop)"; exit 1; }
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.comparison
 

@@ -14,6 +14,7 @@ SCENARIOS = (
     ("verify_cold", "2. orders `/whoami`, token verified, cold (every token new)"),
     ("orders_direct", "3. orders `GET /orders`, direct"),
     ("orders_gateway", "3. `GET /api/orders` through the gateway"),
+    ("orders_nginx", "3. `GET /api/orders` through nginx (plain reverse proxy, no token check)"),
     ("mint", "4. auth `POST /token`, distinct sessions (minting)"),
     ("session_lookup", "5. auth `GET /me`, session cookie (a Redis lookup per request)"),
     ("login", "6. auth `POST /login` (argon2id, bounded on purpose)"),
@@ -28,6 +29,8 @@ SCENARIOS = (
 # Measured in interleaved rounds, each ratio's two sides minutes apart at most: on a shared
 # machine one pair of runs can be 15% off either way, the median of several pairs much less.
 PAIRED = ("health", "verify_warm", "verify_cold", "mint")
+# The listing direct, through the gateway and through nginx, measured as a trio per round.
+PROXIED = ("orders_direct", "orders_gateway", "orders_nginx")
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ def ratios(data: dict[str, Any]) -> list[Ratio]:
             None,
             bounds if len(bounds) > 1 else (),
         ),
-        info("gateway / direct: (3)", rps["orders_gateway"] / rps["orders_direct"]),
+        *proxy_ratios(data),
         info("session lookup / verify warm: (5)/(2)", rps["session_lookup"] / rps["verify_warm"]),
         info("session lookup / verify cold: (5)/(2)", rps["session_lookup"] / rps["verify_cold"]),
         at_least("minting / raw RSA-2048 signing, one core: (4)", per_round("mint", "sign_per_second"), 0.5),
@@ -98,6 +101,32 @@ def ratios(data: dict[str, Any]) -> list[Ratio]:
         ),
         Ratio("Redis bytes per session", memory, "<= 400", memory <= 400),
     ]
+
+
+def proxy_ratios(data: dict[str, Any]) -> list[Ratio]:
+    """The gateway's hop against no hop and against nginx's, each the median of its rounds.
+
+    Runs from before the nginx row was measured carry one direct and one gateway figure only.
+    """
+    proxied: list[dict[str, float]] = data.get("proxy_rounds") or [
+        {name: data["scenarios"][name]["rps"] for name in PROXIED[:2]}
+    ]
+
+    def median_ratio(name: str, numerator: str, denominator: str, target: float | None) -> Ratio:
+        each = tuple(run[numerator] / run[denominator] for run in proxied)
+        value = statistics.median(each)
+        shown = each if len(each) > 1 else ()
+        if target is None:
+            return Ratio(name, value, "", None, shown)
+        return Ratio(name, value, f">= {target:g}", value >= target, shown)
+
+    found = [median_ratio("gateway / direct: (3)", "orders_gateway", "orders_direct", 0.7)]
+    if all("orders_nginx" in run for run in proxied):
+        found += [
+            median_ratio("nginx / direct: (3)", "orders_nginx", "orders_direct", None),
+            median_ratio("gateway / nginx: (3)", "orders_gateway", "orders_nginx", None),
+        ]
+    return found
 
 
 def markdown(data: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""Gateway wiring: the lifespan opens the token verifiers, the upstream client and the health checks."""
+"""Gateway wiring: the lifespan opens the token verifiers, the upstream pools and the health checks."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypedDict
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 
 from services.gateway import balancer, domain, health, proxy, routes
 from services.gateway.metrics import UpstreamMetrics
 from services.gateway.settings import GatewaySettings
+from services.gateway.upstream import UpstreamPool
 from shared import ProxyNetwork, TokenVerifier, VerifierMetrics, build_app, new_registry, open_verifier
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -25,8 +25,10 @@ class GatewayState(TypedDict):
     """What handlers find on ``request.state``."""
 
     assets: Mapping[str, domain.Asset]
-    client: httpx.AsyncClient
+    client_send_timeout: float
+    connections: dict[str, UpstreamPool]
     request_body_timeout: float
+    response_buffer_bytes: int
     retry_after: int
     trusted_proxies: tuple[ProxyNetwork, ...]
     upstreams: dict[str, balancer.Pool]
@@ -46,8 +48,8 @@ def load_assets(directory: Path) -> dict[str, domain.Asset]:
 
 
 def create_app(settings: GatewaySettings) -> Starlette:
-    """The gateway: the demo page, one verifier per audience the route table names, one upstream client,
-    and a balanced pool of origins per upstream name with its health checks."""
+    """The gateway: the demo page, one verifier per audience the route table names, and per upstream
+    name a connection pool of its own and a balanced set of origins with its health checks."""
     assets = load_assets(STATIC_DIR)
     urls = settings.upstream_urls()
     unknown = sorted({route.upstream for route in domain.ROUTE_TABLE} - set(urls))
@@ -62,18 +64,20 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 audience: await stack.enter_async_context(open_verifier(settings.verifier, audience))
                 for audience in domain.audiences(domain.ROUTE_TABLE)
             }
-            client = await stack.enter_async_context(proxy.open_client(settings))
+            connections = await stack.enter_async_context(proxy.open_pools(settings))
             # Built per lifespan, so a restarted app starts with every origin in rotation.
             pools = balancer.pools(urls)
             interval = settings.upstream_health_interval
             await stack.enter_async_context(health.watching(pools.values(), interval))
-            for collector in (VerifierMetrics(verifiers), UpstreamMetrics(pools)):
+            for collector in (VerifierMetrics(verifiers), UpstreamMetrics(pools, connections)):
                 registry.register(collector)
                 stack.callback(registry.unregister, collector)
             yield {
                 "assets": assets,
-                "client": client,
+                "client_send_timeout": settings.client_send_timeout,
+                "connections": connections,
                 "request_body_timeout": settings.request_body_timeout,
+                "response_buffer_bytes": settings.response_buffer_bytes,
                 # An origin marked down can be back once the next health check passes.
                 "retry_after": math.ceil(interval),
                 "trusted_proxies": settings.trusted_proxies,

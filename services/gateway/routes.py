@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -12,6 +11,7 @@ from starlette.routing import BaseRoute, Route
 from services.gateway import domain, proxy
 from services.gateway.balancer import Pool
 from services.gateway.openapi import build_openapi
+from services.gateway.upstream import UpstreamPool
 from shared import NotFound, TokenVerifier, client_ip, openapi_route
 
 
@@ -68,19 +68,24 @@ async def forward(request: Request) -> Response:
     body = None
     if domain.has_body(request.headers.raw):
         body = await proxy.read_body(request, within=request.state.request_body_timeout)
-    client: httpx.AsyncClient = request.state.client
+    connections: Mapping[str, UpstreamPool] = request.state.connections
     pools: Mapping[str, Pool] = request.state.upstreams
-    upstream = await proxy.send(
-        client,
+
+    def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        return domain.client_response_headers(headers, route)
+
+    return await proxy.exchange(
+        request.receive,
+        connections[route.upstream],
         pools[route.upstream],
         request.method,
         request_target,
         headers_for,
         body,
         retry_after=request.state.retry_after,
-    )
-    return await proxy.respond(
-        route.upstream, upstream, domain.client_response_headers(upstream.headers.raw, route)
+        response_headers=response_headers,
+        buffer_bytes=request.state.response_buffer_bytes,
+        send_timeout=request.state.client_send_timeout,
     )
 
 

@@ -19,6 +19,9 @@ from shared import (
 )
 
 MAX_BODY_BYTES = 1024 * 1024
+# Up to this size an upstream answer is read whole before it is sent (nginx's proxy_buffering):
+# the upstream connection goes back to the pool at once, whatever the client's pace.
+RESPONSE_BUFFER_BYTES = 64 * 1024
 
 
 def _origin(name: str, value: str) -> str:
@@ -37,6 +40,10 @@ def _upstream_urls(environ: Mapping[str, str], name: str, default: str) -> tuple
     if len(set(origins)) != len(origins):
         raise SettingsError(f"{name} lists the same origin twice")
     return origins
+
+
+# The upstreams the gateway knows; each gets a connection pool sized by UPSTREAM_<NAME>_MAX_CONNECTIONS.
+UPSTREAM_NAMES = ("auth", "orders")
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,13 @@ class GatewaySettings:
     # Proxies in front of the gateway (an ingress controller) whose X-Forwarded-For is believed.
     trusted_proxies: tuple[ProxyNetwork, ...] = ()
     max_body_bytes: int = MAX_BODY_BYTES
+    # Per upstream name, overriding upstream_max_connections (each upstream has a pool of its own).
+    max_connections: tuple[tuple[str, int], ...] = ()
+    # Seconds a request waits for a free upstream connection before a 503 upstream_busy.
+    upstream_pool_timeout: float = 1.0
+    # Seconds a client may take to accept each piece of a streamed answer (nginx's send_timeout).
+    client_send_timeout: float = 10.0
+    response_buffer_bytes: int = RESPONSE_BUFFER_BYTES
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:
@@ -72,14 +86,38 @@ class GatewaySettings:
             orders_urls=_upstream_urls(environ, "ORDERS_URL", "http://127.0.0.1:8002"),
             upstream_timeout=env_float(environ, "UPSTREAM_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             upstream_connect_timeout=env_float(environ, "UPSTREAM_CONNECT_TIMEOUT_SECONDS", 2.0, minimum=0.1),
-            upstream_max_connections=env_int(environ, "UPSTREAM_MAX_CONNECTIONS", 100, minimum=1),
+            upstream_max_connections=(
+                default_connections := env_int(environ, "UPSTREAM_MAX_CONNECTIONS", 100, minimum=1)
+            ),
             request_body_timeout=env_float(environ, "REQUEST_BODY_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             upstream_health_interval=env_float(environ, "UPSTREAM_HEALTH_INTERVAL_SECONDS", 2.0, minimum=0.1),
             verifier=VerifierSettings.from_env(environ),
             trusted_proxies=trusted_proxies_from_env(environ),
             edge=EdgeSettings.from_env(environ),
+            max_connections=tuple(
+                (
+                    name,
+                    env_int(
+                        environ, f"UPSTREAM_{name.upper()}_MAX_CONNECTIONS", default_connections, minimum=1
+                    ),
+                )
+                for name in UPSTREAM_NAMES
+            ),
+            upstream_pool_timeout=env_float(environ, "UPSTREAM_POOL_TIMEOUT_SECONDS", 1.0, minimum=0.01),
+            client_send_timeout=env_float(environ, "CLIENT_SEND_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            response_buffer_bytes=env_int(
+                environ,
+                "UPSTREAM_RESPONSE_BUFFER_BYTES",
+                RESPONSE_BUFFER_BYTES,
+                minimum=0,
+                maximum=16 * 1024 * 1024,
+            ),
         )
 
     def upstream_urls(self) -> dict[str, tuple[str, ...]]:
         """The upstream origins by the names the route table uses."""
         return {"auth": self.auth_urls, "orders": self.orders_urls}
+
+    def max_connections_for(self, name: str) -> int:
+        """The size of upstream ``name``'s connection pool."""
+        return dict(self.max_connections).get(name, self.upstream_max_connections)

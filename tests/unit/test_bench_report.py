@@ -41,6 +41,7 @@ def data(**rps: float) -> dict[str, Any]:
         "verify_cold": 400.0,
         "orders_direct": 800.0,
         "orders_gateway": 400.0,
+        "orders_nginx": 500.0,
         "mint": 300.0,
         "session_lookup": 450.0,
         "login": 10.0,
@@ -126,3 +127,25 @@ def test_a_targeted_ratio_is_the_median_of_its_rounds() -> None:
     assert ratios["verify cold / unauthenticated"].value == 0.46
     assert ratios["minting / raw RSA-2048 signing, one core"].value == 0.5
     assert "| 0.70, 0.90, 0.88 |" in report.markdown(results)
+
+
+def test_the_gateway_is_judged_against_direct_and_nginx_in_the_same_rounds() -> None:
+    results = data()
+    results["proxy_rounds"] = [
+        {"orders_direct": 1000.0, "orders_gateway": 800.0, "orders_nginx": 900.0},
+        {"orders_direct": 1000.0, "orders_gateway": 600.0, "orders_nginx": 1000.0},
+        {"orders_direct": 500.0, "orders_gateway": 400.0, "orders_nginx": 400.0},
+    ]
+    ratios = by_name(results)
+    assert ratios["gateway / direct"].each_round == (0.8, 0.6, 0.8)
+    assert (ratios["gateway / direct"].value, ratios["gateway / direct"].met) == (0.8, True)
+    assert ratios["gateway / nginx"].value == 800.0 / 900.0
+    assert ratios["nginx / direct"].value == 0.9
+
+
+def test_a_run_from_before_the_nginx_row_still_reports_gateway_over_direct() -> None:
+    results = data()
+    del results["scenarios"]["orders_nginx"]
+    ratios = by_name(results)
+    assert (ratios["gateway / direct"].value, ratios["gateway / direct"].met) == (0.5, False)
+    assert "gateway / nginx" not in ratios

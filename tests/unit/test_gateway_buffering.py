@@ -4,61 +4,65 @@ from __future__ import annotations
 
 import gzip
 
-import httpx
+import httpcore
 import pytest
-from starlette.responses import StreamingResponse
+from starlette.responses import Response
 
 from services.gateway import proxy
+from services.gateway.settings import RESPONSE_BUFFER_BYTES
+from services.gateway.upstream import Limits, Origin, Reply, UpstreamPool
 from shared import BadGateway
 
+ORIGIN = "http://orders"
+LIMITS = Limits(max_connections=1, pool_timeout=1, connect_timeout=1, timeout=1)
 
-async def upstream(response: httpx.Response) -> httpx.Response:
-    """``response`` as the gateway's client hands it over: sent, body not yet read."""
-    client = httpx.AsyncClient(transport=httpx.MockTransport(lambda request: response))
-    return await client.send(client.build_request("GET", "http://orders/orders"), stream=True)
+
+async def upstream(head: bytes, *body: bytes) -> tuple[UpstreamPool, Reply]:
+    """A reply as the gateway's pool hands it over: sent, head read, body not yet read."""
+    pool = UpstreamPool("orders", [ORIGIN], LIMITS, network_backend=httpcore.AsyncMockBackend([head, *body]))
+    reply = await pool.request(Origin.parse(ORIGIN), b"GET", b"/orders", [(b"host", b"orders")], None)
+    return pool, reply
 
 
 async def test_a_small_response_is_buffered_with_its_raw_bytes_and_headers() -> None:
     raw = gzip.compress(b'{"orders": []}')
-    sent = await upstream(
-        httpx.Response(
-            200,
-            headers={"Content-Encoding": "gzip", "Content-Length": str(len(raw))},
-            stream=httpx.ByteStream(raw),
-        )
+    pool, sent = await upstream(
+        b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n" % len(raw), raw
     )
     headers = [(b"content-encoding", b"gzip"), (b"content-length", str(len(raw)).encode())]
 
-    response = await proxy.respond("orders", sent, headers)
+    response = await proxy.respond(sent, headers, buffer_bytes=RESPONSE_BUFFER_BYTES, send_timeout=1)
 
-    assert not isinstance(response, StreamingResponse)
+    assert not isinstance(response, proxy.UpstreamResponse)
     assert response.body == raw, "still encoded: the client asked for gzip, not the gateway"
     assert response.raw_headers == headers
     assert sent.is_closed, "the upstream connection went back to the pool at once"
+    assert (pool.in_use, pool.idle) == (0, 1)
 
 
 @pytest.mark.parametrize(
-    "response_headers",
-    [
-        {"Content-Length": str(proxy.BUFFERED_RESPONSE_MAX_BYTES + 1)},
-        {"Transfer-Encoding": "chunked"},
-    ],
+    "framing",
+    [b"content-length: %d" % (RESPONSE_BUFFER_BYTES + 1), b"transfer-encoding: chunked"],
 )
-async def test_large_or_unsized_responses_stream(response_headers: dict[str, str]) -> None:
-    body = b"x" * (proxy.BUFFERED_RESPONSE_MAX_BYTES + 1)
-    sent = await upstream(httpx.Response(200, headers=response_headers, stream=httpx.ByteStream(body)))
-    response = await proxy.respond("orders", sent, [])
+async def test_large_or_unsized_responses_stream(framing: bytes) -> None:
+    pool, sent = await upstream(b"HTTP/1.1 200 OK\r\n" + framing + b"\r\n\r\n")
+    response = await proxy.respond(sent, [], buffer_bytes=RESPONSE_BUFFER_BYTES, send_timeout=1)
+    assert isinstance(response, proxy.UpstreamResponse)
+    await sent.aclose()
+    assert pool.in_use == 0
+
+
+async def test_the_buffer_size_is_a_setting() -> None:
+    _, sent = await upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", b"{}")
+    response: Response = await proxy.respond(sent, [], buffer_bytes=1, send_timeout=1)
     assert isinstance(response, proxy.UpstreamResponse)
     await sent.aclose()
 
 
-async def test_a_body_that_breaks_off_is_a_502() -> None:
-    class BrokenStream(httpx.AsyncByteStream):
-        async def __aiter__(self):  # type: ignore[no-untyped-def]
-            yield b"{"
-            raise httpx.ReadError("connection reset")
-
-    sent = await upstream(httpx.Response(200, headers={"Content-Length": "100"}, stream=BrokenStream()))
+async def test_a_body_that_breaks_off_is_a_502_and_the_connection_is_dropped() -> None:
+    # The mock stream ends after the first piece, as a connection closed mid-body does.
+    pool, sent = await upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n", b"{")
     with pytest.raises(BadGateway):
-        await proxy.respond("orders", sent, [])
+        await proxy.respond(sent, [], buffer_bytes=RESPONSE_BUFFER_BYTES, send_timeout=1)
     assert sent.is_closed
+    assert (pool.in_use, pool.idle) == (0, 0), "a connection left mid-answer is never reused"

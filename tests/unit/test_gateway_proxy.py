@@ -14,10 +14,11 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpcore
 import httpx
 import pytest
 from joserfc import jwt
@@ -31,6 +32,7 @@ from services.gateway import proxy
 from services.gateway.app import create_app
 from services.gateway.balancer import Pool
 from services.gateway.settings import GatewaySettings
+from services.gateway.upstream import Limits, UpstreamPool
 from shared import BadRequest, SettingsError
 from tests.support.polling import poll
 from tests.support.servers import ServerThread
@@ -126,12 +128,14 @@ def fake_auth(jwks: dict[str, Any], seen: Seen) -> Starlette:
 
 def fake_orders(seen: Seen) -> Starlette:
     async def slow(request: Request) -> Response:
-        seen.requests.append({"path": request.scope["raw_path"].decode()})
+        entry: dict[str, Any] = {"path": request.scope["raw_path"].decode(), "arrived": time.monotonic()}
+        seen.requests.append(entry)
         # Hold the request until the gateway gives up and hangs up (bounded, in case it never does).
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(20):
                 while (await request.receive())["type"] != "http.disconnect":
                     pass
+                entry["hung_up"] = time.monotonic()
         return JSONResponse({"slow": True})
 
     async def echo(request: Request) -> Response:
@@ -467,14 +471,23 @@ def test_a_valid_token_with_trailing_whitespace_reaches_orders_trimmed(
 
 
 async def test_a_request_the_upstream_client_refuses_to_send_is_400_not_502() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.LocalProtocolError("Illegal header value")
-
+    # h11 refuses a header value with a line break before a byte is written.
+    backend = httpcore.AsyncMockBackend([])
+    limits = Limits(max_connections=1, pool_timeout=1, connect_timeout=1, timeout=1)
+    upstream = UpstreamPool("auth", ["http://127.0.0.1"], limits, network_backend=backend)
     pool = Pool("auth", ["http://127.0.0.1"])
-    async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
-        with pytest.raises(BadRequest) as caught:
-            await proxy.send(client, pool, "GET", b"/x", lambda host: [], None, retry_after=1)
+    with pytest.raises(BadRequest) as caught:
+        await proxy.send(
+            upstream,
+            pool,
+            "GET",
+            b"/x",
+            lambda host: [(b"host", host), (b"x-bad", b"a\nb")],
+            None,
+            retry_after=1,
+        )
     assert (caught.value.status, caught.value.code) == (400, "bad_request")
+    assert upstream.in_use == 0, "the connection went back"
 
 
 def test_options_is_not_proxied(client: httpx.Client, auth_seen: Seen) -> None:
@@ -687,3 +700,149 @@ def test_an_untrusted_ingress_cannot_choose_the_client_address(client: httpx.Cli
 def test_trusted_proxies_must_be_addresses_or_networks() -> None:
     with pytest.raises(SettingsError, match="TRUSTED_PROXIES: 'ingress' is not an IP address or network"):
         gateway_settings(TRUSTED_PROXIES="10.0.0.0/8, ingress")
+
+
+def metric(client: httpx.Client, line_start: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no metric {line_start}")
+
+
+def poll(check: Callable[[], bool], *, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"not within {within} s: {what}"
+        time.sleep(0.02)
+
+
+def send_and_never_read(port: int, target: bytes, *headers: bytes) -> socket.socket:
+    """A client that sends one GET and then reads nothing, with a receive buffer as small as allowed."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    sock.connect(("127.0.0.1", port))
+    head = b"".join(line + b"\r\n" for line in (b"Host: localhost", *headers))
+    sock.sendall(b"GET " + target + b" HTTP/1.1\r\n" + head + b"\r\n")
+    return sock
+
+
+def test_a_full_orders_pool_answers_503_upstream_busy_fast_and_leaves_auth_alone(
+    auth_server: ServerThread, orders_server: ServerThread, signing_key: RSAKey, orders_seen: Seen
+) -> None:
+    settings = settings_before(
+        auth_server,
+        orders_server,
+        UPSTREAM_ORDERS_MAX_CONNECTIONS="1",
+        UPSTREAM_TIMEOUT_SECONDS="10",
+        UPSTREAM_POOL_TIMEOUT_SECONDS="0.2",
+    )
+    token = mint(signing_key).encode()
+    with (
+        ServerThread(create_app(settings), lifespan="on") as gateway,
+        httpx.Client(base_url=gateway.url, trust_env=False, timeout=10) as client,
+        send_and_never_read(gateway.port, b"/api/orders/slow", b"Authorization: Bearer " + token),
+    ):
+        poll(
+            lambda: metric(client, 'gateway_upstream_connections{state="in_use",upstream="orders"}') == 1,
+            within=5,
+            what="the slow request holds the only orders connection",
+        )
+        started = time.monotonic()
+        busy = client.get("/api/orders/while-the-pool-is-full", headers=bearer(signing_key))
+        assert_error(busy, 503, "upstream_busy")
+        assert busy.headers["retry-after"] == "1"
+        assert time.monotonic() - started < 3, "refused after the pool timeout, not the upstream timeout"
+        assert metric(client, 'gateway_upstream_pool_exhausted_total{upstream="orders"}') == 1
+        # The auth pool is its own: logins and the JWKS never wait behind orders.
+        assert client.post("/auth/login-while-orders-is-full").status_code == 200
+        assert client.get("/.well-known/jwks.json").status_code == 200
+
+
+def test_each_upstream_pool_has_its_own_size(auth_server: ServerThread, orders_server: ServerThread) -> None:
+    settings = settings_before(
+        auth_server, orders_server, UPSTREAM_MAX_CONNECTIONS="7", UPSTREAM_AUTH_MAX_CONNECTIONS="3"
+    )
+    assert (settings.max_connections_for("auth"), settings.max_connections_for("orders")) == (3, 7)
+    with (
+        ServerThread(create_app(settings), lifespan="on") as gateway,
+        httpx.Client(base_url=gateway.url, trust_env=False, timeout=10) as client,
+    ):
+        assert metric(client, 'gateway_upstream_connections_limit{upstream="auth"}') == 3
+        assert metric(client, 'gateway_upstream_connections_limit{upstream="orders"}') == 7
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("UPSTREAM_ORDERS_MAX_CONNECTIONS", "0"),
+        ("UPSTREAM_POOL_TIMEOUT_SECONDS", "soon"),
+        ("CLIENT_SEND_TIMEOUT_SECONDS", "0"),
+        ("UPSTREAM_RESPONSE_BUFFER_BYTES", "-1"),
+    ],
+)
+def test_a_malformed_pool_or_send_setting_is_refused_by_name(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        GatewaySettings.from_env({name: value})
+
+
+def test_a_client_that_never_reads_a_streamed_answer_loses_it_and_frees_the_connection(
+    auth_server: ServerThread, orders_server: ServerThread
+) -> None:
+    send_timeout = 0.5
+    settings = settings_before(
+        auth_server,
+        orders_server,
+        UPSTREAM_AUTH_MAX_CONNECTIONS="1",
+        CLIENT_SEND_TIMEOUT_SECONDS=str(send_timeout),
+        UPSTREAM_POOL_TIMEOUT_SECONDS="0.2",
+    )
+    with (
+        ServerThread(create_app(settings), lifespan="on") as gateway,
+        httpx.Client(base_url=gateway.url, trust_env=False, timeout=10) as client,
+        send_and_never_read(gateway.port, b"/auth/large") as stalled,
+    ):
+        started = time.monotonic()
+        # 8 MiB is far more than the socket buffers hold, so the gateway's writes stall.
+        poll(
+            lambda: metric(client, 'gateway_client_send_timeouts_total{upstream="auth"}') == 1,
+            within=send_timeout + 5,
+            what="the stalled answer abandoned",
+        )
+        assert time.monotonic() - started >= send_timeout - 0.05
+        assert metric(client, 'gateway_upstream_connections{state="in_use",upstream="auth"}') == 0
+        # With one pooled connection, a held one would make this a 503 upstream_busy.
+        assert client.get("/auth/after-a-stalled-reader").status_code == 200
+        # The stalled client's connection was closed: it can read what was sent, then EOF.
+        stalled.settimeout(10)
+        while stalled.recv(65536):
+            pass
+
+
+def test_a_client_that_hangs_up_while_waiting_cancels_the_upstream_request(
+    auth_server: ServerThread, orders_server: ServerThread, signing_key: RSAKey, orders_seen: Seen
+) -> None:
+    upstream_timeout = 10.0
+    settings = settings_before(auth_server, orders_server, UPSTREAM_TIMEOUT_SECONDS=str(upstream_timeout))
+    token = mint(signing_key).encode()
+    target = b"/api/orders/slow?hang-up-probe"
+    with (
+        ServerThread(create_app(settings), lifespan="on") as gateway,
+        httpx.Client(base_url=gateway.url, trust_env=False, timeout=10) as client,
+    ):
+        with send_and_never_read(gateway.port, target, b"Authorization: Bearer " + token):
+            poll(
+                lambda: metric(client, 'gateway_upstream_connections{state="in_use",upstream="orders"}') == 1,
+                within=5,
+                what="the request reached orders",
+            )
+        hung_up = time.monotonic()
+        # Orders sees its request hang up as soon as the client did, not when the gateway times out.
+        entry = [e for e in orders_seen.requests if e["path"] == "/orders/slow"][-1]
+        poll(lambda: "hung_up" in entry, within=upstream_timeout / 2, what="orders saw the hang-up")
+        assert entry["hung_up"] - hung_up < upstream_timeout / 2
+        poll(
+            lambda: metric(client, 'gateway_upstream_abandoned_total{upstream="orders"}') == 1,
+            within=5,
+            what="the exchange counted as abandoned",
+        )
+        assert metric(client, 'gateway_upstream_connections{state="in_use",upstream="orders"}') == 0
