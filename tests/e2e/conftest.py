@@ -17,7 +17,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from deploy.devcluster import Cluster, ClusterConfig
-from services.auth.keys import load_keys
+from services.auth.key_store import load_keys
 
 SESSION_COOKIE = "__Host-session"
 ALICE = "alice@example.com"

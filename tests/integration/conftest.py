@@ -30,7 +30,7 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
 
 @pytest.fixture
 def keys_dir(tmp_path: Path) -> Path:
-    from services.auth.keys import init_keys
+    from services.auth.key_store import init_keys
 
     directory = tmp_path / "keys"
     init_keys(directory)

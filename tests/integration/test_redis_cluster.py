@@ -40,10 +40,12 @@ from tests.integration.test_session_management import (  # noqa: F401 - collecte
     test_parallel_guesses_cannot_overspend_a_login_budget,
     test_revoke_others_replaces_every_session_in_one_step,
     test_the_index_expires_no_sooner_than_its_longest_session,
+    test_the_stores_script_enforces_both_timeouts_to_the_millisecond,
     test_token_uses_past_the_rate_wait_for_the_window_and_leave_the_session_untouched,
     test_touch_reports_a_session_revoked_since_it_was_read,
 )
 from tests.integration.test_session_store import (  # noqa: F401 - collected here, run on the Cluster
+    test_a_use_slides_the_records_expiry_in_redis_too,
     test_absolute_timeout_wins_over_activity,
     test_created_session_is_found_by_its_handle,
     test_delete_all_for_user_revokes_every_session,

@@ -9,14 +9,10 @@ from pathlib import Path
 import pytest
 
 from services.auth.cli import kid_arguments
-from services.auth.keys import (
+from services.auth.key_schedule import KeyState, KeyTimes, RotationPolicy, ScheduleError, check_schedule
+from services.auth.key_store import (
     KeyFileError,
-    KeyState,
     KeyStore,
-    KeyTimes,
-    RotationPolicy,
-    ScheduleError,
-    check_schedule,
     create_key,
     init_keys,
     load_keys,
