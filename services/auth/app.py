@@ -18,7 +18,7 @@ from services.auth import domain
 from services.auth.key_store import KeyStore
 from services.auth.metrics import KeyStoreMetrics
 from services.auth.passwords import Passwords
-from services.auth.redis_client import connect
+from services.auth.redis_client import Client, connect
 from services.auth.routes import AuthContext, routes
 from services.auth.service import Accounts, AuthService
 from services.auth.settings import Settings
@@ -52,23 +52,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             stack.callback(registry.unregister, collector)
             client = connect(settings.redis_url.value, settings.redis_timeout)
             stack.push_async_callback(client.aclose)
-            policy = domain.SessionPolicy(
-                idle=settings.session_idle_timeout, absolute=settings.session_absolute_timeout
-            )
-            accounts = Accounts(
-                users=UserStore(client),
-                sessions=SessionStore(client, policy),
-                throttles=ThrottleStore(client),
-                passwords=Passwords(),
-                clock=clock,
-            )
-            context = AuthContext(
-                settings=settings,
-                service=AuthService(accounts=accounts, settings=settings, keys=keys),
-                cookie_signer=Signer(settings.session_secret.value, salt="session-cookie"),
-            )
+            context = _wire(settings, keys, client, clock)
             seeding = None
             if settings.dev:
+                accounts = context.service.accounts
                 seeding = asyncio.create_task(_seed_demo_users(accounts, settings), name="demo-users")
                 stack.push_async_callback(cancel_and_wait, seeding)
             logger.info("auth started with keys %s", keys.status()["keys"])
@@ -91,6 +78,25 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         return checks
 
     return build_app(routes, lifespan=lifespan, readiness=readiness, metrics=registry)
+
+
+def _wire(settings: Settings, keys: KeyStore, client: Client, clock: Callable[[], float]) -> AuthContext:
+    """The stores, the use cases and the cookie signer over one Redis client."""
+    policy = domain.SessionPolicy(
+        idle=settings.session_idle_timeout, absolute=settings.session_absolute_timeout
+    )
+    accounts = Accounts(
+        users=UserStore(client),
+        sessions=SessionStore(client, policy),
+        throttles=ThrottleStore(client),
+        passwords=Passwords(),
+        clock=clock,
+    )
+    return AuthContext(
+        settings=settings,
+        service=AuthService(accounts=accounts, settings=settings, keys=keys),
+        cookie_signer=Signer(settings.session_secret.value, salt="session-cookie"),
+    )
 
 
 def _watch_keys(keys: KeyStore, interval: float) -> Periodic:
