@@ -10,7 +10,7 @@ beside the real services. Each bare app does one thing:
   (no parsing rules, no claims);
 * ``verifier``: the project's whole :class:`~shared.verifier.TokenVerifier`;
 * ``mint``: the session cookie, :meth:`SessionStore.use <services.auth.store.SessionStore.use>`
-  and :meth:`KeyStore.sign <services.auth.keys.KeyStore.sign>`, nothing else.
+  and :meth:`KeyStore.sign <services.auth.key_store.KeyStore.sign>`, nothing else.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from bench.run import BENCH_ENV, Bench, Options
 from deploy.devcluster import Cluster, ClusterConfig
 from deploy.processes import free_port, with_parent_death_signal
 from services.auth import domain
-from services.auth.keys import KeyStore
+from services.auth.key_store import KeyStore
 from services.auth.redis_client import connect
 from services.auth.settings import Settings
 from services.auth.store import SessionStore

@@ -29,7 +29,7 @@ from bench import nginx, report, rsa, wrk
 from bench.wrk import Load, WrkResult
 from deploy.devcluster import Cluster, ClusterConfig
 from services.auth import domain
-from services.auth.keys import load_keys
+from services.auth.key_store import load_keys
 from services.auth.redis_client import connect
 from services.auth.settings import Settings
 from services.auth.store import SessionStore, UserStore

@@ -23,10 +23,11 @@ from shared.errors import (
     ValidationFailed,
     error_response,
 )
-from shared.jwks import JWKSCache, JWKSConfig, JWKSFetchError, parse_jwks
+from shared.jwks import MIN_RSA_BITS, JWKSCache, JWKSConfig, JWKSFetchError, parse_jwks
 from shared.logs import configure_logging, request_id
 from shared.metrics import VerifierMetrics, metrics_route, new_registry
 from shared.openapi import openapi_document, openapi_error, openapi_route
+from shared.periodic import Periodic, cancel_and_wait
 from shared.proxies import ProxyNetwork, client_ip, parse_trusted_proxies, trusted_proxies_from_env
 from shared.service import build_app, read_json_object, serve, serve_from_env
 from shared.settings import (
@@ -40,10 +41,12 @@ from shared.settings import (
     env_secret,
     env_str,
 )
-from shared.tokens import AccessClaims, TokenPolicy
+from shared.tokens import ALGORITHM, TOKEN_TYPE, AccessClaims, TokenPolicy, loads_strict
 from shared.verifier import TokenVerifier, VerifierSettings, bearer_token, open_verifier
 
-__all__ = [
+# Plain sorted(), as tests/unit/test_shared_api.py checks; ruff would put the constants first.
+__all__ = [  # noqa: RUF022
+    "ALGORITHM",
     "AccessClaims",
     "ApiError",
     "BadGateway",
@@ -58,13 +61,16 @@ __all__ = [
     "JWKSCache",
     "JWKSConfig",
     "JWKSFetchError",
+    "MIN_RSA_BITS",
     "NotFound",
     "PayloadTooLarge",
+    "Periodic",
     "ProxyNetwork",
     "RequestTimeout",
     "Secret",
     "ServiceUnavailable",
     "SettingsError",
+    "TOKEN_TYPE",
     "TokenPolicy",
     "TokenVerifier",
     "TooManyRequests",
@@ -75,6 +81,7 @@ __all__ = [
     "VerifierSettings",
     "bearer_token",
     "build_app",
+    "cancel_and_wait",
     "client_ip",
     "configure_logging",
     "env_bool",
@@ -85,6 +92,7 @@ __all__ = [
     "env_secret",
     "env_str",
     "error_response",
+    "loads_strict",
     "metrics_route",
     "new_registry",
     "open_verifier",

@@ -9,7 +9,6 @@ good keys for ``max_stale`` seconds when fetching fails, then fails closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 from joserfc.jwk import RSAKey
 
+from shared.periodic import Periodic, cancel_and_wait
 from shared.tokens import ALGORITHM, loads_strict
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class JWKSCache:
         self._inflight: asyncio.Task[None] | None = None
         # The URL that answered last is asked first, so a dead replica costs no time once skipped.
         self._preferred = 0
-        self._scheduler: asyncio.Task[None] | None = None
+        self._scheduler: Periodic | None = None
         self.fetch_count = 0
         self.success_count = 0
         self.failure_count = 0
@@ -152,14 +152,14 @@ class JWKSCache:
     async def start(self) -> None:
         """Try one load now and keep the schedule running; never raises on fetch failure."""
         await self.refresh()
-        self._scheduler = asyncio.create_task(self._run_schedule(), name="jwks-refresh")
+        self._scheduler = Periodic(self.refresh, self.next_refresh_in, name="jwks-refresh")
+        self._scheduler.start()
 
     async def aclose(self) -> None:
-        for task in (self._scheduler, self._inflight):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._scheduler is not None:
+            await self._scheduler.aclose()
+        if self._inflight is not None:
+            await cancel_and_wait(self._inflight)
 
     def keys(self) -> Mapping[str, RSAKey]:
         """The usable keys: empty once they are older than ``max_stale`` (fail closed)."""
@@ -272,15 +272,6 @@ class JWKSCache:
             backoff: float = self.config.retry_interval * 2 ** (self._failures_in_a_row - 1)
             return min(backoff, interval)
         return interval
-
-    async def _run_schedule(self) -> None:
-        while True:
-            await asyncio.sleep(self.next_refresh_in())
-            try:
-                await self.refresh()
-            except Exception:
-                # The schedule must outlive any single surprise, or the keys silently go stale.
-                logger.exception("JWKS refresh failed unexpectedly")
 
 
 def cache_max_age(cache_control: str) -> float | None:

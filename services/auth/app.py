@@ -8,25 +8,34 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypedDict
 
 from itsdangerous import Signer
 from starlette.applications import Starlette
 from starlette.requests import Request
 
 from services.auth import domain
-from services.auth.keys import KeyStore
+from services.auth.key_store import KeyStore
 from services.auth.metrics import KeyStoreMetrics
 from services.auth.passwords import Passwords
-from services.auth.redis_client import connect
+from services.auth.redis_client import Client, connect
 from services.auth.routes import AuthContext, routes
+from services.auth.service import Accounts, AuthService
 from services.auth.settings import Settings
 from services.auth.store import SessionStore, ThrottleStore, UserStore
-from shared import ApiError, Conflict, build_app, new_registry
+from shared import ApiError, Conflict, Periodic, build_app, cancel_and_wait, new_registry
 
 logger = logging.getLogger(__name__)
 
 DEMO_ACCOUNTS = (("alice@example.com", "user"), ("admin@example.com", "admin"))
+
+
+class State(TypedDict):
+    """What handlers find on ``request.state``."""
+
+    auth: AuthContext
+    # Dev only: the task creating the demo accounts, which readiness waits for.
+    seeding: asyncio.Task[None] | None
 
 
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> Starlette:
@@ -34,45 +43,33 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     registry = new_registry()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        keys = KeyStore(settings.keys_dir, settings.rotation, clock=clock)
-        watching = asyncio.create_task(_watch_keys(keys, settings.rotation.reload_interval))
-        collector = KeyStoreMetrics(keys)
-        registry.register(collector)
-        client = connect(settings.redis_url.value, settings.redis_timeout)
-        policy = domain.SessionPolicy(
-            idle=settings.session_idle_timeout, absolute=settings.session_absolute_timeout
-        )
-        context = AuthContext(
-            settings=settings,
-            users=UserStore(client),
-            sessions=SessionStore(client, policy),
-            passwords=Passwords(),
-            keys=keys,
-            cookie_signer=Signer(settings.session_secret.value, salt="session-cookie"),
-            throttles=ThrottleStore(client),
-            clock=clock,
-        )
-        seeding = asyncio.create_task(_seed_demo_users(context)) if settings.dev else None
-        logger.info("auth started with keys %s", keys.status()["keys"])
-        try:
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        async with contextlib.AsyncExitStack() as stack:
+            keys = KeyStore(settings.keys_dir, settings.rotation, clock=clock)
+            await stack.enter_async_context(_watch_keys(keys, settings.rotation.reload_interval))
+            collector = KeyStoreMetrics(keys)
+            registry.register(collector)
+            stack.callback(registry.unregister, collector)
+            client = connect(settings.redis_url.value, settings.redis_timeout)
+            stack.push_async_callback(client.aclose)
+            context = _wire(settings, keys, client, clock)
+            seeding = None
+            if settings.dev:
+                accounts = context.service.accounts
+                seeding = asyncio.create_task(_seed_demo_users(accounts, settings), name="demo-users")
+                stack.push_async_callback(cancel_and_wait, seeding)
+            logger.info("auth started with keys %s", keys.status()["keys"])
             yield {"auth": context, "seeding": seeding}
-        finally:
-            if seeding is not None:
-                seeding.cancel()
-            watching.cancel()
-            registry.unregister(collector)
-            await client.aclose()
 
     async def readiness(request: Request) -> dict[str, Any]:
-        context: AuthContext = request.state.auth
+        service = request.state.auth.service
         try:
-            redis_ok = await context.sessions.ping()
+            redis_ok = await service.accounts.sessions.ping()
         except ApiError:
             redis_ok = False
         checks: dict[str, Any] = {
             "redis": redis_ok,
-            "signing_keys": context.keys.status(),
+            "signing_keys": service.keys.status(),
         }
         seeding: asyncio.Task[None] | None = request.state.seeding
         if seeding is not None:
@@ -83,29 +80,47 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     return build_app(routes, lifespan=lifespan, readiness=readiness, metrics=registry, edge=settings.edge)
 
 
-async def _watch_keys(keys: KeyStore, interval: float) -> None:
+def _wire(settings: Settings, keys: KeyStore, client: Client, clock: Callable[[], float]) -> AuthContext:
+    """The stores, the use cases and the cookie signer over one Redis client."""
+    policy = domain.SessionPolicy(
+        idle=settings.session_idle_timeout, absolute=settings.session_absolute_timeout
+    )
+    accounts = Accounts(
+        users=UserStore(client),
+        sessions=SessionStore(client, policy),
+        throttles=ThrottleStore(client),
+        passwords=Passwords(),
+        clock=clock,
+    )
+    return AuthContext(
+        settings=settings,
+        service=AuthService(accounts=accounts, settings=settings, keys=keys),
+        cookie_signer=Signer(settings.session_secret.value, salt="session-cookie"),
+    )
+
+
+def _watch_keys(keys: KeyStore, interval: float) -> Periodic:
     """Pick up rotations without a restart: look for changed key files every ``interval`` s."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            # Off the event loop: parsing a few PEM files takes milliseconds.
-            await asyncio.to_thread(keys.reload_if_changed)
-        except Exception:
-            # The watch must outlive any surprise, or a rotation would go unnoticed.
-            logger.exception("watching the key directory failed unexpectedly")
+
+    async def reload() -> None:
+        # Off the event loop: parsing a few PEM files takes milliseconds.
+        await asyncio.to_thread(keys.reload_if_changed)
+
+    return Periodic(reload, interval, name="key-directory-watch")
 
 
-async def _seed_demo_users(context: AuthContext) -> None:
+async def _seed_demo_users(accounts: Accounts, settings: Settings) -> None:
     """Dev only: create the documented demo accounts, retrying until Redis answers."""
-    password = context.settings.demo_password
+    password = settings.demo_password
     if password is None:
         return
     while True:
         try:
             for email, role in DEMO_ACCOUNTS:
-                if await context.users.by_email(email) is None:
+                if await accounts.users.by_email(email) is None:
                     with contextlib.suppress(Conflict):  # another worker created it first
-                        await context.users.create(email, role, await context.passwords.hash(password.value))
+                        password_hash = await accounts.passwords.hash(password.value)
+                        await accounts.users.create(email, role, password_hash)
                         logger.info("created demo user %s (%s)", email, role)
             return
         except ApiError:

@@ -14,31 +14,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from services.auth import domain
 from services.auth.domain import SessionPolicy
-from services.auth.keys import (
-    KeyFileError,
-    KeyState,
-    ScheduleError,
-    active_kid,
-    init_keys,
-    load_keys,
-    read_schedule,
-    retire_key,
-    rotate_keys,
-)
+from services.auth.key_schedule import ScheduleError, format_time
+from services.auth.key_store import KeyFileError, init_keys, load_keys, read_schedule, retire_key
 from services.auth.passwords import Passwords
 from services.auth.redis_client import connect
+from services.auth.service import Accounts, rotate_signing_key
 from services.auth.settings import Settings, rotation_policy
-from services.auth.store import SessionStore, UserStore
-from shared import ApiError, NotFound, SettingsError, env_str, serve_from_env
+from services.auth.store import SessionStore, ThrottleStore, UserStore
+from shared import ApiError, SettingsError, env_str, serve_from_env
 
 
 def _read_password() -> str:
@@ -50,59 +43,45 @@ def _read_password() -> str:
     return sys.stdin.readline().rstrip("\r\n")
 
 
-def _stores() -> tuple[UserStore, SessionStore, Callable[[], Awaitable[None]]]:
+@contextlib.asynccontextmanager
+async def _accounts() -> AsyncIterator[Accounts]:
     # Only Redis is needed here, so the full server settings (and its secrets) are not required.
     client = connect(env_str(os.environ, "REDIS_URL", "redis://127.0.0.1:6379/0"), 2.0)
     # The CLI only revokes sessions, which never consults the lifetime policy.
     policy = SessionPolicy(idle=1, absolute=1)
-    return UserStore(client), SessionStore(client, policy), client.aclose
+    try:
+        yield Accounts(UserStore(client), SessionStore(client, policy), ThrottleStore(client), Passwords())
+    finally:
+        await client.aclose()
 
 
 async def _users_add(email: str, role: str) -> None:
     password = _read_password()
-    email = domain.validate_new_account(email, role, password)
-    users, _, close = _stores()
-    try:
-        user = await users.create(email, role, await Passwords().hash(password))
-    finally:
-        await close()
+    async with _accounts() as accounts:
+        user = await accounts.create_user(email, role, password)
     print(f"created {user.email} ({user.role}) id={user.id}")
 
 
 async def _users_list() -> None:
-    users, _, close = _stores()
-    try:
-        for user in await users.all():
+    async with _accounts() as accounts:
+        for user in await accounts.users.all():
             print(f"{user.id}  {user.role:<5}  {user.email}")
-    finally:
-        await close()
 
 
 async def _users_set_password(email: str) -> None:
     password = _read_password()
     domain.validate_new_password(password)
-    users, sessions, close = _stores()
-    try:
-        user = await users.by_email(domain.normalize_email(email))
-        if user is None:
-            raise NotFound(f"no user {email}")
-        await users.set_password_hash(user.id, await Passwords().hash(password))
-        revoked = await sessions.delete_all_for_user(user.id)
-    finally:
-        await close()
+    async with _accounts() as accounts:
+        user = await accounts.user_by_email(email)
+        # An operator's reset ends every session of the account (the web renews the caller's).
+        revoked = await accounts.change_password(user, password, renew=None)
     print(f"password changed for {user.email}; {revoked} session(s) revoked")
 
 
 async def _users_set_disabled(email: str, disabled: bool) -> None:
-    users, sessions, close = _stores()
-    try:
-        user = await users.by_email(domain.normalize_email(email))
-        if user is None:
-            raise NotFound(f"no user {email}")
-        await users.set_disabled(user.id, disabled)
-        revoked = await sessions.delete_all_for_user(user.id) if disabled else 0
-    finally:
-        await close()
+    async with _accounts() as accounts:
+        user = await accounts.user_by_email(email)
+        revoked = await accounts.set_disabled(user, disabled)
     print(f"disabled {user.email}; {revoked} session(s) revoked" if disabled else f"enabled {user.email}")
 
 
@@ -116,10 +95,6 @@ def _keys_init() -> None:
     print(f"created signing key {kid} in {directory}" if kid else f"{directory} already holds a key")
 
 
-def _when(value: float | None) -> str:
-    return "-" if value is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
-
-
 def _keys_list() -> None:
     directory = _keys_dir()
     now = time.time()
@@ -128,38 +103,33 @@ def _keys_list() -> None:
     print(f"{'kid':<43}  {'state':<7}  {'activates':<20}  {'retires':<20}  removes")
     for kid, times in sorted(schedule.items(), key=lambda item: (item[1].activates_at, item[0])):
         print(
-            f"{kid:<43}  {times.state(now):<7}  {_when(times.activates_at):<20}"
-            f"  {_when(times.retires_at):<20}  {_when(times.removes_at)}"
+            f"{kid:<43}  {times.state(now):<7}  {format_time(times.activates_at):<20}"
+            f"  {format_time(times.retires_at):<20}  {format_time(times.removes_at)}"
         )
 
 
 def _keys_rotate(if_active_for: float | None) -> None:
-    directory, policy = _keys_dir(), rotation_policy(os.environ)
-    if if_active_for is not None:
-        now = time.time()
-        schedule = read_schedule(directory)
-        current = active_kid(schedule, now)
-        pending = [kid for kid, times in schedule.items() if times.state(now) is KeyState.NEXT]
-        if pending or (current is not None and now - schedule[current].activates_at < if_active_for):
-            print("no rotation due" + (f": key {pending[0]} is next" if pending else ""))
-            return
-    kid = rotate_keys(directory, policy)
-    schedule = read_schedule(directory)
-    print(f"published key {kid}; it signs from {_when(schedule[kid].activates_at)}")
+    policy = rotation_policy(os.environ)
+    rotation = rotate_signing_key(_keys_dir(), policy, if_active_for=if_active_for)
+    kid, schedule = rotation.kid, rotation.schedule
+    if kid is None:
+        print("no rotation due" + (f": key {rotation.pending} is next" if rotation.pending else ""))
+        return
+    print(f"published key {kid}; it signs from {format_time(schedule[kid].activates_at)}")
     print(
         f"(publish lead {policy.publish_lead:.0f} s = reload {policy.reload_interval:g} + JWKS max-age"
         f" {policy.jwks_max_age} + 2 x clock skew {policy.clock_skew} + margin {policy.margin})"
     )
     for other, times in sorted(schedule.items()):
         if other != kid and times.removes_at is not None:
-            print(f"key {other} stops signing then and leaves the JWKS at {_when(times.removes_at)}")
+            print(f"key {other} stops signing then and leaves the JWKS at {format_time(times.removes_at)}")
 
 
 def _keys_retire(kid: str, force: bool) -> None:
     directory, policy = _keys_dir(), rotation_policy(os.environ)
     schedule = retire_key(directory, kid, policy, force=force)
     if kid in schedule:
-        print(f"key {kid} leaves the JWKS at {_when(schedule[kid].removes_at)}")
+        print(f"key {kid} leaves the JWKS at {format_time(schedule[kid].removes_at)}")
     else:
         print(f"key {kid} removed")
 

@@ -1,4 +1,4 @@
-"""Pure rules of identity: credentials, session lifetimes, cross-site checks and token claims.
+"""Pure rules of identity: credentials, session ids and cookies, cross-site checks and token claims.
 
 Nothing here performs I/O or reads a clock; callers pass ``now`` in (seconds since the epoch).
 """
@@ -10,10 +10,10 @@ import dataclasses
 import hashlib
 import hmac
 import ipaddress
-import math
 import re
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +63,9 @@ class Session:
     csrf_token: str
     user_agent: str = ""
     ip: str = ""
+    # When the store will end the session unless it is used again, as the store computed it on
+    # the use that returned this record; None on a record that did not come from a use.
+    expires_at: float | None = None
 
     @property
     def public_handle(self) -> str:
@@ -83,26 +86,15 @@ class Session:
 
 @dataclass(frozen=True)
 class SessionPolicy:
-    """How long a session lives: ``idle`` seconds without use, ``absolute`` seconds at most."""
+    """How long a session lives: ``idle`` seconds without use, ``absolute`` seconds at most.
+
+    Only the parameters: the rule itself (the earlier of last use + ``idle`` and creation +
+    ``absolute``) is enforced in Redis by the store's scripts, in one step with each use, and
+    written nowhere else (``store._LIFETIME``).
+    """
 
     idle: int
     absolute: int
-
-    def expires_at(self, session: Session) -> float:
-        """When the session dies if nobody touches it again."""
-        return min(session.last_seen + self.idle, session.created_at + self.absolute)
-
-    def is_live(self, session: Session, now: float) -> bool:
-        return now < self.expires_at(session)
-
-    def ttl(self, session: Session, now: float) -> int:
-        """Seconds the store should keep the record, rounded up; 0 means already dead."""
-        remaining = self.expires_at(session) - now
-        return max(0, math.ceil(remaining))
-
-    def touched(self, session: Session, now: float) -> Session:
-        """The session after a use at ``now`` (the idle timer slides, the absolute one does not)."""
-        return dataclasses.replace(session, last_seen=now)
 
 
 def new_session_id(user_id: str) -> str:
@@ -189,7 +181,11 @@ def renewed_session(session: Session, session_id: str, now: float) -> Session:
     ``created_at`` is kept, so renewing never extends the absolute lifetime.
     """
     return dataclasses.replace(
-        session, handle=session_handle(session_id), last_seen=now, csrf_token=secrets.token_urlsafe(32)
+        session,
+        handle=session_handle(session_id),
+        last_seen=now,
+        csrf_token=secrets.token_urlsafe(32),
+        expires_at=None,
     )
 
 
@@ -257,19 +253,52 @@ class LoginThrottlePolicy:
         return self.per_ip, self.per_account_ip, self.per_account
 
 
-def cookie_values(cookie_headers: list[str], name: str) -> list[str]:
-    """Every value sent for the cookie ``name``, across all ``Cookie`` headers, in order.
+@dataclass(frozen=True)
+class SessionRef:
+    """Where a session is stored: its owner and its handle, both derived from the cookie's id."""
 
-    A ``__Host-`` cookie can exist only once per browser and host, so more than one value
-    means someone planted another (cookie tossing) and the caller must trust none of them.
+    user_id: str
+    handle: str
+
+
+def session_ref(session_id: str) -> SessionRef | None:
+    """The session a session id names, or None when the id does not have the shape of one."""
+    owner = session_owner(session_id)
+    return None if owner is None else SessionRef(owner, session_handle(session_id))
+
+
+@dataclass(frozen=True)
+class SessionCookie:
+    """What a request's session cookies say, read once (:func:`read_session_cookie`).
+
+    ``current`` is the session the request acts as: there only when exactly one session cookie
+    came and it is validly signed. A ``__Host-`` cookie can exist only once per browser and
+    host, so a second value means someone planted one (cookie tossing) and none is trusted.
+    ``presented`` is every validly signed session among them, which a login ends (fixation).
     """
-    values = []
-    for header in cookie_headers:
-        for pair in header.split(";"):
-            key, separator, value = pair.partition("=")
-            if separator and key.strip() == name:
-                values.append(value.strip())
-    return values
+
+    current: SessionRef | None
+    presented: tuple[SessionRef, ...]
+
+
+def read_session_cookie(
+    cookie_headers: list[str], name: str, unsign: Callable[[str], str | None]
+) -> SessionCookie:
+    """Read the session cookie ``name`` across all ``Cookie`` headers; ``unsign`` checks a value's
+    signature and returns the session id, or None when the signature is wrong."""
+    values = [
+        value.strip()
+        for header in cookie_headers
+        for key, separator, value in (pair.partition("=") for pair in header.split(";"))
+        if separator and key.strip() == name
+    ]
+    presented = tuple(
+        ref
+        for value in values
+        if (session_id := unsign(value)) is not None and (ref := session_ref(session_id)) is not None
+    )
+    current = presented[0] if len(values) == 1 and presented else None
+    return SessionCookie(current=current, presented=presented)
 
 
 def check_same_origin(origin: str | None, fetch_site: str | None, public_origin: str) -> None:
@@ -281,7 +310,10 @@ def check_same_origin(origin: str | None, fetch_site: str | None, public_origin:
     """
     if origin is not None:
         if origin != public_origin:
-            raise Forbidden("cross-origin request refused", code="cross_origin")
+            raise Forbidden(
+                f"open the demo at {public_origin}; requests from other origins are refused",
+                code="cross_origin",
+            )
         return
     if fetch_site != "same-origin":
         raise Forbidden("the request must carry an Origin header", code="origin_required")

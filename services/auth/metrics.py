@@ -8,7 +8,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from services.auth.keys import KeyState, KeyStore
+from services.auth.key_schedule import KeyState
+from services.auth.key_store import KeyStore
 
 
 class KeyStoreMetrics(Collector):

@@ -1,9 +1,7 @@
-"""HTTP mapping for auth: parse, call the domain and stores, shape the response."""
+"""HTTP mapping for auth: read the request, call a use case in ``service``, shape the response."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from itsdangerous import BadSignature, Signer
@@ -12,22 +10,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.auth import domain
-from services.auth.domain import RateLimit, Session, User
-from services.auth.keys import KeyStore
+from services.auth.domain import Session, SessionCookie, User
 from services.auth.openapi import build_openapi
-from services.auth.passwords import Passwords
+from services.auth.service import AdminAction, AuthService, NewSession
 from services.auth.settings import Settings
-from services.auth.store import Refusal, SessionStore, ThrottleStore, UserStore
-from shared import (
-    ApiError,
-    Forbidden,
-    NotFound,
-    TooManyRequests,
-    Unauthorized,
-    client_ip,
-    openapi_route,
-    read_json_object,
-)
+from shared import client_ip, openapi_route, read_json_object
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -37,13 +24,8 @@ class AuthContext:
     """What the handlers need, opened by the lifespan and found on ``request.state.auth``."""
 
     settings: Settings
-    users: UserStore
-    sessions: SessionStore
-    passwords: Passwords
-    keys: KeyStore
+    service: AuthService
     cookie_signer: Signer
-    throttles: ThrottleStore
-    clock: Callable[[], float] = time.time
 
 
 def _context(request: Request) -> AuthContext:
@@ -51,83 +33,42 @@ def _context(request: Request) -> AuthContext:
     return context
 
 
-def _session_ids_from_cookies(context: AuthContext, request: Request) -> list[str]:
-    """The validly signed session ids among every session cookie the request carries."""
-    ids = []
-    for cookie in domain.cookie_values(request.headers.getlist("cookie"), context.settings.cookie_name):
+def _session_cookie(context: AuthContext, request: Request) -> SessionCookie:
+    """The request's session cookies, read once by the domain's one reader."""
+
+    def unsign(value: str) -> str | None:
         try:
-            ids.append(context.cookie_signer.unsign(cookie).decode())
+            return context.cookie_signer.unsign(value).decode()
         except (BadSignature, UnicodeDecodeError):
-            continue
-    return ids
+            return None
+
+    cookies = request.headers.getlist("cookie")
+    return domain.read_session_cookie(cookies, context.settings.cookie_name, unsign)
 
 
-def _session_id_from_cookie(context: AuthContext, request: Request) -> str | None:
-    """The one session id of the request; none when a second session cookie was planted beside it."""
-    cookies = domain.cookie_values(request.headers.getlist("cookie"), context.settings.cookie_name)
-    if len(cookies) != 1:
-        return None
-    ids = _session_ids_from_cookies(context, request)
-    return ids[0] if ids else None
-
-
-async def _session_in_use(
-    context: AuthContext, request: Request, *, csrf: bool, token_budget: RateLimit | None = None
-) -> tuple[Session, User]:
-    """The caller's session after this use and its user: 401 without a live one, 403 on a CSRF miss.
-
-    With ``csrf``, the request's X-CSRF-Token must be the session's. The idle timer slides only
-    on a request that is allowed; ``token_budget`` spends one token request (429 when over).
-    """
-    session_id = _session_id_from_cookie(context, request)
-    owner = None if session_id is None else domain.session_owner(session_id)
-    if session_id is None or owner is None:
-        raise Unauthorized("no valid session", code="no_session")
-    used = await context.sessions.use(
-        owner,
-        domain.session_handle(session_id),
-        context.clock(),
-        csrf=request.headers.get("x-csrf-token", "") if csrf else None,
-        token_budget=token_budget,
-    )
-    if used is Refusal.CSRF:
-        raise Forbidden("missing or wrong X-CSRF-Token", code="csrf_failed")
-    if used is Refusal.NO_SESSION:
-        raise Unauthorized("no valid session", code="no_session")
-    return used
-
-
-async def _used_session(context: AuthContext, request: Request) -> tuple[Session, User]:
-    """The caller's live session, touched, for a safe (read-only) request."""
-    return await _session_in_use(context, request, csrf=False)
-
-
-def _check_cross_site(context: AuthContext, request: Request) -> None:
+def _check_same_origin(context: AuthContext, request: Request) -> None:
     domain.check_same_origin(
         request.headers.get("origin"), request.headers.get("sec-fetch-site"), context.settings.public_origin
     )
 
 
-async def _csrf_protected_session(context: AuthContext, request: Request) -> tuple[Session, User]:
-    """A cookie-authenticated unsafe request: same origin, live session and the session's CSRF token."""
-    _check_cross_site(context, request)
-    return await _session_in_use(context, request, csrf=True)
+async def _reading_session(context: AuthContext, request: Request) -> tuple[Session, User]:
+    """Guard of a safe (read-only) request: the caller's live session, touched, and its user."""
+    return await context.service.use_session(_session_cookie(context, request).current, csrf=None)
+
+
+async def _changing_session(context: AuthContext, request: Request) -> tuple[Session, User]:
+    """Guard of a cookie-authenticated unsafe request: same origin, a live session, its CSRF token."""
+    _check_same_origin(context, request)
+    return await context.service.use_session(
+        _session_cookie(context, request).current, csrf=request.headers.get("x-csrf-token", "")
+    )
 
 
 def _client_ip(context: AuthContext, request: Request) -> str:
     peer = request.client.host if request.client else ""
     forwarded_for = request.headers.getlist("x-forwarded-for")
     return client_ip(peer, forwarded_for, context.settings.trusted_proxies)
-
-
-async def _reserve_login_attempt(context: AuthContext, email: str, ip: str) -> tuple[str, str, str]:
-    """Spend one failure from the login budgets in advance, or 429 before any argon2 work."""
-    policy = context.settings.login_throttle
-    keys = policy.keys(email, ip)
-    retry_after = await context.throttles.reserve_login(keys, policy.limits)
-    if retry_after:
-        raise TooManyRequests("too many failed logins; try again later", retry_after=retry_after)
-    return keys
 
 
 def _set_session_cookie(context: AuthContext, response: Response, session_id: str) -> None:
@@ -143,65 +84,50 @@ def _set_session_cookie(context: AuthContext, response: Response, session_id: st
     )
 
 
+def _clear_session_cookie(context: AuthContext, response: Response) -> None:
+    settings = context.settings
+    response.delete_cookie(
+        settings.cookie_name, path="/", secure=settings.cookie_secure, httponly=True, samesite="strict"
+    )
+
+
+def _session_opened(context: AuthContext, body: dict[str, object], opened: NewSession) -> Response:
+    response = JSONResponse({**body, "csrf_token": opened.session.csrf_token}, headers=NO_STORE)
+    _set_session_cookie(context, response, opened.session_id)
+    return response
+
+
+def _no_content() -> Response:
+    return Response(status_code=204, headers=NO_STORE)
+
+
 async def login(request: Request) -> Response:
     context = _context(request)
-    _check_cross_site(context, request)
+    _check_same_origin(context, request)
     email, password = domain.validate_credentials(await read_json_object(request))
-    ip = _client_ip(context, request)
-    # Counted by the email as typed (normalized), whether or not an account has it.
-    throttle_keys = await _reserve_login_attempt(context, email, ip)
-    try:
-        user = await context.users.by_email(email)
-        # Always one argon2 verification, so an unknown email costs what a wrong password costs.
-        valid = await context.passwords.verify(user.password_hash if user else None, password)
-    except ApiError:
-        # A 503 (Redis away, argon2 queue full) is no failed guess.
-        await context.throttles.refund(throttle_keys)
-        raise
-    # A disabled account fails exactly like a wrong password, budget included.
-    if user is None or not valid or user.disabled:
-        raise Unauthorized("email or password is wrong", code="invalid_credentials")
-    await context.throttles.refund(throttle_keys)
-    now = context.clock()
-    for previous_id in _session_ids_from_cookies(context, request):
-        # Fixation: a session id presented before login is never reused, and it stops working.
-        owner = domain.session_owner(previous_id)
-        if owner is not None:
-            await context.sessions.delete(owner, domain.session_handle(previous_id))
-    session_id = domain.new_session_id(user.id)
-    session = domain.new_session(
-        session_id,
-        user,
-        now,
+    opened, user = await context.service.login(
+        email,
+        password,
+        presented=_session_cookie(context, request).presented,
+        ip=_client_ip(context, request),
         user_agent=request.headers.get("user-agent", ""),
-        ip=ip,
     )
-    await context.sessions.create(session, now)
-    response = JSONResponse({"user": user.public(), "csrf_token": session.csrf_token}, headers=NO_STORE)
-    _set_session_cookie(context, response, session_id)
-    return response
+    return _session_opened(context, {"user": user.public()}, opened)
 
 
 async def token(request: Request) -> Response:
     context = _context(request)
-    _check_cross_site(context, request)
-    # The body is read first, so that nothing awaits between the session's last check and signing.
+    # The checks of _changing_session, with the body read in between: once the session has been
+    # judged (inside mint), nothing may await before signing.
+    _check_same_origin(context, request)
     audience = domain.requested_audience(await read_json_object(request), context.settings.audiences)
-    session, user = await _session_in_use(
-        context, request, csrf=True, token_budget=context.settings.token_rate
-    )
-    claims = domain.access_token_claims(
-        domain.TokenRequest(
-            issuer=context.settings.issuer,
-            audience=audience,
-            user=user,
-            session=session,
-            ttl=context.settings.access_token_ttl,
-        ),
-        context.clock(),
+    access_token = await context.service.mint(
+        _session_cookie(context, request).current,
+        csrf=request.headers.get("x-csrf-token", ""),
+        audience=audience,
     )
     body = {
-        "access_token": context.keys.sign(claims),
+        "access_token": access_token,
         "token_type": "Bearer",
         "expires_in": context.settings.access_token_ttl,
     }
@@ -210,41 +136,24 @@ async def token(request: Request) -> Response:
 
 async def logout(request: Request) -> Response:
     context = _context(request)
-    session, _ = await _csrf_protected_session(context, request)
-    await context.sessions.delete(session.user_id, session.handle)
+    session, _ = await _changing_session(context, request)
+    await context.service.logout(session)
     response = JSONResponse({"status": "logged_out"}, headers=NO_STORE)
     _clear_session_cookie(context, response)
     return response
 
 
-def _clear_session_cookie(context: AuthContext, response: Response) -> None:
-    settings = context.settings
-    response.delete_cookie(
-        settings.cookie_name, path="/", secure=settings.cookie_secure, httponly=True, samesite="strict"
-    )
-
-
-def _no_content() -> Response:
-    return Response(status_code=204, headers=NO_STORE)
-
-
 async def sessions(request: Request) -> Response:
     context = _context(request)
-    current, user = await _used_session(context, request)
-    live = await context.sessions.live_for_user(user.id, context.clock())
-    listing = [session.listing(current.handle) for session in domain.newest_first(live)]
+    current, user = await _reading_session(context, request)
+    listing = [session.listing(current.handle) for session in await context.service.sessions_of(user)]
     return JSONResponse({"sessions": listing}, headers=NO_STORE)
 
 
 async def revoke_session(request: Request) -> Response:
     context = _context(request)
-    current, user = await _csrf_protected_session(context, request)
-    handle = request.path_params["handle"]
-    live = await context.sessions.live_for_user(user.id, context.clock())
-    target = next((session for session in live if session.public_handle == handle), None)
-    if target is None:
-        raise NotFound("no such session")
-    await context.sessions.delete(user.id, target.handle)
+    current, user = await _changing_session(context, request)
+    target = await context.service.revoke_own_session(user, request.path_params["handle"])
     response = _no_content()
     if target.handle == current.handle:
         _clear_session_cookie(context, response)
@@ -253,8 +162,8 @@ async def revoke_session(request: Request) -> Response:
 
 async def logout_all(request: Request) -> Response:
     context = _context(request)
-    _, user = await _csrf_protected_session(context, request)
-    await context.sessions.delete_all_for_user(user.id)
+    _, user = await _changing_session(context, request)
+    await context.service.accounts.revoke_sessions(user)
     response = _no_content()
     _clear_session_cookie(context, response)
     return response
@@ -262,77 +171,43 @@ async def logout_all(request: Request) -> Response:
 
 async def change_password(request: Request) -> Response:
     context = _context(request)
-    current, user = await _csrf_protected_session(context, request)
+    current, user = await _changing_session(context, request)
     old_password, new_password = domain.validate_password_change(await read_json_object(request))
-    # Guessing the current password through a stolen session spends the login budgets.
-    throttle_keys = await _reserve_login_attempt(context, user.email, _client_ip(context, request))
-    if not await context.passwords.verify(user.password_hash, old_password):
-        raise Forbidden("the current password is wrong", code="wrong_password")
-    await context.throttles.refund(throttle_keys)
-    await context.users.set_password_hash(user.id, await context.passwords.hash(new_password))
-    now = context.clock()
-    session_id = domain.new_session_id(user.id)
-    renewed = domain.renewed_session(current, session_id, now)
-    # One script revokes every session of the user, the current one's old id included.
-    await context.sessions.create(renewed, now, revoke_others=True)
-    response = JSONResponse({"csrf_token": renewed.csrf_token}, headers=NO_STORE)
-    _set_session_cookie(context, response, session_id)
-    return response
-
-
-def _require_admin(user: User) -> None:
-    if user.role != "admin":
-        raise Forbidden("administrators only", code="forbidden")
-
-
-async def _target_user(context: AuthContext, request: Request) -> User:
-    target = await context.users.by_id(request.path_params["user_id"])
-    if target is None:
-        raise NotFound("no such user")
-    return target
+    renewed = await context.service.change_own_password(
+        current, user, old_password, new_password, _client_ip(context, request)
+    )
+    return _session_opened(context, {}, renewed)
 
 
 async def admin_users(request: Request) -> Response:
     context = _context(request)
-    _, admin = await _used_session(context, request)
-    _require_admin(admin)
-    users = [user.admin_view() for user in await context.users.all()]
+    _, admin = await _reading_session(context, request)
+    users = [user.admin_view() for user in await context.service.all_users(admin)]
     return JSONResponse({"users": users}, headers=NO_STORE)
 
 
-async def admin_revoke_sessions(request: Request) -> Response:
+async def _administer(request: Request, action: AdminAction) -> Response:
     context = _context(request)
-    _, admin = await _csrf_protected_session(context, request)
-    _require_admin(admin)
-    target = await _target_user(context, request)
-    await context.sessions.delete_all_for_user(target.id)
+    _, admin = await _changing_session(context, request)
+    await context.service.administer(admin, request.path_params["user_id"], action)
     return _no_content()
+
+
+async def admin_revoke_sessions(request: Request) -> Response:
+    return await _administer(request, AdminAction.REVOKE_SESSIONS)
 
 
 async def admin_disable(request: Request) -> Response:
-    context = _context(request)
-    _, admin = await _csrf_protected_session(context, request)
-    _require_admin(admin)
-    target = await _target_user(context, request)
-    # Disabled first: a login racing this finds the flag, and a session it made dies below.
-    await context.users.set_disabled(target.id, True)
-    await context.sessions.delete_all_for_user(target.id)
-    return _no_content()
+    return await _administer(request, AdminAction.DISABLE)
 
 
 async def admin_enable(request: Request) -> Response:
-    context = _context(request)
-    _, admin = await _csrf_protected_session(context, request)
-    _require_admin(admin)
-    target = await _target_user(context, request)
-    await context.users.set_disabled(target.id, False)
-    return _no_content()
+    return await _administer(request, AdminAction.ENABLE)
 
 
 async def me(request: Request) -> Response:
     context = _context(request)
-    session, user = await _used_session(context, request)
-    policy = context.sessions.policy
+    session, user = await _reading_session(context, request)
     body = {
         "user": user.public(),
         # A reloaded single-page app gets its CSRF token back here; only same-origin code can
@@ -341,7 +216,7 @@ async def me(request: Request) -> Response:
         "session": {
             "created_at": int(session.created_at),
             "last_seen": int(session.last_seen),
-            "expires_at": int(policy.expires_at(session)),
+            "expires_at": None if session.expires_at is None else int(session.expires_at),
         },
     }
     return JSONResponse(body, headers=NO_STORE)
@@ -350,7 +225,7 @@ async def me(request: Request) -> Response:
 async def jwks(request: Request) -> Response:
     context = _context(request)
     cache = f"public, max-age={context.settings.jwks_max_age}"
-    return JSONResponse(context.keys.jwks(), headers={"Cache-Control": cache})
+    return JSONResponse(context.service.keys.jwks(), headers={"Cache-Control": cache})
 
 
 async def openid_configuration(request: Request) -> Response:

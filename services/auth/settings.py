@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from services.auth.domain import LoginThrottlePolicy, RateLimit
-from services.auth.keys import RotationPolicy
+from services.auth.key_schedule import RotationPolicy
 from services.auth.redis_client import parse_url as parse_redis_url
 from shared import (
     EdgeSettings,

@@ -14,6 +14,7 @@ leaves the email pointing at nothing (see :meth:`UserStore.create`).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import logging
@@ -146,27 +147,43 @@ class UserStore:
         await self._redis.hset(_user_key(user_id), "disabled", "1" if disabled else "0")
 
 
+# The session lifetime rule, written once: the scripts below are where it is enforced, and
+# SessionPolicy only supplies its two parameters (in ms). A session ends at the earlier of
+# ``seen + idle`` (sliding) and ``created + absolute`` (fixed); a record missing a field ends now.
+# Python never judges liveness itself, so there is no second copy to drift, and the tests probe
+# these scripts (tests/integration/test_session_store.py) rather than a Python twin.
+_LIFETIME = """
+local function ends_at(session, idle, absolute)
+    local created, seen = tonumber(session.created), tonumber(session.seen)
+    if not created or not seen or not session.csrf then return nil end
+    return math.min(seen + idle, created + absolute)
+end
+local function record(flat)
+    local fields = {}
+    for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+    return fields
+end
+"""
+
 # KEYS: session, its user, the user's index, and optionally the session's token budget.
 # ARGV: now (ms), idle and absolute timeouts (ms), the session's handle, "1" to require that
 # ARGV[6] is the session's CSRF token (else "0"), then the budget's limit and window (s).
 # Every session-authenticated request is this one round trip: the session is judged, and
 # touched only if it may be used, in one step, so a logout racing a token request either
-# wins or comes after the token. The liveness rule is SessionPolicy.is_live in milliseconds
-# (an integration test holds the two to the same answers). The CSRF tokens are compared as
-# SHA-1 digests, so the time a comparison takes says nothing about the stored token.
-_USE = """
+# wins or comes after the token. The reply carries the new end of the session (ms). The CSRF
+# tokens are compared as SHA-1 digests, so the time a comparison takes says nothing about the
+# stored token.
+_USE = (
+    _LIFETIME
+    + """
 local flat = redis.call('HGETALL', KEYS[1])
 if #flat == 0 then return {'gone'} end
-local session = {}
-for i = 1, #flat, 2 do session[flat[i]] = flat[i + 1] end
+local session = record(flat)
 local user = redis.call('HGETALL', KEYS[2])
-local disabled = false
-for i = 1, #user, 2 do
-    if user[i] == 'disabled' and user[i + 1] == '1' then disabled = true end
-end
-local now, created, seen = tonumber(ARGV[1]), tonumber(session.created), tonumber(session.seen)
-local expires = created and seen and math.min(seen + tonumber(ARGV[2]), created + tonumber(ARGV[3]))
-if not expires or not session.csrf or #user == 0 or disabled or now >= expires then
+local disabled = record(user).disabled == '1'
+local now, idle, absolute = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local expires = ends_at(session, idle, absolute)
+if not expires or #user == 0 or disabled or now >= expires then
     redis.call('DEL', KEYS[1])
     redis.call('SREM', KEYS[3], ARGV[4])
     return {'gone'}
@@ -178,9 +195,12 @@ if KEYS[4] then
     if count > tonumber(ARGV[7]) then return {'busy', math.max(redis.call('PTTL', KEYS[4]), 1)} end
 end
 redis.call('HSET', KEYS[1], 'seen', ARGV[1])
+session.seen = ARGV[1]
+expires = ends_at(session, idle, absolute)
 redis.call('PEXPIRE', KEYS[1], expires - now)
-return {'ok', flat, user}
+return {'ok', flat, user, expires}
 """
+)
 
 # The scripts below reach a user's sessions by names built from a prefix (ARGV) and the handles
 # in the index. Those keys are not declared, which Redis Cluster tolerates because they share
@@ -196,31 +216,43 @@ redis.call('DEL', KEYS[1])
 return revoked
 """
 
-# KEYS: session, index. ARGV: session TTL, handle, index TTL, the user's session key prefix,
-# "1" to revoke every other session of the user first, then the session's field/value pairs.
-_CREATE = """
+# KEYS: session, index. ARGV: now, idle and absolute timeouts (ms), handle, index TTL (s), the
+# user's session key prefix, "1" to revoke every other session of the user first, then the
+# session's field/value pairs.
+_CREATE = (
+    _LIFETIME
+    + """
 for _, handle in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-    if ARGV[5] == '1' then
-        redis.call('DEL', ARGV[4] .. handle)
+    if ARGV[7] == '1' then
+        redis.call('DEL', ARGV[6] .. handle)
         redis.call('SREM', KEYS[2], handle)
-    elseif redis.call('EXISTS', ARGV[4] .. handle) == 0 then
+    elseif redis.call('EXISTS', ARGV[6] .. handle) == 0 then
         redis.call('SREM', KEYS[2], handle)
     end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[3], 'GT')
-redis.call('EXPIRE', KEYS[2], ARGV[3], 'NX')
+local fields = {unpack(ARGV, 8)}
+redis.call('HSET', KEYS[1], unpack(fields))
+local expires = ends_at(record(fields), tonumber(ARGV[2]), tonumber(ARGV[3]))
+redis.call('PEXPIRE', KEYS[1], expires - tonumber(ARGV[1]))
+redis.call('SADD', KEYS[2], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[5], 'GT')
+redis.call('EXPIRE', KEYS[2], ARGV[5], 'NX')
 return 1
 """
+)
 
-# KEYS: index. ARGV: the user's session key prefix.
-_INDEXED = """
+# KEYS: index. ARGV: the user's session key prefix, now, idle and absolute timeouts (ms).
+# A session past its end is deleted here, even if Redis has not expired the key yet.
+_INDEXED = (
+    _LIFETIME
+    + """
 local found = {}
+local now, idle, absolute = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 for _, handle in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     local fields = redis.call('HGETALL', ARGV[1] .. handle)
-    if #fields == 0 then
+    local expires = #fields > 0 and ends_at(record(fields), idle, absolute)
+    if not expires or now >= expires then
+        redis.call('DEL', ARGV[1] .. handle)
         redis.call('SREM', KEYS[1], handle)
     else
         table.insert(found, handle)
@@ -229,6 +261,7 @@ for _, handle in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 return found
 """
+)
 
 
 class SessionStore:
@@ -257,7 +290,8 @@ class SessionStore:
         await self._create(
             keys=[_session_key(session.user_id, session.handle), _index_key(session.user_id)],
             args=[
-                self.policy.ttl(session, now),
+                _ms(now),
+                *self._timeouts(),
                 session.handle,
                 self.policy.absolute,
                 _session_prefix(session.user_id),
@@ -269,31 +303,17 @@ class SessionStore:
     @_unavailable_on_redis_error
     async def live_for_user(self, user_id: str, now: float) -> list[Session]:
         """The user's live sessions; index entries of expired or dead sessions are removed."""
-        found = await self._indexed(keys=[_index_key(user_id)], args=[_session_prefix(user_id)])
+        found = await self._indexed(
+            keys=[_index_key(user_id)], args=[_session_prefix(user_id), _ms(now), *self._timeouts()]
+        )
         live = []
         for handle, raw in zip(found[::2], found[1::2], strict=True):
             session = _session_from_fields(user_id, _text(handle), _pairs(raw))
-            if session is not None and self.policy.is_live(session, now):
+            if session is not None:
                 live.append(session)
             else:
-                # Past a timeout by the policy's clock though Redis has not expired it yet.
                 await self.delete(user_id, _text(handle))
         return live
-
-    @_unavailable_on_redis_error
-    async def get(self, user_id: str, handle: str, now: float) -> Session | None:
-        """The live session, or None. A session past either timeout is deleted on sight."""
-        fields = _texts(await self._redis.hgetall(_session_key(user_id, handle)))
-        return await self._live(user_id, handle, fields, now)
-
-    async def _live(self, user_id: str, handle: str, fields: dict[str, str], now: float) -> Session | None:
-        if not fields:
-            return None
-        session = _session_from_fields(user_id, handle, fields)
-        if session is None or not self.policy.is_live(session, now):
-            await self.delete(user_id, handle)
-            return None
-        return session
 
     @_unavailable_on_redis_error
     async def use(
@@ -307,6 +327,9 @@ class SessionStore:
     ) -> tuple[Session, User] | Refusal:
         """Use the session for one request: the session after the use and its account, or a refusal.
 
+        The session's lifetime is judged here, by the script (see ``_LIFETIME``); the session
+        returned carries the end the script computed (``expires_at``).
+
         Refused when the session is gone or past a timeout, or its account is gone or disabled
         (the session is then deleted), or, when ``csrf`` is given (the token the request
         presented, empty if none), when it is not the session's. With ``token_budget``, one
@@ -316,8 +339,7 @@ class SessionStore:
         keys = [_session_key(user_id, handle), _user_key(user_id), _index_key(user_id)]
         args: list[EncodableT] = [
             _ms(now),
-            self.policy.idle * 1000,
-            self.policy.absolute * 1000,
+            *self._timeouts(),
             handle,
             "0" if csrf is None else "1",
             csrf or "",
@@ -337,7 +359,11 @@ class SessionStore:
         user = _user_from_fields(_pairs(reply[2])) if outcome == "ok" else None
         if session is None or user is None:
             return Refusal.NO_SESSION
-        return self.policy.touched(session, now), user
+        return dataclasses.replace(session, last_seen=now, expires_at=int(reply[3]) / 1000), user
+
+    def _timeouts(self) -> tuple[int, int]:
+        # The lifetime rule's parameters, in the scripts' unit (ms); the rule is _LIFETIME.
+        return self.policy.idle * 1000, self.policy.absolute * 1000
 
     @_unavailable_on_redis_error
     async def delete(self, user_id: str, handle: str) -> None:

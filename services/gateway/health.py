@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterable
 import httpx
 
 from services.gateway.balancer import Member, Pool, every_member
+from shared import Periodic
 
 logger = logging.getLogger(__name__)
 
@@ -54,26 +55,13 @@ async def check_all(client: httpx.AsyncClient, pools: Iterable[Pool]) -> None:
     await asyncio.gather(*(check(client, pool, member) for pool, member in every_member(pools)))
 
 
-async def _run(client: httpx.AsyncClient, pools: list[Pool], interval: float) -> None:
-    while True:
-        try:
-            await check_all(client, pools)
-        except Exception:
-            # The schedule must outlive any surprise, or a recovered origin would stay out for good.
-            logger.exception("upstream health checks failed unexpectedly")
-        await asyncio.sleep(interval)
-
-
 @contextlib.asynccontextmanager
 async def watching(pools: Iterable[Pool], interval: float) -> AsyncIterator[None]:
     """Check every origin every ``interval`` seconds while the block runs (the gateway's lifespan)."""
     every = list(pools)
     origins = sum(len(pool.members) for pool in every)
-    async with open_health_client(interval, origins) as client:
-        task = asyncio.create_task(_run(client, every, interval), name="upstream-health")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async with (
+        open_health_client(interval, origins) as client,
+        Periodic(lambda: check_all(client, every), interval, name="upstream-health", immediately=True),
+    ):
+        yield

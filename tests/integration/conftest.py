@@ -33,10 +33,12 @@ TOPOLOGY_RERUNS: dict[str, dict[str, tuple[str, ...]]] = {
         "test_parallel_guesses_cannot_overspend_a_login_budget": _EVERYWHERE,
         "test_revoke_others_replaces_every_session_in_one_step": _EVERYWHERE,
         "test_the_index_expires_no_sooner_than_its_longest_session": _ON_CLUSTER,
+        "test_the_stores_script_enforces_both_timeouts_to_the_millisecond": _ON_CLUSTER,
         "test_token_uses_past_the_rate_wait_for_the_window_and_leave_the_session_untouched": _EVERYWHERE,
         "test_touch_reports_a_session_revoked_since_it_was_read": _ON_CLUSTER,
     },
     "test_session_store.py": {
+        "test_a_use_slides_the_records_expiry_in_redis_too": _ON_CLUSTER,
         "test_absolute_timeout_wins_over_activity": _ON_CLUSTER,
         "test_created_session_is_found_by_its_handle": _EVERYWHERE,
         "test_delete_all_for_user_revokes_every_session": _EVERYWHERE,
@@ -121,7 +123,7 @@ def redis_url(redis_topology: str, request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def keys_dir(tmp_path: Path) -> Path:
-    from services.auth.keys import init_keys
+    from services.auth.key_store import init_keys
 
     directory = tmp_path / "keys"
     init_keys(directory)

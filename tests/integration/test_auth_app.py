@@ -183,6 +183,15 @@ def test_token_refuses_cross_origin_and_missing_origin(client: TestClient) -> No
     assert same_origin.status_code == 200
 
 
+def test_a_cross_origin_refusal_names_the_origin_to_open_the_demo_at(client: TestClient) -> None:
+    refused = Session(client).mint(Origin="http://127.0.0.1:8000")
+    assert refused.status_code == 403
+    assert refused.json() == {
+        "error": "cross_origin",
+        "detail": f"open the demo at {ORIGIN}; requests from other origins are refused",
+    }
+
+
 def test_token_requires_the_sessions_csrf_token(client: TestClient) -> None:
     caller = Session(client)
     other = Session(client, "admin@example.com")

@@ -22,7 +22,7 @@ from deploy.processes import free_port
 from deploy.redis_server import RedisServer
 from services.auth import domain
 from services.auth.domain import SessionPolicy, User
-from services.auth.keys import load_keys
+from services.auth.key_store import load_keys
 from services.auth.redis_client import connect
 from services.auth.store import SessionStore, UserStore
 
@@ -111,7 +111,8 @@ def open_session(redis_url: str, user: User) -> str:
 
 
 def session_is_live(redis_url: str, user: User, handle: str) -> bool:
-    return with_stores(redis_url, lambda _, sessions: sessions.get(user.id, handle, time.time())) is not None
+    live = with_stores(redis_url, lambda _, sessions: sessions.live_for_user(user.id, time.time()))
+    return any(session.handle == handle for session in live)
 
 
 def session_index(redis_url: str, user: User) -> set[str]:

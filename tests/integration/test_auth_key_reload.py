@@ -8,7 +8,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from services.auth.app import create_app
-from services.auth.keys import KeyFileError, rotate_keys
+from services.auth.key_store import KeyFileError, rotate_keys
 from services.auth.settings import Settings, rotation_policy
 from tests.support.polling import poll
 

@@ -49,6 +49,13 @@ async def _new(sessions: SessionStore, now: float = NOW) -> domain.Session:
     return session
 
 
+async def listed(sessions: SessionStore, user_id: str, handle: str, now: float) -> domain.Session | None:
+    """The session as the store lists it at ``now`` (the script judges it), or None if it is dead."""
+    return next(
+        (found for found in await sessions.live_for_user(user_id, now) if found.handle == handle), None
+    )
+
+
 async def _account(client: aioredis.Redis, user: User = ALICE, *, disabled: bool = False) -> None:
     """The user's record, which a session needs before it can be used."""
     fields = {"id": user.id, "email": user.email, "role": user.role, "password_hash": user.password_hash}
@@ -133,9 +140,9 @@ async def test_revoke_others_replaces_every_session_in_one_step(
     renewed = domain.renewed_session(current, domain.new_session_id(ALICE.id), NOW + 10)
     await sessions.create(renewed, NOW + 10, revoke_others=True)
     assert await _index(client) == {renewed.handle}
-    assert await sessions.get(ALICE.id, current.handle, NOW + 10) is None
-    assert await sessions.get(ALICE.id, other.handle, NOW + 10) is None
-    assert await sessions.get(ALICE.id, renewed.handle, NOW + 10) == renewed
+    assert await listed(sessions, ALICE.id, current.handle, NOW + 10) is None
+    assert await listed(sessions, ALICE.id, other.handle, NOW + 10) is None
+    assert await listed(sessions, ALICE.id, renewed.handle, NOW + 10) == renewed
 
 
 async def test_touch_reports_a_session_revoked_since_it_was_read(
@@ -214,7 +221,7 @@ async def test_token_uses_past_the_rate_wait_for_the_window_and_leave_the_sessio
     with pytest.raises(TooManyRequests) as caught:
         await sessions.use(ALICE.id, session.handle, NOW + 4, token_budget=budget)
     assert 1 <= int(caught.value.headers["Retry-After"]) <= 20
-    stored = await sessions.get(ALICE.id, session.handle, NOW + 5)
+    stored = await listed(sessions, ALICE.id, session.handle, NOW + 5)
     assert stored is not None
     assert stored.last_seen == NOW + 3, "a refused use does not slide the idle timer"
 
@@ -329,7 +336,7 @@ async def test_a_use_with_any_other_csrf_token_is_refused_and_touches_nothing(
     assert await sessions.use(ALICE.id, session.handle, NOW + 5, csrf=presented, token_budget=budget) is (
         Refusal.CSRF
     )
-    stored = await sessions.get(ALICE.id, session.handle, NOW + 6)
+    stored = await listed(sessions, ALICE.id, session.handle, NOW + 6)
     assert stored is not None
     assert stored.last_seen == NOW, "a refused use does not slide the idle timer"
     assert not await client.exists(f"throttle:token:{{{ALICE.id}}}:{session.handle}"), "nor spend budget"
@@ -348,24 +355,26 @@ async def test_a_session_whose_account_is_disabled_or_gone_is_refused_and_delete
     assert session.handle not in await _index(client)
 
 
-# Around both timeouts, to the millisecond: (when the session was last used, when it is used next).
+# Around both timeouts (idle 1800 s, absolute 86400 s), to the millisecond: (when the session was
+# last used, when it is used next, whether that use finds it live). A session ends at the earlier
+# of last use + idle and creation + absolute, and is dead at exactly that instant.
 LIVENESS_PROBES = [
-    (NOW, NOW + 1799.999),
-    (NOW, NOW + 1800),
-    (NOW, NOW + 1800.001),
-    (NOW + 1000, NOW + 2799.999),
-    (NOW + 1000, NOW + 2800),
-    (NOW + 86000, NOW + 86399.999),
-    (NOW + 86000, NOW + 86400),
-    (NOW + 86000, NOW + 86400.5),
+    (NOW, NOW + 1799.999, True),
+    (NOW, NOW + 1800, False),
+    (NOW, NOW + 1800.001, False),
+    (NOW + 1000, NOW + 2799.999, True),
+    (NOW + 1000, NOW + 2800, False),
+    (NOW + 86000, NOW + 86399.999, True),
+    (NOW + 86000, NOW + 86400, False),
+    (NOW + 86000, NOW + 86400.5, False),
 ]
 
 
-@pytest.mark.parametrize(("last_used", "probe"), LIVENESS_PROBES)
-async def test_the_stores_liveness_rule_is_the_session_policys(
-    sessions: SessionStore, client: aioredis.Redis, last_used: float, probe: float
+@pytest.mark.parametrize(("last_used", "probe", "live"), LIVENESS_PROBES)
+async def test_the_stores_script_enforces_both_timeouts_to_the_millisecond(
+    sessions: SessionStore, client: aioredis.Redis, last_used: float, probe: float, live: bool
 ) -> None:
-    # The script judges liveness in Redis; SessionPolicy.is_live is the rule it must follow.
+    # The script is where the lifetime rule is enforced (store._LIFETIME): probed, not restated.
     await _account(client)
     session = await _new(sessions)
     step = last_used
@@ -375,4 +384,7 @@ async def test_the_stores_liveness_rule_is_the_session_policys(
         assert isinstance(used, tuple)
         session = used[0]
     used = await sessions.use(ALICE.id, session.handle, probe)
-    assert isinstance(used, tuple) == POLICY.is_live(session, probe)
+    assert isinstance(used, tuple) == live
+    if live:
+        assert isinstance(used, tuple)
+        assert used[0].expires_at == min(probe + 1800, NOW + 86400)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from services.auth.domain import SessionPolicy, User
 from services.auth.redis_client import connect
 from services.auth.store import Refusal, SessionStore, UserStore
 from shared import Conflict, ServiceUnavailable
-from tests.integration.test_session_management import _account
+from tests.integration.test_session_management import _account, listed
 
 NOW = 1_800_000_000.0
 ALICE = User(id="u-alice", email="alice@example.com", role="user", password_hash="x")
@@ -47,7 +48,7 @@ async def _use(sessions: SessionStore, session: domain.Session, now: float) -> d
 
 async def test_created_session_is_found_by_its_handle(sessions: SessionStore) -> None:
     _, session = await _new(sessions)
-    assert await sessions.get(session.user_id, session.handle, NOW + 1) == session
+    assert await listed(sessions, session.user_id, session.handle, NOW + 1) == session
 
 
 async def test_session_is_stored_under_a_hash_never_the_raw_id(
@@ -65,10 +66,10 @@ async def test_session_is_stored_under_a_hash_never_the_raw_id(
 
 async def test_idle_session_expires_server_side(sessions: SessionStore) -> None:
     _, session = await _new(sessions)
-    assert await sessions.get(session.user_id, session.handle, NOW + 1799) is not None
-    assert await sessions.get(session.user_id, session.handle, NOW + 1800) is None
+    assert await listed(sessions, session.user_id, session.handle, NOW + 1799.999) is not None
+    assert await listed(sessions, session.user_id, session.handle, NOW + 1800) is None
     # Expired on sight means deleted, not merely hidden.
-    assert await sessions.get(session.user_id, session.handle, NOW) is None
+    assert await listed(sessions, session.user_id, session.handle, NOW) is None
 
 
 async def test_touch_slides_the_idle_timer(sessions: SessionStore, client: aioredis.Redis) -> None:
@@ -76,19 +77,39 @@ async def test_touch_slides_the_idle_timer(sessions: SessionStore, client: aiore
     _, session = await _new(sessions)
     touched = await _use(sessions, session, NOW + 1000)
     assert touched.last_seen == NOW + 1000
-    assert await sessions.get(session.user_id, session.handle, NOW + 2500) is not None
+    assert touched.expires_at == NOW + 2800
+    assert await listed(sessions, session.user_id, session.handle, NOW + 2500) is not None
+
+
+async def test_a_use_changes_nothing_but_last_seen(sessions: SessionStore, client: aioredis.Redis) -> None:
+    await _account(client)
+    _, session = await _new(sessions)
+    touched = await _use(sessions, session, NOW + 5)
+    assert touched == dataclasses.replace(session, last_seen=NOW + 5, expires_at=NOW + 1805)
+
+
+async def test_a_use_slides_the_records_expiry_in_redis_too(
+    sessions: SessionStore, client: aioredis.Redis
+) -> None:
+    # Redis must keep a used session for the whole new idle window, not until the old deadline.
+    await _account(client)
+    _, session = await _new(sessions)
+    await _use(sessions, session, NOW + 1000)
+    remaining = await client.pttl(f"session:{{{ALICE.id}}}:{session.handle}")
+    assert 1_795_000 <= remaining <= 1_800_000
 
 
 async def test_absolute_timeout_wins_over_activity(sessions: SessionStore, client: aioredis.Redis) -> None:
     await _account(client)
     _, session = await _new(sessions)
     now = NOW
+    # Used every 25 minutes, well inside the idle window, for a day.
     while now < NOW + 86400 - 1500:
         now += 1500
-        current = await sessions.get(session.user_id, session.handle, now)
-        assert current is not None
-        session = await _use(sessions, current, now)
-    assert await sessions.get(session.user_id, session.handle, NOW + 86400) is None
+        session = await _use(sessions, session, now)
+    assert session.expires_at == NOW + 86400
+    assert await listed(sessions, session.user_id, session.handle, NOW + 86399.999) is not None
+    assert await listed(sessions, session.user_id, session.handle, NOW + 86400) is None
 
 
 async def test_redis_ttl_follows_the_policy(sessions: SessionStore, client: aioredis.Redis) -> None:
@@ -110,12 +131,14 @@ async def test_redis_ttl_follows_the_policy(sessions: SessionStore, client: aior
 async def test_delete_removes_session_and_index_entry(sessions: SessionStore, client: aioredis.Redis) -> None:
     _, session = await _new(sessions)
     await sessions.delete(session.user_id, session.handle)
-    assert await sessions.get(session.user_id, session.handle, NOW) is None
+    assert await listed(sessions, session.user_id, session.handle, NOW) is None
+    assert not await client.exists(f"session:{{{ALICE.id}}}:{session.handle}")
     assert not await client.sismember(f"user-sessions:{{{ALICE.id}}}", session.handle)
 
 
 async def test_delete_all_for_user_revokes_every_session(sessions: SessionStore) -> None:
-    created = [await _new(sessions) for _ in range(3)]
+    for _ in range(3):
+        await _new(sessions)
     other = domain.new_session(
         domain.new_session_id("u-bob"),
         User("u-bob", "bob@example.com", "user", "x"),
@@ -125,14 +148,14 @@ async def test_delete_all_for_user_revokes_every_session(sessions: SessionStore)
     )
     await sessions.create(other, NOW)
     assert await sessions.delete_all_for_user(ALICE.id) == 3
-    for _, session in created:
-        assert await sessions.get(session.user_id, session.handle, NOW) is None
-    assert await sessions.get(other.user_id, other.handle, NOW) is not None
+    assert await sessions.live_for_user(ALICE.id, NOW) == []
+    assert await listed(sessions, other.user_id, other.handle, NOW) == other
 
 
 async def test_malformed_record_is_discarded(sessions: SessionStore, client: aioredis.Redis) -> None:
     await client.hset("session:{u}:bogus", mapping={"created": "not-a-number"})
-    assert await sessions.get("u", "bogus", NOW) is None
+    await _account(client, User("u", "u@example.com", "user", "x"))
+    assert await sessions.use("u", "bogus", NOW) is Refusal.NO_SESSION
     assert not await client.exists("session:{u}:bogus")
 
 
@@ -154,7 +177,7 @@ async def test_store_answers_503_quickly_when_redis_is_unreachable() -> None:
     store = SessionStore(client, SessionPolicy(idle=10, absolute=20))
     started = time.monotonic()
     with pytest.raises(ServiceUnavailable):
-        await store.get("u", "anything", NOW)
+        await store.live_for_user("u", NOW)
     assert time.monotonic() - started < 2.0
     await client.aclose()
 
@@ -177,13 +200,13 @@ async def test_store_answers_503_within_one_timeout_when_redis_hangs(tmp_path: P
     with RedisServer(tmp_path / "hung") as server:
         client = connect(server.url, 0.5)
         store = SessionStore(client, SessionPolicy(idle=10, absolute=20))
-        assert await store.get("u", "warm-up", NOW) is None
+        assert await store.live_for_user("u", NOW) == []
         pid = int((await client.info("server"))["process_id"])
         os.kill(pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
             with pytest.raises(ServiceUnavailable):
-                await store.get("u", "anything", NOW)
+                await store.live_for_user("u", NOW)
             elapsed = time.monotonic() - started
         finally:
             os.kill(pid, signal.SIGCONT)
@@ -197,9 +220,7 @@ async def test_a_burst_larger_than_the_pool_waits_for_connections_instead_of_fai
     try:
         sessions = SessionStore(client, SessionPolicy(idle=1800, absolute=86400))
         _, session = await _new(sessions)
-        found = await asyncio.gather(
-            *(sessions.get(session.user_id, session.handle, NOW + 1) for _ in range(200))
-        )
+        found = await asyncio.gather(*(sessions.live_for_user(session.user_id, NOW + 1) for _ in range(200)))
     finally:
         await client.aclose()
-    assert found == [session] * 200
+    assert found == [[session]] * 200

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from deploy.devcluster import Cluster
-from services.auth.keys import load_keys
+from services.auth.key_store import load_keys
 from shared import VerifierSettings
 from tests.support.claims import DROP, b64
 

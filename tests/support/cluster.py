@@ -15,7 +15,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from deploy.devcluster import Cluster
-from services.auth.keys import load_keys
+from services.auth.key_store import load_keys
 from tests.support.http import SESSION_COOKIE, bearer, session_cookie
 from tests.support.polling import poll
 

@@ -11,103 +11,17 @@ from typing import Any
 import pytest
 
 from services.auth import domain
-from services.auth.domain import Session, SessionPolicy, TokenRequest, User
+from services.auth.domain import SessionCookie, SessionRef, TokenRequest, User
 from shared import ApiError, BadRequest, Forbidden, ValidationFailed
 
 T0 = 1_700_000_000.0
 PUBLIC_ORIGIN = "http://localhost:8000"
-POLICY = SessionPolicy(idle=1800, absolute=86400)
 ALICE = User(id="u-alice", email="alice@example.com", role="user", password_hash="$argon2id$v=19$secret-hash")
 URL_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def a_session(created_at: float = T0, last_seen: float | None = None) -> Session:
-    return Session(
-        handle="h" * 64,
-        user_id=ALICE.id,
-        created_at=created_at,
-        last_seen=created_at if last_seen is None else last_seen,
-        csrf_token="csrf-token-value",
-    )
-
-
 def code_of(error: pytest.ExceptionInfo[ApiError]) -> str:
     return error.value.code
-
-
-class TestSessionPolicy:
-    def test_an_untouched_session_dies_after_the_idle_timeout(self) -> None:
-        session = a_session()
-        assert POLICY.expires_at(session) == T0 + 1800
-        assert POLICY.is_live(session, T0 + 1799.9)
-        assert not POLICY.is_live(session, T0 + 1800.1)
-
-    def test_a_session_is_dead_at_exactly_its_expiry_second(self) -> None:
-        session = a_session()
-        assert not POLICY.is_live(session, T0 + 1800)
-        assert POLICY.ttl(session, T0 + 1800) == 0
-
-    def test_touching_slides_the_idle_timer(self) -> None:
-        touched = POLICY.touched(a_session(), T0 + 1000)
-        assert touched.last_seen == T0 + 1000
-        assert POLICY.expires_at(touched) == T0 + 2800
-        assert POLICY.is_live(touched, T0 + 2500)
-
-    def test_touching_keeps_everything_but_last_seen(self) -> None:
-        session = Session(
-            handle="h" * 64,
-            user_id="u1",
-            created_at=T0,
-            last_seen=T0,
-            csrf_token="c",
-            user_agent="ua",
-            ip="10.0.0.1",
-        )
-        touched = POLICY.touched(session, T0 + 5)
-        assert touched == Session(
-            handle="h" * 64,
-            user_id="u1",
-            created_at=T0,
-            last_seen=T0 + 5,
-            csrf_token="c",
-            user_agent="ua",
-            ip="10.0.0.1",
-        )
-
-    def test_touching_never_extends_the_absolute_cap(self) -> None:
-        session = a_session()
-        now = T0
-        # Used every 20 minutes, well inside the idle window, for more than a day.
-        while now < T0 + 86400 + 3600:
-            if POLICY.is_live(session, now):
-                session = POLICY.touched(session, now)
-            now += 1200
-        assert POLICY.expires_at(session) == T0 + 86400
-        assert POLICY.is_live(session, T0 + 86399)
-        assert not POLICY.is_live(session, T0 + 86400)
-        assert not POLICY.is_live(POLICY.touched(session, T0 + 86400), T0 + 86400)
-
-    def test_near_the_cap_the_ttl_is_bounded_by_the_absolute_timeout(self) -> None:
-        touched = POLICY.touched(a_session(), T0 + 86000)
-        assert POLICY.ttl(touched, T0 + 86000) == 400
-
-    def test_ttl_is_the_remaining_lifetime(self) -> None:
-        assert POLICY.ttl(a_session(), T0) == 1800
-        assert POLICY.ttl(a_session(), T0 + 800) == 1000
-
-    def test_ttl_rounds_a_fraction_up_so_the_store_never_drops_a_live_session(self) -> None:
-        session = a_session()
-        assert POLICY.ttl(session, T0 + 1799.5) == 1
-        assert POLICY.ttl(session, T0 + 0.25) == 1800
-        assert POLICY.is_live(session, T0 + 1799.5)
-
-    def test_ttl_is_zero_long_after_expiry(self) -> None:
-        assert POLICY.ttl(a_session(), T0 + 5000) == 0
-
-    def test_ttl_is_zero_for_a_session_that_died_a_fraction_of_a_second_ago(self) -> None:
-        session = a_session()
-        assert not POLICY.is_live(session, T0 + 1800.5)
-        assert POLICY.ttl(session, T0 + 1800.5) == 0
 
 
 class TestSessionIds:
@@ -226,6 +140,41 @@ class TestUserAgentLabel:
         assert len(domain.user_agent_label(CHROME_LINUX + " " * 500 + "y" * 500)) <= 64
 
 
+def unsign(value: str) -> str | None:
+    """A stand-in signer: a value is validly signed when it ends with ``.signed``."""
+    return value.removesuffix(".signed") if value.endswith(".signed") else None
+
+
+ALICE_ID = domain.new_session_id(ALICE.id)
+BOB_ID = domain.new_session_id("u-bob")
+ALICE_REF = SessionRef(ALICE.id, domain.session_handle(ALICE_ID))
+BOB_REF = SessionRef("u-bob", domain.session_handle(BOB_ID))
+
+
+class TestSessionCookie:
+    def read(self, *headers: str) -> SessionCookie:
+        return domain.read_session_cookie(list(headers), "__Host-session", unsign)
+
+    def test_one_validly_signed_cookie_is_the_current_session(self) -> None:
+        cookie = self.read(f"theme=dark; __Host-session={ALICE_ID}.signed")
+        assert cookie == SessionCookie(current=ALICE_REF, presented=(ALICE_REF,))
+
+    def test_a_second_session_cookie_makes_neither_current_but_both_presented(self) -> None:
+        # Cookie tossing: a planted cookie beside the real one; a login still ends both.
+        cookie = self.read(f"__Host-session={ALICE_ID}.signed", f"__Host-session={BOB_ID}.signed")
+        assert cookie == SessionCookie(current=None, presented=(ALICE_REF, BOB_REF))
+
+    def test_a_planted_unsigned_cookie_beside_a_valid_one_still_voids_the_current_session(self) -> None:
+        cookie = self.read(f"__Host-session={ALICE_ID}.signed; __Host-session=forged")
+        assert cookie == SessionCookie(current=None, presented=(ALICE_REF,))
+
+    @pytest.mark.parametrize(
+        "header", ["__Host-session=forged", "__Host-session=not-a-session-id.signed", "session=x.signed", ""]
+    )
+    def test_a_bad_signature_a_bad_shape_or_another_name_is_no_session(self, header: str) -> None:
+        assert self.read(header) == SessionCookie(current=None, presented=())
+
+
 class TestSameOrigin:
     def test_the_exact_public_origin_passes(self) -> None:
         domain.check_same_origin(PUBLIC_ORIGIN, None, PUBLIC_ORIGIN)
@@ -249,6 +198,13 @@ class TestSameOrigin:
         with pytest.raises(Forbidden) as caught:
             domain.check_same_origin(origin, None, PUBLIC_ORIGIN)
         assert code_of(caught) == "cross_origin"
+
+    def test_the_refusal_tells_the_user_to_open_the_page_at_the_public_origin(self) -> None:
+        with pytest.raises(Forbidden) as caught:
+            domain.check_same_origin("http://127.0.0.1:8000", None, PUBLIC_ORIGIN)
+        assert caught.value.detail == (
+            "open the demo at http://localhost:8000; requests from other origins are refused"
+        )
 
     def test_a_wrong_origin_is_refused_even_if_fetch_site_claims_same_origin(self) -> None:
         with pytest.raises(Forbidden) as caught:

@@ -18,7 +18,8 @@ from joserfc import jwt
 from joserfc.errors import BadSignatureError
 from joserfc.jwk import RSAKey
 
-from services.auth.keys import KeyFileError, RotationPolicy, create_key, init_keys, load_keys
+from services.auth.key_schedule import RotationPolicy
+from services.auth.key_store import KeyFileError, create_key, init_keys, load_keys
 from shared import JWKSCache, JWKSConfig, TokenPolicy, TokenVerifier
 
 POLICY = RotationPolicy(token_ttl=300, clock_skew=10, jwks_max_age=300, reload_interval=5, margin=30)

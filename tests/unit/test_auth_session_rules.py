@@ -143,8 +143,13 @@ def test_an_ipv6_client_is_throttled_by_its_64_prefix(ip: str, unit: str) -> Non
         ([], []),
     ],
 )
-def test_cookie_values_sees_every_copy_of_a_cookie(headers: list[str], expected: list[str]) -> None:
-    assert domain.cookie_values(headers, "__Host-session") == expected
+def test_the_cookie_reader_sees_every_copy_of_a_cookie(headers: list[str], expected: list[str]) -> None:
+    # Each value stands for a validly signed session id of its own user.
+    ids = {name: domain.new_session_id(f"user-{name}") for name in "abc"}
+    signed = [header.replace("=a", f"={ids['a']}").replace("=b", f"={ids['b']}") for header in headers]
+    cookie = domain.read_session_cookie(signed, "__Host-session", lambda value: value)
+    assert [ref.user_id for ref in cookie.presented] == [f"user-{name}" for name in expected]
+    assert (cookie.current is not None) == (len(expected) == 1)
 
 
 def test_the_public_handle_is_the_tokens_sid_and_not_the_cookie() -> None:

@@ -9,14 +9,19 @@ from pathlib import Path
 import pytest
 
 from services.auth.cli import kid_arguments
-from services.auth.keys import (
-    KeyFileError,
+from services.auth.key_schedule import (
     KeyState,
-    KeyStore,
     KeyTimes,
     RotationPolicy,
     ScheduleError,
     check_schedule,
+    next_kid,
+    plan_rotation,
+    rotation_due,
+)
+from services.auth.key_store import (
+    KeyFileError,
+    KeyStore,
     create_key,
     init_keys,
     load_keys,
@@ -218,3 +223,16 @@ def test_a_scheduled_key_without_its_file_is_named(tmp_path: Path) -> None:
 )
 def test_a_kid_that_starts_with_a_dash_is_not_taken_for_an_option(argv: list[str], parsed: list[str]) -> None:
     assert kid_arguments(argv) == parsed
+
+
+def test_a_rotation_is_due_once_the_signing_key_has_signed_long_enough_and_none_is_pending() -> None:
+    schedule = {"first": KeyTimes(created_at=T0, activates_at=T0)}
+    assert not rotation_due(schedule, T0 + 3599, active_for=3600)
+    assert rotation_due(schedule, T0 + 3600, active_for=3600)
+    rotating = plan_rotation(schedule, "second", POLICY, T0 + 3600)
+    assert next_kid(rotating, T0 + 3600) == "second"
+    assert not rotation_due(rotating, T0 + 3600, active_for=0), "a rotation is already under way"
+    switched = T0 + 3600 + POLICY.publish_lead
+    assert next_kid(rotating, switched) is None
+    assert not rotation_due(rotating, switched, active_for=3600)
+    assert rotation_due(rotating, switched + 3600, active_for=3600)

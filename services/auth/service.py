@@ -1,0 +1,259 @@
+"""Auth's use cases, each written once and called by the HTTP routes and the command line alike.
+
+:class:`Accounts` holds what every use case works on (the stores, password hashing and the
+clock) and the use cases an operator can run without the web server (change a password,
+disable or enable an account, revoke sessions). :class:`AuthService` adds what only the
+server has (settings and signing keys) for the session use cases: log in, use a session, mint,
+log out. Rules come from ``domain``, I/O from ``store``; HTTP lives in ``routes``.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import overload
+
+from services.auth import domain
+from services.auth.domain import RateLimit, Session, SessionRef, User
+from services.auth.key_schedule import RotationPolicy, Schedule, next_kid, rotation_due
+from services.auth.key_store import KeyStore, read_schedule, rotate_keys
+from services.auth.passwords import Passwords
+from services.auth.settings import Settings
+from services.auth.store import Refusal, SessionStore, ThrottleStore, UserStore
+from shared import ApiError, Forbidden, NotFound, TooManyRequests, Unauthorized
+
+
+class AdminAction(enum.Enum):
+    """What an administrator can do to an account besides listing it."""
+
+    REVOKE_SESSIONS = "revoke-sessions"
+    DISABLE = "disable"
+    ENABLE = "enable"
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """A session just created: its secret id (for the cookie, never stored) and the record."""
+
+    session_id: str
+    session: Session
+
+
+@dataclass(frozen=True)
+class Accounts:
+    """The stores with the clock, and the account use cases that need nothing else."""
+
+    users: UserStore
+    sessions: SessionStore
+    throttles: ThrottleStore
+    passwords: Passwords
+    clock: Callable[[], float] = time.time
+
+    async def user_by_email(self, email: str) -> User:
+        """The account with this email (normalized), or :class:`NotFound`."""
+        user = await self.users.by_email(domain.normalize_email(email))
+        if user is None:
+            raise NotFound(f"no user {email}")
+        return user
+
+    async def user_by_id(self, user_id: str) -> User:
+        user = await self.users.by_id(user_id)
+        if user is None:
+            raise NotFound("no such user")
+        return user
+
+    async def create_user(self, email: str, role: str, password: str) -> User:
+        email = domain.validate_new_account(email, role, password)
+        return await self.users.create(email, role, await self.passwords.hash(password))
+
+    @overload
+    async def change_password(self, user: User, new_password: str, *, renew: Session) -> NewSession: ...
+
+    @overload
+    async def change_password(self, user: User, new_password: str, *, renew: None) -> int: ...
+
+    async def change_password(
+        self, user: User, new_password: str, *, renew: Session | None
+    ) -> NewSession | int:
+        """Store ``new_password`` and end every session of ``user``: the one password change.
+
+        ``renew`` is the difference between the callers. The web passes the caller's own session:
+        that login continues under a new id and CSRF token (its old id dies with the others, in
+        one script), and the :class:`NewSession` is returned. The command line passes None: an
+        operator resetting a password ends every session, and the count revoked is returned.
+        """
+        domain.validate_new_password(new_password)
+        await self.users.set_password_hash(user.id, await self.passwords.hash(new_password))
+        if renew is None:
+            return await self.sessions.delete_all_for_user(user.id)
+        now = self.clock()
+        session_id = domain.new_session_id(user.id)
+        renewed = domain.renewed_session(renew, session_id, now)
+        await self.sessions.create(renewed, now, revoke_others=True)
+        return NewSession(session_id, renewed)
+
+    async def set_disabled(self, user: User, disabled: bool) -> int:
+        """Disable (refuse logins, revoke every session) or enable an account; the count revoked."""
+        # Disabled first: a login racing this finds the flag, and a session it made dies below.
+        await self.users.set_disabled(user.id, disabled)
+        return await self.sessions.delete_all_for_user(user.id) if disabled else 0
+
+    async def revoke_sessions(self, user: User) -> int:
+        """Log ``user`` out everywhere; the count revoked."""
+        return await self.sessions.delete_all_for_user(user.id)
+
+
+@dataclass(frozen=True)
+class AuthService:
+    """The session use cases of the running server."""
+
+    accounts: Accounts
+    settings: Settings
+    keys: KeyStore
+
+    async def use_session(
+        self, ref: SessionRef | None, *, csrf: str | None, token_budget: RateLimit | None = None
+    ) -> tuple[Session, User]:
+        """The session after this use and its user: 401 without a live one, 403 on a CSRF miss.
+
+        With ``csrf`` (the X-CSRF-Token presented, empty if none) it must be the session's. The
+        idle timer slides only on a use that is allowed; ``token_budget`` spends one token
+        request (429 when over).
+        """
+        if ref is None:
+            raise Unauthorized("no valid session", code="no_session")
+        used = await self.accounts.sessions.use(
+            ref.user_id, ref.handle, self.accounts.clock(), csrf=csrf, token_budget=token_budget
+        )
+        if used is Refusal.CSRF:
+            raise Forbidden("missing or wrong X-CSRF-Token", code="csrf_failed")
+        if used is Refusal.NO_SESSION:
+            raise Unauthorized("no valid session", code="no_session")
+        return used
+
+    async def login(
+        self, email: str, password: str, *, presented: Sequence[SessionRef], ip: str, user_agent: str
+    ) -> tuple[NewSession, User]:
+        """Check the credentials under the login budgets and open a new session.
+
+        Every session the caller presented ends (fixation: an id from before login is never
+        reused). An unknown email, a wrong password and a disabled account fail alike.
+        """
+        accounts = self.accounts
+        # Counted by the email as typed (normalized), whether or not an account has it.
+        throttle_keys = await self._reserve_login_attempt(email, ip)
+        try:
+            user = await accounts.users.by_email(email)
+            # Always one argon2 verification, so an unknown email costs what a wrong password costs.
+            valid = await accounts.passwords.verify(user.password_hash if user else None, password)
+        except ApiError:
+            # A 503 (Redis away, argon2 queue full) is no failed guess.
+            await accounts.throttles.refund(throttle_keys)
+            raise
+        # A disabled account fails exactly like a wrong password, budget included.
+        if user is None or not valid or user.disabled:
+            raise Unauthorized("email or password is wrong", code="invalid_credentials")
+        await accounts.throttles.refund(throttle_keys)
+        for previous in presented:
+            await accounts.sessions.delete(previous.user_id, previous.handle)
+        now = accounts.clock()
+        session_id = domain.new_session_id(user.id)
+        session = domain.new_session(session_id, user, now, user_agent=user_agent, ip=ip)
+        await accounts.sessions.create(session, now)
+        return NewSession(session_id, session), user
+
+    async def mint(self, ref: SessionRef | None, *, csrf: str, audience: str) -> str:
+        """An access token for ``audience`` from a live session, spending its token budget.
+
+        Nothing awaits between the session's check and signing, so a logout either wins or
+        comes after the token.
+        """
+        settings = self.settings
+        session, user = await self.use_session(ref, csrf=csrf, token_budget=settings.token_rate)
+        request = domain.TokenRequest(
+            issuer=settings.issuer,
+            audience=audience,
+            user=user,
+            session=session,
+            ttl=settings.access_token_ttl,
+        )
+        return self.keys.sign(domain.access_token_claims(request, self.accounts.clock()))
+
+    async def logout(self, session: Session) -> None:
+        await self.accounts.sessions.delete(session.user_id, session.handle)
+
+    async def sessions_of(self, user: User) -> list[Session]:
+        """The user's live sessions, newest first (the store's script drops the dead ones)."""
+        return domain.newest_first(await self.accounts.sessions.live_for_user(user.id, self.accounts.clock()))
+
+    async def all_users(self, admin: User) -> list[User]:
+        require_admin(admin)
+        return await self.accounts.users.all()
+
+    async def revoke_own_session(self, user: User, public_handle: str) -> Session:
+        """End one of the caller's sessions, named as ``GET /sessions`` shows it; the one ended."""
+        live = await self.accounts.sessions.live_for_user(user.id, self.accounts.clock())
+        target = next((session for session in live if session.public_handle == public_handle), None)
+        if target is None:
+            raise NotFound("no such session")
+        await self.accounts.sessions.delete(user.id, target.handle)
+        return target
+
+    async def change_own_password(
+        self, session: Session, user: User, current_password: str, new_password: str, ip: str
+    ) -> NewSession:
+        """The web's password change: the current password first, under the login budgets."""
+        # Guessing the current password through a stolen session spends the login budgets.
+        throttle_keys = await self._reserve_login_attempt(user.email, ip)
+        if not await self.accounts.passwords.verify(user.password_hash, current_password):
+            raise Forbidden("the current password is wrong", code="wrong_password")
+        await self.accounts.throttles.refund(throttle_keys)
+        return await self.accounts.change_password(user, new_password, renew=session)
+
+    async def administer(self, admin: User, user_id: str, action: AdminAction) -> None:
+        """An administrator's action on an account: 403 for anyone else, 404 for no such account."""
+        require_admin(admin)
+        target = await self.accounts.user_by_id(user_id)
+        if action is AdminAction.REVOKE_SESSIONS:
+            await self.accounts.revoke_sessions(target)
+        else:
+            await self.accounts.set_disabled(target, action is AdminAction.DISABLE)
+
+    async def _reserve_login_attempt(self, email: str, ip: str) -> tuple[str, str, str]:
+        """Spend one failure from the login budgets in advance, or 429 before any argon2 work."""
+        policy = self.settings.login_throttle
+        keys = policy.keys(email, ip)
+        retry_after = await self.accounts.throttles.reserve_login(keys, policy.limits)
+        if retry_after:
+            raise TooManyRequests("too many failed logins; try again later", retry_after=retry_after)
+        return keys
+
+
+def require_admin(user: User) -> None:
+    if user.role != "admin":
+        raise Forbidden("administrators only", code="forbidden")
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What ``keys rotate`` did: the new kid (None when no rotation was due) and the schedule."""
+
+    kid: str | None
+    schedule: Schedule
+    pending: str | None = None
+
+
+def rotate_signing_key(
+    directory: Path, policy: RotationPolicy, *, if_active_for: float | None = None, now: float | None = None
+) -> Rotation:
+    """Publish a new signing key, or with ``if_active_for`` (cron) only when a rotation is due."""
+    moment = time.time() if now is None else now
+    if if_active_for is not None:
+        schedule = read_schedule(directory)
+        if not rotation_due(schedule, moment, active_for=if_active_for):
+            return Rotation(kid=None, schedule=schedule, pending=next_kid(schedule, moment))
+    kid = rotate_keys(directory, policy, now=moment)
+    return Rotation(kid=kid, schedule=read_schedule(directory))
