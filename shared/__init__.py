@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shared.edge import EdgeSettings
 from shared.api import InvalidField, query_as, query_parameters, schema_components, schema_ref, validate_as
+from shared.edge import EdgeSettings
 from shared.errors import (
     ApiError,
     BadGateway,

@@ -23,7 +23,8 @@ import httpx
 import pytest
 
 from deploy.devcluster import Cluster
-from tests.e2e.conftest import BOB, Browser, ClusterFactory, Secrets, bearer
+from tests.support.cluster import BOB, Browser, ClusterFactory, Secrets
+from tests.support.http import bearer
 
 pytestmark = pytest.mark.e2e
 

@@ -24,7 +24,8 @@ import pytest
 from deploy.devcluster import Cluster
 from services.orders.paging import MAX_PAGE_SIZE
 from services.orders.settings import DEFAULT_CREATE_BURST, DEFAULT_CREATE_RATE
-from tests.e2e.conftest import BOB, Browser, ClusterFactory, Secrets, bearer
+from tests.support.cluster import BOB, Browser, ClusterFactory, Secrets
+from tests.support.http import bearer
 
 pytestmark = pytest.mark.e2e
 

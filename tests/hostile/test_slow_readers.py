@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterator
 import httpx
 
 from deploy.devcluster import Cluster
-from tests.e2e.conftest import ALICE, BOB, Browser, ClusterFactory, Secrets, bearer
+from tests.support.cluster import ALICE, BOB, Browser, ClusterFactory, Secrets
+from tests.support.http import bearer
 
 ATTACKERS = 100
 PIPELINED = 2
