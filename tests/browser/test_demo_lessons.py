@@ -12,7 +12,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
 from deploy.devcluster import Cluster
 
-from .conftest import TIMEOUT_MS, log_in, wait_until
+from .conftest import TIMEOUT_MS, log_in
 
 pytestmark = pytest.mark.browser
 
