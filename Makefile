@@ -23,8 +23,8 @@ MERMAID_CLI    ?= @mermaid-js/mermaid-cli@^11.12
 
 # The tiers `make test` runs, in this order: fastest first, so a break in the quick ones shows
 # within minutes instead of after the slow ones (the whole run is about 14 minutes on 2 cores).
-# Measured one by one on a shared 2-core machine: docs 5 s, unit 51 s, browser 75 s, then
-# integration, e2e and security several minutes each; compose builds images. The README's
+# Measured one by one on a shared 2-core machine: docs 5 s, unit 50 s, browser 67 s, integration
+# 2.8 min (quiet), then e2e and security several minutes each; compose builds its images. The README's
 # "Tests" table lists them in the same order, and a docs test keeps the two in step.
 TIERS := unit docs browser integration e2e security hostile compose
 # More pytest arguments for every test target: PYTEST_ARGS=-x stops at the first failure, and
