@@ -25,8 +25,8 @@ MERMAID_CLI    ?= @mermaid-js/mermaid-cli@^11.12
 # within minutes instead of after the slow ones (the whole run is about 15 minutes on 2 cores).
 # Measured one by one on a quiet moment of a shared 2-core machine: docs 5 s, unit 50 s, browser
 # 67 s, integration 2.8 min, e2e 3.8 min; security is the longest (2.4 times e2e, both loaded), and
-# compose builds its images. The README's
-# "Tests" table lists them in the same order, and a docs test keeps the two in step.
+# compose builds its images. The README's "Tests" table lists them in the same order, and a docs
+# test keeps the two in step.
 TIERS := unit docs browser integration e2e security hostile compose
 # More pytest arguments for every test target: PYTEST_ARGS=-x stops at the first failure, and
 # PYTEST_ARGS="-n 2" spreads a tier over two processes (pytest-xdist; unit and browser took 0.72
