@@ -120,8 +120,12 @@ class ClusterConfig:
             raise ValueError(f"unknown service {name!r}") from None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> ClusterConfig:
-        """``make run``'s configuration: ports from ``GATEWAY_PORT`` etc., state in ``VAR_DIR``."""
+    def from_env(cls, environ: Mapping[str, str], *, terminal: bool = False) -> ClusterConfig:
+        """``make run``'s configuration: ports from ``GATEWAY_PORT`` etc., state in ``VAR_DIR``.
+
+        On a ``terminal`` the services log text unless ``LOG_FORMAT`` says otherwise: their own
+        output is a pipe to this process, so on their own they would pick JSON.
+        """
 
         def read_port(name: str, default: int) -> int:
             raw = environ.get(name) or str(default)
@@ -141,6 +145,7 @@ class ClusterConfig:
             orders_port=read_port("ORDERS_PORT", 8002),
             redis_port=read_port("REDIS_PORT", 6379),
             log_level=environ.get("LOG_LEVEL") or "info",
+            env={"LOG_FORMAT": "text"} if terminal and not environ.get("LOG_FORMAT") else {},
         )
 
     @classmethod
@@ -433,7 +438,11 @@ class Cluster:
             return
         port = self.config.port(name)
         if not _port_is_free(port):
-            raise ClusterError(f"cannot start {name}: 127.0.0.1:{port} is already in use")
+            variable = port_variable(name)
+            raise ClusterError(
+                f"cannot start {name}: 127.0.0.1:{port} is already in use (another `make run`?); "
+                f"{variable} moves it, e.g. {variable}={_free_port_near(port)} make run"
+            )
         if name == "redis":
             try:
                 self.redis.start()
@@ -521,6 +530,36 @@ class Cluster:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def port_variable(name: str) -> str:
+    """The variable that moves ``name``'s port: ``GATEWAY_PORT``, ``AUTH_PORT`` (every replica's)..."""
+    return f"{name.partition('-')[0].upper()}_PORT"
+
+
+def _free_port_near(port: int) -> int:
+    """A port to suggest instead of ``port``: the first free one a hundred or more above it."""
+    for candidate in range(port + 100, min(port + 1000, 65536)):
+        if _port_is_free(candidate):
+            return candidate
+    return free_port()
+
+
+def banner(cluster: Cluster) -> list[str]:
+    """What ``make run`` prints once everything is ready: where to go and how to log in.
+
+    Short lines, printed last: everything after them is logged at warning or for a request made.
+    """
+    # The default is the documented demo password; a chosen one is never echoed.
+    password = DEMO_PASSWORD if cluster.demo_password_is_default else "the value of DEMO_PASSWORD"
+    return [
+        "-" * 60,
+        f"ready: {cluster.url} (open it in a browser; use localhost)",
+        f"demo users: {', '.join(DEMO_USERS)}",
+        f"demo password: {password}",
+        "press Ctrl-C to stop; LOG_LEVEL=debug also shows health checks",
+        "-" * 60,
+    ]
 
 
 def _replica_ports(first: int, count: int, *, taken: set[int]) -> tuple[int, ...]:
@@ -611,7 +650,7 @@ def main() -> int:
     # One line per readiness poll would bury the services' own output.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        config = ClusterConfig.from_env(os.environ)
+        config = ClusterConfig.from_env(os.environ, terminal=sys.stdout.isatty())
     except ClusterError as exc:
         logger.error("%s", exc)
         return 2
@@ -621,12 +660,8 @@ def main() -> int:
         signal.signal(signum, _interrupt)
     try:
         cluster.start()
-        logger.info("ready: %s", cluster.url)
-        logger.info("demo users: %s", ", ".join(DEMO_USERS))
-        # The default is the documented demo password; a chosen one is never echoed.
-        hint = DEMO_PASSWORD if cluster.demo_password_is_default else "the value of DEMO_PASSWORD"
-        logger.info("demo password: %s", hint)
-        logger.info("press Ctrl-C to stop")
+        for line in banner(cluster):
+            logger.info("%s", line)
         while not (ended := cluster.exited()):
             time.sleep(0.5)
         for name, code in ended.items():

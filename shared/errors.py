@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any, ClassVar
 
 from starlette.exceptions import HTTPException
@@ -141,10 +142,22 @@ async def _on_api_error(request: Request, exc: Exception) -> Response:
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
+def _framework_detail(request: Request, exc: HTTPException) -> str:
+    """The router's 404 and 405 in the lowercase prose of every other detail, not "Not Found"."""
+    if exc.detail != HTTPStatus(exc.status_code).phrase:
+        return str(exc.detail)
+    if exc.status_code == 404:
+        return "nothing is served at this path"
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return f"this path does not take {request.method}; it takes {allowed}".removesuffix("; it takes ")
+    return exc.detail.lower()
+
+
 async def _on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+    return error_response(exc.status_code, code, _framework_detail(request, exc), exc.headers)
 
 
 async def _on_client_disconnect(request: Request, exc: Exception) -> Response:

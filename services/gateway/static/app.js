@@ -6,8 +6,23 @@
 const AUDIENCE = "orders";
 // Mint a new token this long before the old one expires, so no request goes out with a dying one.
 const RENEW_MARGIN_SECONDS = 10;
+// Auth keeps a session's browser label to this many characters (services/auth/domain.py:
+// MAX_USER_AGENT_LENGTH; the docs tier checks the two agree): one that long may have been cut.
+const USER_AGENT_LABEL_MAX = 64;
 
-const state = { user: null, csrfToken: null, accessToken: null, claims: null, timer: null };
+const state = {
+  user: null,
+  csrfToken: null,
+  accessToken: null,
+  claims: null,
+  timer: null,
+  // The query of the next page of orders (`?cursor=...&limit=...`), or null on the last page.
+  ordersNext: null,
+  // The last access token of a session that has ended, kept to show what logout does not revoke.
+  oldToken: null,
+  oldClaims: null,
+  oldTimer: null,
+};
 
 const $ = (id) => document.getElementById(id);
 
@@ -17,6 +32,7 @@ class ApiError extends Error {
     super(body && body.detail ? `${code}: ${body.detail}` : code);
     this.status = status;
     this.code = code;
+    this.detail = body && body.detail ? String(body.detail) : "";
   }
 }
 
@@ -44,6 +60,22 @@ function say(message, isError = false) {
   $("status").classList.toggle("error", isError);
 }
 
+// Login from another origin than the configured one (127.0.0.1 for localhost, another port) is
+// refused by design; say where the page works instead of a bare error code.
+function sayWrongOrigin(error) {
+  const named = /https?:\/\/[^\s"',;)]+/.exec(error.detail || "");
+  const origin = named ? named[0].replace(/[.]$/, "") : `http://localhost${location.port ? `:${location.port}` : ""}`;
+  const link = document.createElement("a");
+  link.href = `${origin}/`;
+  link.textContent = origin;
+  $("status").replaceChildren(
+    `Login refused: this page is open at ${location.origin}, but the gateway only accepts its configured origin. Open `,
+    link,
+    " instead.",
+  );
+  $("status").classList.add("error");
+}
+
 function decodeSegment(segment) {
   const binary = atob(segment.replace(/-/g, "+").replace(/_/g, "/"));
   const bytes = Uint8Array.from(binary, (char) => char.charCodeAt(0));
@@ -61,6 +93,13 @@ function when(seconds) {
   return new Date(seconds * 1000).toLocaleString();
 }
 
+function countdown(element, claims) {
+  const left = claims ? claims.exp - Math.floor(Date.now() / 1000) : 0;
+  element.classList.toggle("expired", left <= 0);
+  element.textContent = left <= 0 ? "expired" : `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
+  return left;
+}
+
 function showLoggedOut(message) {
   clearToken();
   state.user = null;
@@ -69,8 +108,54 @@ function showLoggedOut(message) {
   $("whoami").hidden = true;
   $("login-panel").hidden = false;
   $("orders").replaceChildren();
+  state.ordersNext = null;
+  $("more-orders").hidden = true;
   $("sessions").replaceChildren();
   say(message);
+}
+
+// Called before the session ends: keeps the page's last token to try after logout.
+function keepOldToken() {
+  clearInterval(state.oldTimer);
+  state.oldToken = state.accessToken;
+  state.oldClaims = state.claims;
+  $("old-token-result").textContent = "";
+  $("after-logout").hidden = state.oldToken === null;
+  if (state.oldToken === null) return;
+  const tickOld = () => {
+    if (countdown($("old-countdown"), state.oldClaims) <= 0) clearInterval(state.oldTimer);
+  };
+  tickOld();
+  state.oldTimer = setInterval(tickOld, 1000);
+}
+
+function forgetOldToken() {
+  clearInterval(state.oldTimer);
+  state.oldToken = null;
+  state.oldClaims = null;
+  $("after-logout").hidden = true;
+}
+
+// The old token against orders, as any client holding it could send it: the answer says
+// whether the gateway and orders still accept it.
+async function tryOldToken() {
+  const result = $("old-token-result");
+  const response = await fetch("/api/orders", {
+    headers: { Authorization: `Bearer ${state.oldToken}` },
+    credentials: "omit",
+    cache: "no-store",
+  });
+  const body = await response.json().catch(() => null);
+  const verdict = response.ok ? "accepted" : "refused";
+  result.classList.toggle("error", !response.ok);
+  result.dataset.verdict = verdict;
+  if (response.ok) {
+    const count = body && Array.isArray(body.orders) ? body.orders.length : 0;
+    result.textContent = `Accepted: ${response.status}, ${count} order(s) listed with a token whose session is gone.`;
+  } else {
+    const reason = body && body.error ? ` ${body.error}: ${body.detail}` : "";
+    result.textContent = `Refused: ${response.status}${reason}`;
+  }
 }
 
 function showLoggedIn(user, csrfToken) {
@@ -86,6 +171,8 @@ function showLoggedIn(user, csrfToken) {
 function report(error) {
   if (error instanceof ApiError && error.code === "no_session") {
     showLoggedOut("Your session has ended: log in again.");
+  } else if (error instanceof ApiError && error.code === "cross_origin") {
+    sayWrongOrigin(error);
   } else {
     say(error.message, true);
   }
@@ -100,6 +187,8 @@ function clearToken() {
   $("countdown").classList.remove("expired");
   $("token-header").textContent = "";
   $("token-claims").textContent = "";
+  $("token-kid").textContent = "none";
+  $("kid-published").textContent = "not checked yet";
 }
 
 function secondsLeft() {
@@ -107,16 +196,17 @@ function secondsLeft() {
 }
 
 function tick() {
-  const left = secondsLeft();
-  const countdown = $("countdown");
-  countdown.classList.toggle("expired", left <= 0);
-  if (left <= 0) {
-    countdown.textContent = "expired";
-    clearInterval(state.timer);
-    return;
-  }
-  const minutes = Math.floor(left / 60);
-  countdown.textContent = `${minutes}:${String(left % 60).padStart(2, "0")}`;
+  if (countdown($("countdown"), state.claims) <= 0) clearInterval(state.timer);
+}
+
+// What a verifier does with the token's `kid`: look it up among the published public keys.
+async function showSigningKey(kid) {
+  $("token-kid").textContent = kid;
+  const { keys } = await api("GET", "/.well-known/jwks.json");
+  const published = keys.some((key) => key.kid === kid);
+  $("kid-published").textContent = published
+    ? `published in the JWKS (${keys.length} key(s)), so a verifier can check the signature without auth`
+    : "not in the JWKS yet: a verifier refetches it once, then refuses the token";
 }
 
 async function mintToken() {
@@ -129,24 +219,39 @@ async function mintToken() {
   $("token-claims").textContent = JSON.stringify(claims, null, 2);
   tick();
   state.timer = setInterval(tick, 1000);
+  await showSigningKey(header.kid).catch(report);
 }
 
 async function ensureToken() {
   if (state.accessToken === null || secondsLeft() <= RENEW_MARGIN_SECONDS) await mintToken();
 }
 
-async function loadOrders() {
+function orderRow(order) {
+  const row = document.createElement("tr");
+  cell(row, order.item);
+  cell(row, String(order.quantity));
+  cell(row, new Date(order.created_at).toLocaleString());
+  cell(row, order.id, "id");
+  return row;
+}
+
+// One page of orders. `next` is a query-only link (`?cursor=...`): anything else is ignored, so
+// an answer can never send the bearer token to another path or host.
+async function fetchOrders(query) {
   await ensureToken();
-  const { orders } = await api("GET", "/api/orders", { bearer: true });
-  const rows = orders.map((order) => {
-    const row = document.createElement("tr");
-    cell(row, order.item);
-    cell(row, String(order.quantity));
-    cell(row, new Date(order.created_at).toLocaleString());
-    cell(row, order.id, "id");
-    return row;
-  });
-  $("orders").replaceChildren(...rows);
+  const { orders, next } = await api("GET", `/api/orders${query}`, { bearer: true });
+  state.ordersNext = typeof next === "string" && next.startsWith("?") ? next : null;
+  $("more-orders").hidden = state.ordersNext === null;
+  return orders.map(orderRow);
+}
+
+async function loadOrders() {
+  $("orders").replaceChildren(...(await fetchOrders("")));
+}
+
+async function loadMoreOrders() {
+  if (state.ordersNext === null) return;
+  $("orders").append(...(await fetchOrders(state.ordersNext)));
 }
 
 async function createOrder(item, quantity) {
@@ -158,6 +263,7 @@ async function createOrder(item, quantity) {
 async function revokeSession(session) {
   await api("DELETE", `/auth/sessions/${encodeURIComponent(session.handle)}`, { csrf: true });
   if (session.current) {
+    keepOldToken();
     showLoggedOut("This session was revoked: log in again.");
   } else {
     await loadSessions();
@@ -173,7 +279,10 @@ async function loadSessions() {
     cell(row, when(session.created_at));
     cell(row, when(session.last_seen));
     cell(row, session.ip);
-    cell(row, session.user_agent);
+    // A label at the maximum length was cut by auth: say so rather than end mid-word.
+    const label = session.user_agent || "";
+    const shown = cell(row, label.length >= USER_AGENT_LABEL_MAX ? `${label}…` : label, "agent");
+    shown.title = label;
     const revoke = document.createElement("button");
     revoke.type = "button";
     revoke.className = "secondary";
@@ -186,6 +295,7 @@ async function loadSessions() {
 }
 
 async function afterLogin(user, csrfToken) {
+  forgetOldToken();
   showLoggedIn(user, csrfToken);
   say(`Logged in as ${user.email}.`);
   await Promise.all([loadOrders().catch(report), loadSessions().catch(report)]);
@@ -202,6 +312,7 @@ async function logIn(event) {
 
 async function logOut() {
   await api("POST", "/auth/logout", { csrf: true });
+  keepOldToken();
   showLoggedOut("Logged out: the session is gone, and no new token can be minted.");
 }
 
@@ -210,6 +321,8 @@ async function start() {
   $("logout").addEventListener("click", () => logOut().catch(report));
   $("mint").addEventListener("click", () => mintToken().then(() => say("Token minted.")).catch(report));
   $("refresh-orders").addEventListener("click", () => loadOrders().catch(report));
+  $("more-orders").addEventListener("click", () => loadMoreOrders().catch(report));
+  $("try-old-token").addEventListener("click", () => tryOldToken().catch(report));
   $("refresh-sessions").addEventListener("click", () => loadSessions().catch(report));
   $("order-form").addEventListener("submit", (event) => {
     event.preventDefault();
