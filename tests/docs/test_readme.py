@@ -15,6 +15,7 @@ from services.auth.settings import DEMO_PASSWORD, Settings
 from services.gateway.settings import GatewaySettings
 from services.orders import domain as orders_domain
 from services.orders.settings import OrdersSettings
+from shared.edge import EdgeSettings
 from shared.logs import LogSettings
 from shared.tokens import TokenPolicy
 from shared.verifier import VerifierSettings
@@ -167,6 +168,7 @@ _LOADERS: list[Callable[[Mapping[str, str]], object]] = [
     OrdersSettings.from_env,
     GatewaySettings.from_env,
     VerifierSettings.from_env,
+    EdgeSettings.from_env,
     ClusterConfig.from_env,
     lambda env: LogSettings.from_env(env, terminal=True),
     lambda env: LogSettings.from_env(env, terminal=False),
