@@ -20,7 +20,7 @@ from typing import Any
 
 from bench import report
 from services.auth.settings import Settings, rotation_policy
-from shared import VerifierSettings
+from shared.web import VerifierSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "latest.json"
@@ -118,7 +118,7 @@ def _source(f: Figures) -> str:
         f"Measured by `make bench` at {f.data['when']} on {machine['cpus']} CPUs, one worker per "
         "service and wrk on the same machine, and read from `bench/results/latest.json`; lifetimes "
         "and timeouts are the code's defaults (`services/auth/settings.py:rotation_policy`, "
-        "`shared/verifier.py:VerifierSettings.from_env`).\n"
+        "`shared/web/verifier.py:VerifierSettings.from_env`).\n"
     )
 
 

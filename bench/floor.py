@@ -8,7 +8,7 @@ beside the real services. Each bare app does one thing:
 * ``health``: answers, nothing else;
 * ``rsa``: RS256-verifies the bearer token's signature with the issuer's public key, nothing else
   (no parsing rules, no claims);
-* ``verifier``: the project's whole :class:`~shared.verifier.TokenVerifier`;
+* ``verifier``: the project's whole :class:`~shared.web.verifier.TokenVerifier`;
 * ``mint``: the session cookie, :meth:`SessionStore.use <services.auth.store.SessionStore.use>`
   and :meth:`KeyStore.sign <services.auth.key_store.KeyStore.sign>`, nothing else.
 """
@@ -46,8 +46,8 @@ from services.auth.key_store import KeyStore
 from services.auth.redis_client import connect
 from services.auth.settings import Settings
 from services.auth.store import SessionStore
-from shared.protocol import HttpProtocol
-from shared.verifier import TokenVerifier, VerifierSettings, open_verifier
+from shared.runtime.protocol import HttpProtocol
+from shared.web.verifier import TokenVerifier, VerifierSettings, open_verifier
 
 logger = logging.getLogger("bench.floor")
 

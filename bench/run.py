@@ -33,7 +33,7 @@ from services.auth.key_store import load_keys
 from services.auth.redis_client import connect
 from services.auth.settings import Settings
 from services.auth.store import SessionStore, UserStore
-from shared.tokens import b64url_decode, loads_strict
+from shared.core.tokens import b64url_decode, loads_strict
 
 logger = logging.getLogger("bench")
 

@@ -23,7 +23,8 @@ from services.auth.routes import AuthContext, routes
 from services.auth.service import Accounts, AuthService
 from services.auth.settings import Settings
 from services.auth.store import SessionStore, ThrottleStore, UserStore
-from shared import ApiError, Conflict, Periodic, build_app, cancel_and_wait, new_registry
+from shared.core import ApiError, Conflict
+from shared.web import Periodic, build_app, cancel_and_wait, new_registry
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from services.auth.redis_client import connect
 from services.auth.service import Accounts, rotate_signing_key
 from services.auth.settings import Settings, rotation_policy
 from services.auth.store import SessionStore, ThrottleStore, UserStore
-from shared import ApiError, SettingsError, env_str, serve_from_env
+from shared.core import ApiError, SettingsError, env_str
+from shared.runtime import serve_from_env
 
 
 def _read_password() -> str:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shared import BadRequest, Forbidden, ValidationFailed
+from shared.core import BadRequest, Forbidden, ValidationFailed
 
 ROLES = ("user", "admin")
 MAX_EMAIL_LENGTH = 254

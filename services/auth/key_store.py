@@ -38,7 +38,8 @@ from services.auth.key_schedule import (
     plan_rotation,
     unremoved,
 )
-from shared import ALGORITHM, MIN_RSA_BITS, TOKEN_TYPE, loads_strict
+from shared.core import ALGORITHM, TOKEN_TYPE, loads_strict
+from shared.web import MIN_RSA_BITS
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from services.auth.domain import (
     MIN_PASSWORD_LENGTH,
     ROLES,
 )
-from shared import openapi_document, openapi_error
+from shared.web import openapi_document, openapi_error
 
 SESSION_COOKIE = "__Host-session"
 

@@ -12,7 +12,7 @@ import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from shared import ServiceUnavailable
+from shared.core import ServiceUnavailable
 
 T = TypeVar("T")
 

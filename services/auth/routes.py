@@ -14,7 +14,8 @@ from services.auth.domain import Session, SessionCookie, User
 from services.auth.openapi import build_openapi
 from services.auth.service import AdminAction, AuthService, NewSession
 from services.auth.settings import Settings
-from shared import client_ip, openapi_route, read_json_object
+from shared.core import client_ip
+from shared.web import openapi_route, read_json_object
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 

@@ -23,7 +23,7 @@ from services.auth.key_store import KeyStore, read_schedule, rotate_keys
 from services.auth.passwords import Passwords
 from services.auth.settings import Settings
 from services.auth.store import Refusal, SessionStore, ThrottleStore, UserStore
-from shared import ApiError, Forbidden, NotFound, TooManyRequests, Unauthorized
+from shared.core import ApiError, Forbidden, NotFound, TooManyRequests, Unauthorized
 
 
 class AdminAction(enum.Enum):

@@ -10,8 +10,7 @@ from urllib.parse import urlsplit
 from services.auth.domain import LoginThrottlePolicy, RateLimit
 from services.auth.key_schedule import RotationPolicy
 from services.auth.redis_client import parse_url as parse_redis_url
-from shared import (
-    EdgeSettings,
+from shared.core import (
     ProxyNetwork,
     Secret,
     SettingsError,
@@ -24,6 +23,7 @@ from shared import (
     env_str,
     trusted_proxies_from_env,
 )
+from shared.web import EdgeSettings
 
 DEMO_PASSWORD = "correct-horse-battery-staple"  # noqa: S105 - documented dev-only demo password
 

@@ -27,7 +27,7 @@ from redis.typing import EncodableT, FieldT
 
 from services.auth.domain import RateLimit, Session, SessionPolicy, User
 from services.auth.redis_client import REDIS_ERRORS, Client
-from shared import Conflict, NotFound, ServiceUnavailable, TooManyRequests
+from shared.core import Conflict, NotFound, ServiceUnavailable, TooManyRequests
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from services.gateway import balancer, domain, health, proxy, routes
 from services.gateway.metrics import UpstreamMetrics
 from services.gateway.settings import GatewaySettings
 from services.gateway.upstream import UpstreamPool
-from shared import ProxyNetwork, TokenVerifier, VerifierMetrics, build_app, new_registry, open_verifier
+from shared.core import ProxyNetwork
+from shared.web import TokenVerifier, VerifierMetrics, build_app, new_registry, open_verifier
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 

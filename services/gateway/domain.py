@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from shared import BadRequest, NotFound
+from shared.core import BadRequest, NotFound
 
 RawHeaders = Sequence[tuple[bytes, bytes]]
 

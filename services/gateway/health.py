@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterable
 import httpx
 
 from services.gateway.balancer import Member, Pool, every_member
-from shared import Periodic
+from shared.web import Periodic
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 from services.auth import openapi as auth_openapi
 from services.gateway.domain import ROUTE_TABLE, Route, is_internal
 from services.orders import openapi as orders_openapi
-from shared import openapi_document, openapi_error
+from shared.web import openapi_document, openapi_error
 
 _GATEWAY_ERRORS = {
     "400": openapi_error("`invalid_path` or `invalid_query`: the request cannot be forwarded as sent."),

@@ -17,7 +17,7 @@ from starlette.types import Message, Receive, Scope, Send
 from services.gateway.balancer import Pool, may_retry_after_send
 from services.gateway.settings import GatewaySettings
 from services.gateway.upstream import Limits, PoolExhausted, Reply, UpstreamPool
-from shared import BadGateway, BadRequest, GatewayTimeout, RequestTimeout, ServiceUnavailable
+from shared.core import BadGateway, BadRequest, GatewayTimeout, RequestTimeout, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ from services.gateway import domain, proxy
 from services.gateway.balancer import Pool
 from services.gateway.openapi import build_openapi
 from services.gateway.upstream import UpstreamPool
-from shared import NotFound, TokenVerifier, client_ip, openapi_route
+from shared.core import NotFound, client_ip
+from shared.web import TokenVerifier, openapi_route
 
 
 def _asset_response(request: Request, name: str) -> Response:

@@ -6,17 +6,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from shared import (
-    EdgeSettings,
+from shared.core import (
     ProxyNetwork,
     SettingsError,
-    VerifierSettings,
     env_float,
     env_int,
     env_list,
     env_str,
     trusted_proxies_from_env,
 )
+from shared.web import EdgeSettings, VerifierSettings
 
 MAX_BODY_BYTES = 1024 * 1024
 # Up to this size an upstream answer is read whole before it is sent (nginx's proxy_buffering):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.orders.settings import OrdersSettings
-from shared import serve_from_env
+from shared.runtime import serve_from_env
 
 if __name__ == "__main__":
     serve_from_env("services.orders.app:app_from_env", service="orders", load=OrdersSettings.from_env)

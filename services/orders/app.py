@@ -15,7 +15,7 @@ from services.orders.ratelimit import RateLimiter
 from services.orders.routes import routes
 from services.orders.settings import OrdersSettings
 from services.orders.store import OrderStore, open_order_store
-from shared import TokenVerifier, VerifierMetrics, build_app, new_registry, open_verifier
+from shared.web import TokenVerifier, VerifierMetrics, build_app, new_registry, open_verifier
 
 # An order body is a few hundred bytes; nothing legitimate comes near this.
 MAX_BODY_BYTES = 16 * 1024

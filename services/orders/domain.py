@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from shared import AccessClaims, Conflict, Forbidden, InvalidField, NotFound, validate_as
+from shared.core import AccessClaims, Conflict, Forbidden, InvalidField, NotFound, validate_as
 
 AUDIENCE = "orders"
 ITEM_MAX_LENGTH = 200

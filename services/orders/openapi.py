@@ -21,7 +21,8 @@ from services.orders.domain import (
 )
 from services.orders.paging import ListingQuery, OrderPage
 from services.orders.settings import DEFAULT_CREATE_BURST, DEFAULT_CREATE_RATE, DEFAULT_MAX_ORDERS_PER_USER
-from shared import openapi_document, openapi_error, query_parameters, schema_components, schema_ref
+from shared.core import query_parameters, schema_components, schema_ref
+from shared.web import openapi_document, openapi_error
 
 SECURITY_SCHEMES: dict[str, Any] = {
     "bearer": {
@@ -69,7 +70,7 @@ def _item_schema() -> dict[str, Any]:
 
 
 def _schemas() -> dict[str, Any]:
-    # Derived from the types the routes decode and encode (shared.api), then the one rule only
+    # Derived from the types the routes decode and encode (shared.core.api), then the one rule only
     # code can check, the item's characters, added as a pattern derived from the same categories.
     schemas = schema_components(OrderDraft, OrderDocument, OrderPage, Identity)
     schemas["OrderDraft"]["properties"]["item"].update(_item_schema())

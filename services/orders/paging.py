@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 import msgspec
 
 from services.orders.domain import OrderDocument
-from shared import InvalidField
+from shared.core import InvalidField
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100

@@ -14,15 +14,8 @@ from services.orders import domain, paging
 from services.orders.openapi import build_openapi
 from services.orders.ratelimit import RateLimiter, retry_after_seconds
 from services.orders.store import OrderStore
-from shared import (
-    AccessClaims,
-    NotFound,
-    TokenVerifier,
-    TooManyRequests,
-    openapi_route,
-    query_as,
-    read_json_object,
-)
+from shared.core import AccessClaims, NotFound, TooManyRequests, query_as
+from shared.web import TokenVerifier, openapi_route, read_json_object
 
 # msgspec encodes the order structs directly, several times faster than json.dumps of dicts.
 _encode = msgspec.json.Encoder().encode

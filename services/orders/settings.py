@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared import EdgeSettings, SettingsError, VerifierSettings, env_float, env_int, env_str
+from shared.core import SettingsError, env_float, env_int, env_str
+from shared.web import EdgeSettings, VerifierSettings
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 DEFAULT_MAX_ORDERS_PER_USER = 1000

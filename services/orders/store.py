@@ -22,7 +22,7 @@ from typing import ParamSpec, TypeVar
 
 from services.orders.domain import Order, OrderDocument, format_timestamp
 from services.orders.paging import CURSOR_KEY_BYTES, Position
-from shared import ServiceUnavailable
+from shared.core import ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def _connect(path: Path) -> OrderStore:
 def _set_up(connection: sqlite3.Connection) -> bytes:
     # Workers started together race to set up a new file, and SQLite answers "database is
     # locked" at once rather than waiting (about 1 start in 40 here). A worker that fails to
-    # start stops the whole service (shared/workers.py), so the loser waits its turn instead.
+    # start stops the whole service (shared/runtime/workers.py), so the loser waits its turn instead.
     deadline = time.monotonic() + SETUP_TIMEOUT_SECONDS
     while True:
         try:

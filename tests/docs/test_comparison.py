@@ -9,7 +9,7 @@ from typing import Any
 
 from bench import comparison, report
 from services.auth.settings import Settings, rotation_policy
-from shared import VerifierSettings
+from shared.web import VerifierSettings
 
 # A number as prose writes one (300, 1,849, 0.31), not a digit inside a name (RS256, SHA-256,
 # argon2id) or a path (decisions/0002-...).

@@ -15,10 +15,10 @@ from services.auth.settings import DEMO_PASSWORD, Settings
 from services.gateway.settings import GatewaySettings
 from services.orders import domain as orders_domain
 from services.orders.settings import OrdersSettings
-from shared.edge import EdgeSettings
-from shared.logs import LogSettings
-from shared.tokens import TokenPolicy
-from shared.verifier import VerifierSettings
+from shared.core.logs import LogSettings
+from shared.core.tokens import TokenPolicy
+from shared.web.edge import EdgeSettings
+from shared.web.verifier import VerifierSettings
 from tests.docs.mermaid import DOCS, README, ROOT
 from tests.e2e.test_readme_walkthrough import walkthrough_script
 

@@ -61,10 +61,10 @@ def test_a_reference_to_nothing_is_reported_with_its_reason(
 def test_the_pattern_finds_references_and_skips_pytest_node_ids(tmp_path: Path) -> None:
     doc = tmp_path / "doc.md"
     doc.write_text(
-        "See `services/gateway/routes.py:forward` and shared/jwks.py:JWKSCache.key_for, then\n"
-        "`tests/unit/test_tokens.py::test_x`, `services/<name>/openapi.py` and `shared/tokens.py`.\n"
+        "See `services/gateway/routes.py:forward` and shared/web/jwks.py:JWKSCache.key_for, then\n"
+        "`tests/unit/test_tokens.py::test_x`, `services/<name>/openapi.py` and `shared/core/tokens.py`.\n"
     )
     assert [(r.path, r.name, r.line) for r in references(doc)] == [
         ("services/gateway/routes.py", "forward", 1),
-        ("shared/jwks.py", "JWKSCache.key_for", 1),
+        ("shared/web/jwks.py", "JWKSCache.key_for", 1),
     ]

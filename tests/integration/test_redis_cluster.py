@@ -26,7 +26,7 @@ from services.auth.app import create_app
 from services.auth.domain import SessionPolicy
 from services.auth.redis_client import connect
 from services.auth.store import Refusal, SessionStore, UserStore
-from shared import ServiceUnavailable
+from shared.core import ServiceUnavailable
 from tests.integration.test_auth_app import Session, settings_for, wait_for_demo_users
 
 NOW = 1_800_000_000.0

@@ -19,7 +19,7 @@ from services.auth.passwords import Passwords
 from services.auth.redis_client import connect
 from services.auth.settings import DEMO_PASSWORD
 from services.auth.store import Refusal, SessionStore, ThrottleStore
-from shared import TooManyRequests
+from shared.core import TooManyRequests
 from tests.integration.test_auth_app import ORIGIN, login, settings_for, wait_for_demo_users
 from tests.support.polling import poll
 from tests.support.servers import ServerThread

@@ -14,7 +14,7 @@ from services.auth import domain
 from services.auth.domain import SessionPolicy, User
 from services.auth.redis_client import connect
 from services.auth.store import Refusal, SessionStore, UserStore
-from shared import Conflict, ServiceUnavailable
+from shared.core import Conflict, ServiceUnavailable
 from tests.integration.test_session_management import _account, listed
 
 NOW = 1_800_000_000.0

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from deploy.processes import free_port
-from shared.workers import STALL_SECONDS
+from shared.runtime.workers import STALL_SECONDS
 from tests.support.polling import poll
 
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux's /proc")

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from deploy.devcluster import Cluster
 from services.auth.key_store import load_keys
-from shared import VerifierSettings
+from shared.web import VerifierSettings
 from tests.support.claims import DROP, b64
 
 __all__ = [

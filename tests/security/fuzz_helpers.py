@@ -14,7 +14,8 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from deploy.devcluster import Cluster
 from services.gateway import domain as gateway_domain
-from shared import NotFound, build_app
+from shared.core import NotFound
+from shared.web import build_app
 
 SESSION_COOKIE = "__Host-session"
 

@@ -21,7 +21,7 @@ class ServerThread:
             lifespan=lifespan,
             log_level="warning",
             timeout_graceful_shutdown=2,
-            # As shared.serve runs it: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1.
+            # As shared.runtime.serve runs it: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1.
             proxy_headers=False,
             server_header=False,
         )

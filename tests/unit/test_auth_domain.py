@@ -12,7 +12,7 @@ import pytest
 
 from services.auth import domain
 from services.auth.domain import SessionCookie, SessionRef, TokenRequest, User
-from shared import ApiError, BadRequest, Forbidden, ValidationFailed
+from shared.core import ApiError, BadRequest, Forbidden, ValidationFailed
 
 T0 = 1_700_000_000.0
 PUBLIC_ORIGIN = "http://localhost:8000"

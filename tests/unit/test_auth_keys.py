@@ -20,7 +20,8 @@ from joserfc.jwk import RSAKey
 
 from services.auth.key_schedule import RotationPolicy
 from services.auth.key_store import KeyFileError, create_key, init_keys, load_keys
-from shared import JWKSCache, JWKSConfig, TokenPolicy, TokenVerifier
+from shared.core import TokenPolicy
+from shared.web import JWKSCache, JWKSConfig, TokenVerifier
 
 POLICY = RotationPolicy(token_ttl=300, clock_skew=10, jwks_max_age=300, reload_interval=5, margin=30)
 CLAIMS = {"iss": "http://localhost:8000", "sub": "u1", "aud": "orders", "iat": 1, "exp": 301, "jti": "j1"}

@@ -9,7 +9,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from services.auth.passwords import Passwords
-from shared import ServiceUnavailable
+from shared.core import ServiceUnavailable
 
 # Cheap parameters: these tests are about scheduling, not about the hash's strength.
 CHEAP = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}

@@ -9,7 +9,7 @@ import pytest
 from services.auth import domain
 from services.auth.domain import LoginThrottlePolicy, RateLimit, User
 from services.auth.settings import Settings
-from shared import SettingsError, ValidationFailed, client_ip, parse_trusted_proxies
+from shared.core import SettingsError, ValidationFailed, client_ip, parse_trusted_proxies
 
 GATEWAY = parse_trusted_proxies(("127.0.0.1", "10.0.0.0/8"))
 USER = User(id="u1", email="alice@example.com", role="user", password_hash="x")

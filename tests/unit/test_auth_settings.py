@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.auth.settings import DEMO_PASSWORD, Settings
-from shared import Secret, SettingsError
+from shared.core import Secret, SettingsError
 
 SECRET = "s3cr3t-" + "k" * 40
 DEV = {"APP_ENV": "dev", "SESSION_SECRET": SECRET}

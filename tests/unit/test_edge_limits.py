@@ -19,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from shared import EdgeSettings, HeadersTooLarge, SettingsError, build_app, error_response, read_json_object
-from shared.protocol import render_error, uvicorn_options
+from shared.core import HeadersTooLarge, SettingsError
+from shared.runtime.protocol import render_error, uvicorn_options
+from shared.web import EdgeSettings, build_app, error_response, read_json_object
 
 FAST = EdgeSettings(head_timeout=0.5, body_timeout=0.5, keep_alive_timeout=0.3)
 GET = b"GET /healthz HTTP/1.1\r\nHost: test\r\n"
@@ -47,7 +48,7 @@ def _app(limits: EdgeSettings, *routes: Route) -> Starlette:
 
 @contextlib.asynccontextmanager
 async def serving(limits: EdgeSettings, app: Starlette | None = None) -> AsyncIterator[int]:
-    """The app under uvicorn with :func:`uvicorn_options`, as ``shared.serve`` runs it; yields the port."""
+    """The app with :func:`uvicorn_options`, as ``shared.runtime.serve`` runs it; yields the port."""
     config = uvicorn.Config(
         app or _app(limits),
         host="127.0.0.1",

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from shared import build_app
+from shared.web import build_app
 
 
 @contextlib.asynccontextmanager

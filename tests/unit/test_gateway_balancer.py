@@ -6,7 +6,7 @@ import pytest
 
 from services.gateway.balancer import Pool, may_retry_after_send, pools
 from services.gateway.settings import GatewaySettings
-from shared import SettingsError
+from shared.core import SettingsError
 
 A, B, C = "http://127.0.0.1:9001", "http://127.0.0.1:9002", "http://127.0.0.1:9003"
 

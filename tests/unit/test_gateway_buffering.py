@@ -11,7 +11,7 @@ from starlette.responses import Response
 from services.gateway import proxy
 from services.gateway.settings import RESPONSE_BUFFER_BYTES
 from services.gateway.upstream import Limits, Origin, Reply, UpstreamPool
-from shared import BadGateway
+from shared.core import BadGateway
 
 ORIGIN = "http://orders"
 LIMITS = Limits(max_connections=1, pool_timeout=1, connect_timeout=1, timeout=1)

@@ -6,7 +6,7 @@ import pytest
 
 from services.gateway import domain
 from services.gateway.domain import ROUTE_TABLE, Route
-from shared import BadRequest, NotFound
+from shared.core import BadRequest, NotFound
 
 AUTH, WELL_KNOWN, ORDERS = ROUTE_TABLE
 

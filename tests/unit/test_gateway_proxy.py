@@ -33,7 +33,7 @@ from services.gateway.app import create_app
 from services.gateway.balancer import Pool
 from services.gateway.settings import GatewaySettings
 from services.gateway.upstream import Limits, UpstreamPool
-from shared import BadRequest, SettingsError
+from shared.core import BadRequest, SettingsError
 from tests.support.polling import poll
 from tests.support.servers import ServerThread
 

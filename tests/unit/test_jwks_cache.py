@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.jwk import ECKey, RSAKey
 from joserfc.util import int_to_base64
 
-from shared.jwks import JWKSCache, JWKSConfig, JWKSFetchError, parse_jwks
+from shared.web.jwks import JWKSCache, JWKSConfig, JWKSFetchError, parse_jwks
 
 JWKS_URL = "http://127.0.0.1:8001/.well-known/jwks.json"
 ELSEWHERE_URL = "http://127.0.0.1:8001/elsewhere/jwks.json"

@@ -9,7 +9,8 @@ import httpx
 import pytest
 from joserfc.jwk import RSAKey
 
-from shared import JWKSCache, JWKSConfig, SettingsError, VerifierSettings
+from shared.core import SettingsError
+from shared.web import JWKSCache, JWKSConfig, VerifierSettings
 
 ONE = "http://127.0.0.1:9101/.well-known/jwks.json"
 TWO = "http://127.0.0.1:9102/.well-known/jwks.json"

@@ -27,7 +27,7 @@ from services.auth.settings import Settings as AuthSettings
 from services.gateway.domain import ROUTE_TABLE, STATIC_PREFIX
 from services.gateway.settings import GatewaySettings
 from services.orders.settings import OrdersSettings
-from shared import SettingsError
+from shared.core import SettingsError
 
 Obj = dict[str, Any]
 

@@ -19,8 +19,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from shared import SettingsError, build_app
-from shared.logs import ACCESS_LOGGER, LogSettings, configure_logging
+from shared.core import SettingsError
+from shared.core.logs import ACCESS_LOGGER, LogSettings, configure_logging
+from shared.web import build_app
 
 
 @pytest.fixture(autouse=True)

@@ -15,17 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from shared import (
-    InvalidToken,
-    JWKSCache,
-    JWKSConfig,
-    ServiceUnavailable,
-    TokenPolicy,
-    TokenVerifier,
-    VerifierMetrics,
-    build_app,
-    new_registry,
-)
+from shared.core import InvalidToken, ServiceUnavailable, TokenPolicy
+from shared.web import JWKSCache, JWKSConfig, TokenVerifier, VerifierMetrics, build_app, new_registry
 from tests.support.claims import ISSUER, NOW, claims
 
 JWKS_URL = "http://127.0.0.1:8001/.well-known/jwks.json"

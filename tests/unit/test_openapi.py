@@ -20,8 +20,9 @@ from services.gateway import openapi as gateway_openapi
 from services.gateway import routes as gateway_routes
 from services.orders import openapi as orders_openapi
 from services.orders import routes as orders_routes
-from shared import NotFound, openapi_document, openapi_error, openapi_route
-from shared.openapi import OPENAPI_MEDIA_TYPE
+from shared.core import NotFound
+from shared.web import openapi_document, openapi_error, openapi_route
+from shared.web.openapi import OPENAPI_MEDIA_TYPE
 from tests.security.fuzz_helpers import is_proxied, mounted_app, mounted_operations
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

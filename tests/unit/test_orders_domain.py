@@ -11,7 +11,7 @@ import pytest
 
 from services.orders import domain
 from services.orders.domain import Order, OrderDraft
-from shared import AccessClaims, Forbidden, InvalidField, NotFound, ValidationFailed
+from shared.core import AccessClaims, Forbidden, InvalidField, NotFound, ValidationFailed
 
 NOW = datetime(2025, 1, 31, 12, 0, 0, 123456, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ from starlette.datastructures import QueryParams
 
 from services.orders import paging
 from services.orders.paging import Position
-from shared import InvalidField, query_as
+from shared.core import InvalidField, query_as
 
 KEY = b"k" * paging.CURSOR_KEY_BYTES
 ALICE = paging.listing_scope("alice")

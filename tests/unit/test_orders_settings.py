@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.orders.settings import OrdersSettings
-from shared import SettingsError
+from shared.core import SettingsError
 
 BASE = {"JWKS_URL": "http://127.0.0.1:8001/.well-known/jwks.json", "TOKEN_ISSUER": "http://localhost:8000"}
 

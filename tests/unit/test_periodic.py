@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from shared import Periodic, cancel_and_wait
+from shared.web import Periodic, cancel_and_wait
 
 
 async def test_the_step_runs_again_and_again_until_closed() -> None:
@@ -40,7 +40,7 @@ async def test_a_failing_step_is_logged_and_the_loop_goes_on(caplog: pytest.LogC
             raise RuntimeError("surprise")
         recovered.set()
 
-    with caplog.at_level(logging.ERROR, logger="shared.periodic"):
+    with caplog.at_level(logging.ERROR, logger="shared.web.periodic"):
         async with Periodic(step, 0.001, name="flaky"):
             await asyncio.wait_for(recovered.wait(), 5)
     assert [record.getMessage() for record in caplog.records] == ["flaky failed; trying again on schedule"]

@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from shared.protocol import CoalescingTransport, HttpProtocol
+from shared.runtime.protocol import CoalescingTransport, HttpProtocol
 
 
 class RecordingTransport(asyncio.Transport):

@@ -8,7 +8,7 @@ import pytest
 
 from services.auth.redis_client import Topology, parse_url
 from services.auth.settings import Settings
-from shared import SettingsError
+from shared.core import SettingsError
 
 DEV = {"APP_ENV": "dev", "SESSION_SECRET": "s3cr3t-" + "k" * 40}
 PASSWORD = "hunter2-p%40ss"

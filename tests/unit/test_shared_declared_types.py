@@ -1,4 +1,4 @@
-"""``shared.api``: one msgspec type per body or query gives both the strict validation and its OpenAPI."""
+"""``shared.core.api``: one msgspec type per body or query gives the strict validation and its OpenAPI."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import msgspec
 import pytest
 from starlette.datastructures import QueryParams
 
-from shared import InvalidField, query_as, query_parameters, schema_components, schema_ref, validate_as
+from shared.core import InvalidField, query_as, query_parameters, schema_components, schema_ref, validate_as
 
 
 class Child(msgspec.Struct, forbid_unknown_fields=True):

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from shared import VerifierSettings, build_app, open_verifier
+from shared.web import VerifierSettings, build_app, open_verifier
 
 
 @contextlib.asynccontextmanager

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import (
+from shared.core import (
     Secret,
     SettingsError,
     env_bool,

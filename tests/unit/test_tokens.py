@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from shared.errors import InvalidToken
-from shared.tokens import (
+from shared.core.errors import InvalidToken
+from shared.core.tokens import (
     MAX_KID_LENGTH,
     AccessClaims,
     TokenPolicy,

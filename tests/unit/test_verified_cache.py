@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.tokens import AccessClaims
-from shared.verified_cache import VerifiedTokens
+from shared.core.tokens import AccessClaims
+from shared.web.verified_cache import VerifiedTokens
 
 KIDS = {"k", "kid-1"}
 

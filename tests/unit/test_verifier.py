@@ -17,11 +17,11 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 from starlette.requests import Request
 
-import shared.verifier
-from shared.errors import InvalidToken, ServiceUnavailable, Unauthorized
-from shared.jwks import JWKSCache, JWKSConfig
-from shared.tokens import AccessClaims, CompactToken, TokenPolicy, b64url_decode
-from shared.verifier import TokenVerifier, bearer_token
+import shared.web.verifier
+from shared.core.errors import InvalidToken, ServiceUnavailable, Unauthorized
+from shared.core.tokens import AccessClaims, CompactToken, TokenPolicy, b64url_decode
+from shared.web.jwks import JWKSCache, JWKSConfig
+from shared.web.verifier import TokenVerifier, bearer_token
 from tests.support.claims import DROP, ISSUER, NOW, b64, claims
 
 JWKS_URL = "http://127.0.0.1:8001/.well-known/jwks.json"
@@ -205,7 +205,7 @@ async def test_signature_check_alone_refuses_other_algorithms(
             "key-1", f"{header}.{payload}".encode(), b64url_decode(signature), b64url_decode(payload)
         )
 
-    monkeypatch.setattr(shared.verifier, "parse_token", parse_without_header_rules)
+    monkeypatch.setattr(shared.web.verifier, "parse_token", parse_without_header_rules)
     # An empty signature is exactly what a registry that allowed "none" would accept.
     token = hs256_with_public_pem(signing_key) if attack == "hs256" else unsigned("none", "")
     assert await rejection(verifier, token) == "signature"

@@ -7,12 +7,12 @@ import pytest
 from joserfc.jwk import RSAKey
 from test_verifier import JWKS_URL, POLICY, good_claims, mint
 
-import shared.verifier
-from shared.errors import InvalidToken
-from shared.jwks import JWKSCache, JWKSConfig
-from shared.tokens import CompactToken
-from shared.verified_cache import VerifiedTokens
-from shared.verifier import TokenVerifier
+import shared.web.verifier
+from shared.core.errors import InvalidToken
+from shared.core.tokens import CompactToken
+from shared.web.jwks import JWKSCache, JWKSConfig
+from shared.web.verified_cache import VerifiedTokens
+from shared.web.verifier import TokenVerifier
 from tests.support.claims import NOW
 
 
@@ -48,13 +48,13 @@ def key() -> RSAKey:
 def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every token that reached the RS256 signature check, as the signing input it was checked over."""
     seen: list[str] = []
-    real_check = shared.verifier._signature_matches
+    real_check = shared.web.verifier._signature_matches
 
     def counting_check(token: CompactToken, key: RSAKey) -> bool:
         seen.append(token.signing_input.decode())
         return real_check(token, key)
 
-    monkeypatch.setattr(shared.verifier, "_signature_matches", counting_check)
+    monkeypatch.setattr(shared.web.verifier, "_signature_matches", counting_check)
     return seen
 
 

@@ -30,10 +30,11 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from shared.edge import RETRY_AFTER_SECONDS, EdgeSettings
-from shared.errors import ApiError, HeadersTooLarge, RequestTimeout, ServiceUnavailable, error_response
+from shared.core.errors import ApiError, HeadersTooLarge, RequestTimeout, ServiceUnavailable
+from shared.web.edge import RETRY_AFTER_SECONDS, EdgeSettings
+from shared.web.responses import error_response
 
-logger = logging.getLogger("shared.edge")
+logger = logging.getLogger("shared.web.edge")
 
 #: How long a refused connection is still read (and what it sends dropped) after its answer.
 #: Closing at once, with the client's bytes unread, resets the connection, and the reset can
@@ -126,7 +127,7 @@ def render_error(error: ApiError) -> bytes:
     """``error`` as a whole HTTP/1.1 response that closes the connection.
 
     For answers the edge gives before any application runs; the body and headers are the ones
-    :func:`shared.errors.error_response` renders for the same error inside an application.
+    :func:`shared.web.responses.error_response` renders for the same error inside an application.
     """
     response = error_response(
         error.status, error.code, error.detail, {**error.headers, "Connection": "close"}

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from shared.verifier import TokenVerifier
+from shared.web.verifier import TokenVerifier
 
 
 def new_registry() -> CollectorRegistry:

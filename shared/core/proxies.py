@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 
-from shared.settings import SettingsError, env_list
+from shared.core.settings import SettingsError, env_list
 
 ProxyNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

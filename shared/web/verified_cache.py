@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Container
 from dataclasses import dataclass
 
-from shared.tokens import AccessClaims
+from shared.core.tokens import AccessClaims
 
 
 @dataclass(frozen=True)

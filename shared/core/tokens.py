@@ -1,7 +1,7 @@
 """Pure rules for RFC 9068 access tokens: what a header and a claim set must look like.
 
 No I/O and no clock of its own (``now`` is passed in), so every rule is testable alone.
-The signature itself is checked by :mod:`shared.verifier` with joserfc's RS256.
+The signature itself is checked by :mod:`shared.web.verifier` with joserfc's RS256.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from shared.errors import InvalidToken
+from shared.core.errors import InvalidToken
 
 ALGORITHM = "RS256"
 TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret

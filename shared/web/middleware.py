@@ -10,15 +10,15 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import (
+from shared.core.errors import (
     ApiError,
     BadRequest,
     HeadersTooLarge,
     PayloadTooLarge,
     RequestTimeout,
-    error_response,
 )
-from shared.logs import request_id
+from shared.core.logs import request_id
+from shared.web.responses import error_response
 
 logger = logging.getLogger("shared.access")
 
@@ -75,7 +75,7 @@ class LimitsMiddleware:
     """Refuses what no handler should see: oversized headers (431), bodies too large (413) or too slow (408),
     a malformed ``Content-Length`` or more than one ``Origin`` (400).
 
-    Under :class:`shared.protocol.HttpProtocol` an oversized head never gets here; the header check
+    Under :class:`shared.runtime.protocol.HttpProtocol` an oversized head never gets here; the header check
     stays for any other server the app is run under. The body deadline runs from the first read of
     the body, so a client that trickles it cannot extend it.
     """

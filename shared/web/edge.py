@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared.settings import SettingsError, env_float, env_int
+from shared.core.settings import SettingsError, env_float, env_int
 
 #: What a refused client is told to wait (``Retry-After``) when a worker is at its cap.
 RETRY_AFTER_SECONDS = 1

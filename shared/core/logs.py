@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from shared.settings import SettingsError
+from shared.core.settings import SettingsError
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -109,7 +109,7 @@ class QuietProbes(logging.Filter):
 
 
 def _probed_path(record: logging.LogRecord) -> object:
-    # shared.middleware logs ("%s %s %d", method, path, status); a ``path`` extra would win, and
+    # shared.web.middleware logs ("%s %s %d", method, path, status); a ``path`` extra would win, and
     # the message's second word is the last resort (tests/unit/test_logs.py goes through the app).
     if (path := getattr(record, "path", None)) is not None:
         return path
@@ -162,7 +162,7 @@ def configure_logging(
 
     The format and the probe filter come from :class:`LogSettings` (``LOG_FORMAT``, ``APP_ENV``
     in ``environ``, the process environment unless given); a bad ``LOG_FORMAT`` is a
-    :class:`~shared.settings.SettingsError` naming it.
+    :class:`~shared.core.settings.SettingsError` naming it.
     """
     output = sys.stderr if stream is None else stream
     settings = LogSettings.from_env(os.environ if environ is None else environ, terminal=_is_terminal(output))
@@ -174,7 +174,7 @@ def configure_logging(
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    # Access lines come from shared.middleware, which knows the request id and omits queries.
+    # Access lines come from shared.web.middleware, which knows the request id and omits queries.
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("httpx").setLevel(logging.WARNING)
     access = logging.getLogger(ACCESS_LOGGER)

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 from joserfc.jwk import RSAKey
 
-from shared.periodic import Periodic, cancel_and_wait
-from shared.tokens import ALGORITHM, loads_strict
+from shared.core.tokens import ALGORITHM, loads_strict
+from shared.web.periodic import Periodic, cancel_and_wait
 
 logger = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from types import FrameType
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
-from shared.logs import configure_logging
+from shared.core.logs import configure_logging
 
-logger = logging.getLogger("shared.workers")
+logger = logging.getLogger("shared.runtime.workers")
 
 # How long a worker is given to finish its requests after SIGTERM, beyond uvicorn's own
 # graceful-shutdown timeout, before it is killed.

@@ -16,10 +16,9 @@ from joserfc.jwk import RSAKey
 from joserfc.jws import JWSRegistry
 from starlette.requests import Request
 
-from shared.errors import InvalidToken, ServiceUnavailable, Unauthorized
-from shared.jwks import JWKSCache, JWKSConfig
-from shared.settings import SettingsError, env_float, env_int, env_list, env_str
-from shared.tokens import (
+from shared.core.errors import InvalidToken, ServiceUnavailable, Unauthorized
+from shared.core.settings import SettingsError, env_float, env_int, env_list, env_str
+from shared.core.tokens import (
     ALGORITHM,
     AccessClaims,
     CompactToken,
@@ -28,7 +27,8 @@ from shared.tokens import (
     parse_token,
     read_claims,
 )
-from shared.verified_cache import VerifiedTokens
+from shared.web.jwks import JWKSCache, JWKSConfig
+from shared.web.verified_cache import VerifiedTokens
 
 # The allowlist lives in joserfc's registry too, so nothing but RS256 can ever verify here.
 _RS256 = JWSRegistry(algorithms=[ALGORITHM]).get_alg(ALGORITHM)

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from shared.errors import error_response
+from shared.web.responses import error_response
 
 #: A readiness check gets the request (for ``request.state``) and returns named results;
 #: each value is a bool or a dict with a boolean ``ready`` member.

@@ -6,7 +6,7 @@ A service declares each body and response as a ``msgspec.Struct`` (constraints a
 object into that type, or a 422 naming the first wrong field; :func:`schema_components` gives
 the JSON Schemas for the OpenAPI document from the same types.
 
-The JSON itself is decoded first by ``read_json_object`` (``shared.tokens.loads_strict``),
+The JSON itself is decoded first by ``read_json_object`` (``shared.core.tokens.loads_strict``),
 because msgspec keeps the last of duplicate keys where this project refuses them, and a body
 that is not an object is a 400, not a 422.
 """
@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 import msgspec
 import msgspec.inspect
 
-from shared.errors import ValidationFailed
+from shared.core.errors import ValidationFailed
 
 T = TypeVar("T")
 

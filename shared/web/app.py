@@ -1,0 +1,78 @@
+"""Service defaults: every service's app gets the same middleware, error handling and health routes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.routing import BaseRoute
+
+from shared.core.errors import BadRequest, UnsupportedMediaType
+from shared.core.tokens import loads_strict
+from shared.web.edge import EdgeSettings
+from shared.web.health import ReadinessCheck, health_routes
+from shared.web.metrics import metrics_route, new_registry
+from shared.web.middleware import LimitsMiddleware, RequestContextMiddleware
+from shared.web.responses import exception_handlers
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+
+
+class Lifespan(Protocol):
+    def __call__(self, app: Starlette) -> AbstractAsyncContextManager[Any]: ...
+
+
+def build_app(
+    routes: Sequence[BaseRoute],
+    *,
+    lifespan: Lifespan,
+    readiness: ReadinessCheck,
+    metrics: CollectorRegistry | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    edge: EdgeSettings | None = None,
+) -> Starlette:
+    """A Starlette app with the shared defaults around the service's own ``routes``.
+
+    ``GET /metrics`` serves ``metrics`` (a fresh registry with process metrics if not given);
+    the service registers its own collectors there, typically in its lifespan. ``edge`` gives the
+    header and body-deadline limits the app enforces itself (defaults if not given).
+    """
+    limits = edge or EdgeSettings()
+    registry = new_registry() if metrics is None else metrics
+    app = Starlette(
+        routes=[*health_routes(readiness), metrics_route(registry), *routes],
+        lifespan=lifespan,
+        exception_handlers=exception_handlers(),
+        middleware=[
+            Middleware(RequestContextMiddleware),
+            Middleware(
+                LimitsMiddleware,
+                max_body_bytes=max_body_bytes,
+                max_header_bytes=limits.max_header_bytes,
+                body_timeout=limits.body_timeout,
+            ),
+        ],
+    )
+    # A slash redirect would carry the service's internal address back through the gateway.
+    app.router.redirect_slashes = False
+    return app
+
+
+async def read_json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 415/400 error saying what is wrong."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType("the request body must be application/json")
+    body = await request.body()
+    try:
+        document = loads_strict(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the request body is not valid JSON", code="malformed_json") from None
+    if not isinstance(document, dict):
+        raise BadRequest("the request body must be a JSON object", code="malformed_json")
+    return document
