@@ -179,7 +179,7 @@ OPERATIONS = (
         "Mint a short-lived access token for one audience from the caller's session.",
         tag="tokens", guard=_CHANGING, body=api.MintRequest,
         done="A fresh access token.", answer=api.TokenResponse,
-        errors={"400": f"`invalid_audience`: not a service auth mints tokens for; or: {_BODY_ERRORS['400']}"},
+        errors={"400": "`invalid_audience`, or the body is not a JSON object or its framing is wrong."},
         throttled=True,
     ),
     _Operation(
