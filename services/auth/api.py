@@ -1,12 +1,12 @@
 """Auth's HTTP API declared once: each request body and response body as a msgspec type.
 
-Docstrings and ``Meta`` descriptions of these types are published in the OpenAPI document, so
-they are Markdown for API readers.
-
 Routes decode a body into its type with :func:`shared.core.validate_as` (after
 ``read_json_object`` has refused duplicate keys, NaN and non-objects) and encode each answer from
 its type; :mod:`services.auth.openapi` publishes the JSON Schemas of the same types. A limit is
 written once, here, with the domain's constants, so the 422 and the document cannot disagree.
+
+Docstrings and ``Meta`` descriptions of these types are published in the OpenAPI document, so
+they are Markdown for API readers.
 """
 
 from __future__ import annotations
