@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
-import hmac
 import ipaddress
 import re
 import secrets
@@ -45,12 +44,6 @@ class User:
     password_hash: str
     disabled: bool = False
 
-    def public(self) -> dict[str, str]:
-        return {"id": self.id, "email": self.email, "role": self.role}
-
-    def admin_view(self) -> dict[str, str | bool]:
-        return {**self.public(), "disabled": self.disabled}
-
 
 @dataclass(frozen=True)
 class Session:
@@ -71,17 +64,6 @@ class Session:
     def public_handle(self) -> str:
         """How the session is named to its owner and in tokens (``sid``): a prefix of the stored key."""
         return self.handle[:PUBLIC_HANDLE_LENGTH]
-
-    def listing(self, current_handle: str) -> dict[str, str | int | bool]:
-        """The session as ``GET /sessions`` shows it to its owner."""
-        return {
-            "handle": self.public_handle,
-            "created_at": int(self.created_at),
-            "last_seen": int(self.last_seen),
-            "user_agent": self.user_agent,
-            "ip": self.ip,
-            "current": self.handle == current_handle,
-        }
 
 
 @dataclass(frozen=True)
@@ -323,30 +305,6 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-def validate_credentials(body: dict[str, Any]) -> tuple[str, str]:
-    """The email and password of a login body, or a 4xx saying what is wrong."""
-    unknown = set(body) - {"email", "password"}
-    if unknown:
-        raise ValidationFailed(f"unknown member: {sorted(unknown)[0]}")
-    email, password = body.get("email"), body.get("password")
-    if not isinstance(email, str) or not isinstance(password, str):
-        raise ValidationFailed("email and password are required strings")
-    if not email or len(email) > MAX_EMAIL_LENGTH or not password or len(password) > MAX_PASSWORD_LENGTH:
-        raise ValidationFailed("email or password has an invalid length")
-    if not (_is_utf8(email) and _is_utf8(password)):
-        raise ValidationFailed("email and password must be valid Unicode text")
-    return normalize_email(email), password
-
-
-def _is_utf8(text: str) -> bool:
-    # JSON can spell a lone surrogate ("\ud800") that no encoder downstream will accept.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def validate_new_account(email: str, role: str, password: str) -> str:
     """The normalized email of an account about to be created, or ValidationFailed."""
     email = normalize_email(email)
@@ -363,32 +321,8 @@ def validate_new_password(password: str) -> None:
         raise ValidationFailed(f"password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters")
 
 
-def validate_password_change(body: dict[str, Any]) -> tuple[str, str]:
-    """The current and the new password of a change request, or a 422 saying what is wrong."""
-    unknown = set(body) - {"current_password", "new_password"}
-    if unknown:
-        raise ValidationFailed(f"unknown member: {sorted(unknown)[0]}")
-    current, new = body.get("current_password"), body.get("new_password")
-    if not isinstance(current, str) or not isinstance(new, str):
-        raise ValidationFailed("current_password and new_password are required strings")
-    if not current or len(current) > MAX_PASSWORD_LENGTH:
-        raise ValidationFailed("current_password has an invalid length")
-    if not (_is_utf8(current) and _is_utf8(new)):
-        raise ValidationFailed("passwords must be valid Unicode text")
-    validate_new_password(new)
-    if hmac.compare_digest(current.encode(), new.encode()):
-        raise ValidationFailed("the new password must differ from the current one")
-    return current, new
-
-
-def requested_audience(body: dict[str, Any], allowed: tuple[str, ...]) -> str:
+def allowed_audience(audience: str, allowed: tuple[str, ...]) -> str:
     """The audience of a token request, which must be one configured service."""
-    unknown = set(body) - {"audience"}
-    if unknown:
-        raise ValidationFailed(f"unknown member: {sorted(unknown)[0]}")
-    audience = body.get("audience")
-    if not isinstance(audience, str):
-        raise ValidationFailed("audience is a required string")
     if audience not in allowed:
         raise BadRequest("unknown audience", code="invalid_audience")
     return audience

@@ -1,20 +1,20 @@
 """The OpenAPI description of auth as served on its own port: paths as the service mounts them.
 
-The request schemas restate the validation in :mod:`services.auth.domain` with its own
-constants, so a limit changed there changes here too. The gateway publishes the same
-operations under ``/auth`` (see :mod:`services.gateway.openapi`).
+Bodies and responses are the types of :mod:`services.auth.api`, the ones the routes decode and
+encode, so their schemas cannot drift from the validation. What is left to say by hand is a
+table of operations: each names its guard (which credentials it needs, and so which security,
+headers and errors apply) and its own answers. The gateway publishes the same operations under
+``/auth`` (see :mod:`services.gateway.openapi`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
-from services.auth.domain import (
-    MAX_EMAIL_LENGTH,
-    MAX_PASSWORD_LENGTH,
-    MIN_PASSWORD_LENGTH,
-    ROLES,
-)
+from services.auth import api
+from shared.core import schema_components, schema_ref
 from shared.web import openapi_document, openapi_error
 
 SESSION_COOKIE = "__Host-session"
@@ -35,328 +35,225 @@ SECURITY_SCHEMES: dict[str, Any] = {
     },
 }
 
-_SESSION: list[dict[str, list[str]]] = [{"session": []}]
-_SESSION_AND_CSRF: list[dict[str, list[str]]] = [{"session": [], "csrf": []}]
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _string(**limits: Any) -> dict[str, Any]:
-    return {"type": "string", **limits}
-
-
-def _object(properties: dict[str, Any], *, closed: bool = False) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "required": sorted(properties), "properties": properties}
-    if closed:
-        schema["additionalProperties"] = False
-    return schema
-
-
-SCHEMAS: dict[str, Any] = {
-    "User": _object({"id": _string(), "email": _string(), "role": {"enum": list(ROLES)}}),
-    "LoginRequest": _object(
-        {
-            "email": _string(minLength=1, maxLength=MAX_EMAIL_LENGTH),
-            "password": _string(minLength=1, maxLength=MAX_PASSWORD_LENGTH, format="password"),
-        },
-        closed=True,
-    ),
-    "LoginResponse": _object({"user": _ref("User"), "csrf_token": _string()}),
-    "TokenRequest": _object(
-        {"audience": _string(description="One of the services auth mints tokens for.", examples=["orders"])},
-        closed=True,
-    ),
-    "TokenResponse": _object(
-        {
-            "access_token": _string(description="An RS256 `at+jwt` (RFC 9068)."),
-            "token_type": {"const": "Bearer"},
-            "expires_in": {"type": "integer", "minimum": 1},
-        }
-    ),
-    "LogoutResponse": _object({"status": {"const": "logged_out"}}),
-    "Me": _object(
-        {
-            "user": _ref("User"),
-            "csrf_token": _string(),
-            "session": _object(
-                {
-                    "created_at": {"type": "integer"},
-                    "last_seen": {"type": "integer"},
-                    "expires_at": {"type": "integer"},
-                }
-            ),
-        }
-    ),
-    "SessionInfo": _object(
-        {
-            "handle": _string(description="Opaque; the `sid` claim of tokens minted through it."),
-            "created_at": {"type": "integer"},
-            "last_seen": {"type": "integer"},
-            "user_agent": _string(),
-            "ip": _string(),
-            "current": {"type": "boolean"},
-        }
-    ),
-    "SessionList": _object({"sessions": {"type": "array", "items": _ref("SessionInfo")}}),
-    "PasswordChange": _object(
-        {
-            "current_password": _string(minLength=1, maxLength=MAX_PASSWORD_LENGTH, format="password"),
-            "new_password": _string(
-                minLength=MIN_PASSWORD_LENGTH, maxLength=MAX_PASSWORD_LENGTH, format="password"
-            ),
-        },
-        closed=True,
-    ),
-    "CsrfToken": _object({"csrf_token": _string()}),
-    "AdminUser": _object(
-        {"id": _string(), "email": _string(), "role": {"enum": list(ROLES)}, "disabled": {"type": "boolean"}}
-    ),
-    "AdminUserList": _object({"users": {"type": "array", "items": _ref("AdminUser")}}),
-    "JWKS": _object(
-        {
-            "keys": {
-                "type": "array",
-                "items": _object(
-                    {
-                        "kty": {"const": "RSA"},
-                        "n": _string(),
-                        "e": _string(),
-                        "kid": _string(),
-                        "alg": {"const": "RS256"},
-                        "use": {"const": "sig"},
-                    }
-                ),
-            }
-        }
-    ),
-    "OpenIDConfiguration": _object({"issuer": _string(format="uri"), "jwks_uri": _string(format="uri")}),
-}
-
-_ORIGIN_PARAMETERS = [
+_ORIGIN_PARAMETERS = (
     {
         "name": "Origin",
         "in": "header",
         "required": False,
         "description": "Must equal the public origin; without it, `Sec-Fetch-Site` must be `same-origin`.",
-        "schema": _string(),
+        "schema": {"type": "string"},
     },
-    {"name": "Sec-Fetch-Site", "in": "header", "required": False, "schema": _string()},
-]
+    {"name": "Sec-Fetch-Site", "in": "header", "required": False, "schema": {"type": "string"}},
+)
+_NO_SESSION = "`no_session`: no live session cookie."
 
-_HEADERS_TOO_LARGE = {"431": openapi_error("The request headers are too large.")}
-_BODY_ERRORS = {
-    "400": openapi_error("The body is not a JSON object, or its framing is wrong."),
-    "413": openapi_error("The body is too large."),
-    "415": openapi_error("The body is not `application/json`."),
-    "422": openapi_error("A member is missing, unknown or of the wrong type or length."),
+
+@dataclass(frozen=True)
+class _Guard:
+    """What an operation asks of the caller, and the refusals that follow from it."""
+
+    security: list[dict[str, list[str]]] | None = None
+    parameters: tuple[dict[str, Any], ...] = ()
+    errors: Mapping[str, str] = field(default_factory=dict)
+
+
+_PUBLIC = _Guard()
+# Login: no session yet, but a browser's request must come from the public origin.
+_SAME_ORIGIN = _Guard(parameters=_ORIGIN_PARAMETERS, errors={"403": "`cross_origin` or `origin_required`."})
+# A safe request on the caller's session (routes._reading_session).
+_READING = _Guard(security=[{"session": []}], errors={"401": _NO_SESSION})
+# An unsafe request on the caller's session: same origin and the CSRF token (routes._changing_session).
+_CHANGING = _Guard(
+    security=[{"session": [], "csrf": []}],
+    parameters=_ORIGIN_PARAMETERS,
+    errors={"401": _NO_SESSION, "403": "`cross_origin`, `origin_required` or `csrf_failed`."},
+)
+
+_ADMIN_ONLY = "`forbidden` for a caller who is not an admin, or a CSRF failure."
+_SET_COOKIE = {
+    "Set-Cookie": {"description": f"Sets or clears `{SESSION_COOKIE}`.", "schema": {"type": "string"}}
 }
-_COOKIE_ERRORS = {
-    "401": openapi_error("`no_session`: no live session cookie."),
-    "403": openapi_error("`cross_origin`, `origin_required` or `csrf_failed`."),
+_BODY_ERRORS = {
+    "400": "The body is not a JSON object, or its framing is wrong.",
+    "413": "The body is too large.",
+    "415": "The body is not `application/json`.",
+    "422": "A field is missing, unknown, of the wrong type or length, or breaks a rule; `field` names it.",
 }
 _THROTTLED = {
-    "429": {
-        **openapi_error("`too_many_requests`: over the budget; retry after `Retry-After` seconds."),
-        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
-    }
+    **openapi_error("`too_many_requests`: over the budget; retry after `Retry-After` seconds."),
+    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
 }
-_SET_COOKIE = {"Set-Cookie": {"description": f"Sets or clears `{SESSION_COOKIE}`.", "schema": _string()}}
-
-
-def _operation(
-    operation_id: str,
-    summary: str,
-    responses: dict[str, Any],
-    *,
-    tag: str,
-    security: list[dict[str, list[str]]] | None = None,
-    body: str | None = None,
-    parameters: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    operation: dict[str, Any] = {
-        "operationId": operation_id,
-        "summary": summary,
-        "tags": [tag],
-        "responses": {**responses, **_HEADERS_TOO_LARGE},
-    }
-    if parameters:
-        operation["parameters"] = parameters
-    if security is not None:
-        operation["security"] = security
-    if body is not None:
-        operation["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": _ref(body)}},
-        }
-        operation["responses"].update(_BODY_ERRORS)
-    return operation
-
-
-def _cookie_operation(
-    operation_id: str, summary: str, responses: dict[str, Any], *, tag: str = "sessions", **kwargs: Any
-) -> dict[str, Any]:
-    """An unsafe request on the caller's session: cookie, CSRF token and same-origin checks."""
-    return _operation(
-        operation_id,
-        summary,
-        {**responses, **_COOKIE_ERRORS},
-        tag=tag,
-        security=_SESSION_AND_CSRF,
-        parameters=[*_ORIGIN_PARAMETERS, *kwargs.pop("parameters", [])],
-        **kwargs,
-    )
 
 
 def _path_parameter(name: str, description: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "description": description, "schema": _string()}
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
 
 
-_NO_CONTENT = {"204": {"description": "Done."}}
-_ADMIN_ERRORS = {"403": openapi_error("`forbidden` for a caller who is not an admin, or a CSRF failure.")}
-_UNKNOWN_USER = {"404": openapi_error("No such user.")}
-_USER_ID = _path_parameter("user_id", "The user's stable id.")
+@dataclass(frozen=True)
+class _Operation:
+    """One row of the table: an operation, what it needs, and what it answers."""
+
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    _: KW_ONLY
+    tag: str
+    guard: _Guard
+    # The success: its description, and the type of its body (None: a 204 without one).
+    done: str
+    answer: type[Any] | None = None
+    body: type[Any] | None = None
+    # Refusals of this operation besides its guard's; a status here replaces the guard's words.
+    errors: Mapping[str, str] = field(default_factory=dict)
+    parameters: tuple[dict[str, Any], ...] = ()
+    throttled: bool = False
+    sets_cookie: bool = False
+
+    def document(self) -> dict[str, Any]:
+        operation: dict[str, Any] = {
+            "operationId": self.operation_id,
+            "summary": self.summary,
+            "tags": [self.tag],
+        }
+        if parameters := [*self.guard.parameters, *self.parameters]:
+            operation["parameters"] = parameters
+        if self.guard.security is not None:
+            operation["security"] = self.guard.security
+        if self.body is not None:
+            content = {"application/json": {"schema": schema_ref(self.body)}}
+            operation["requestBody"] = {"required": True, "content": content}
+        operation["responses"] = {**self._success(), **self._refusals()}
+        return operation
+
+    def _success(self) -> dict[str, Any]:
+        if self.answer is None:
+            return {"204": {"description": self.done}}
+        success: dict[str, Any] = {
+            "description": self.done,
+            "content": {"application/json": {"schema": schema_ref(self.answer)}},
+        }
+        if self.sets_cookie:
+            success["headers"] = _SET_COOKIE
+        return {"200": success}
+
+    def _refusals(self) -> dict[str, Any]:
+        errors = {
+            **(_BODY_ERRORS if self.body is not None else {}),
+            **self.guard.errors,
+            **self.errors,
+            "431": "The request headers are too large.",
+        }
+        refusals = {status: openapi_error(description) for status, description in errors.items()}
+        if self.throttled:
+            refusals["429"] = _THROTTLED
+        return refusals
 
 
-def _admin_action(operation_id: str, summary: str) -> dict[str, Any]:
-    responses = {**_NO_CONTENT, **_UNKNOWN_USER}
-    operation = _cookie_operation(operation_id, summary, responses, tag="admin", parameters=[_USER_ID])
-    operation["responses"].update(_ADMIN_ERRORS)
-    return operation
+def _admin_action(action: str, operation_id: str, summary: str) -> _Operation:
+    """``POST /admin/users/{user_id}/<action>``: an admin changes one account."""
+    return _Operation(
+        "post", f"/admin/users/{{user_id}}/{action}", operation_id, summary,
+        tag="admin", guard=_CHANGING, done="Done.",
+        errors={"403": _ADMIN_ONLY, "404": "No such user."},
+        parameters=(_path_parameter("user_id", "The user's stable id."),),
+    )  # fmt: skip
+
+
+# One row per route of routes.routes, in the same order.
+OPERATIONS = (
+    _Operation(
+        "post", "/login", "login", "Log in: sets the session cookie and returns the CSRF token.",
+        tag="sessions", guard=_SAME_ORIGIN, body=api.LoginRequest,
+        done="Logged in.", answer=api.LoginResponse, sets_cookie=True,
+        errors={"401": "`invalid_credentials`: the email or the password is wrong."}, throttled=True,
+    ),
+    _Operation(
+        "post", "/token", "token",
+        "Mint a short-lived access token for one audience from the caller's session.",
+        tag="tokens", guard=_CHANGING, body=api.MintRequest,
+        done="A fresh access token.", answer=api.TokenResponse,
+        errors={"400": "`invalid_audience`, or the body is not a JSON object or its framing is wrong."},
+        throttled=True,
+    ),
+    _Operation(
+        "post", "/logout", "logout", "Log out: the session is deleted and the cookie cleared.",
+        tag="sessions", guard=_CHANGING, done="Logged out.", answer=api.LogoutResponse, sets_cookie=True,
+    ),
+    _Operation(
+        "get", "/me", "me", "The caller, their CSRF token and their session's times.",
+        tag="sessions", guard=_READING, done="The caller's session.", answer=api.Me,
+    ),
+    _Operation(
+        "get", "/sessions", "list_sessions", "The caller's live sessions, newest first.",
+        tag="sessions", guard=_READING, done="The caller's sessions.", answer=api.SessionList,
+    ),
+    _Operation(
+        "delete", "/sessions/{handle}", "revoke_session",
+        "Revoke one of the caller's sessions (the current one clears the cookie).",
+        tag="sessions", guard=_CHANGING, done="Done.",
+        errors={"404": "`not_found`: not one of the caller's live sessions."},
+        parameters=(_path_parameter("handle", "A handle from `GET /sessions`."),),
+    ),
+    _Operation(
+        "post", "/logout-all", "logout_all", "Revoke every session of the caller; the cookie is cleared.",
+        tag="sessions", guard=_CHANGING, done="Done.",
+    ),
+    _Operation(
+        "post", "/password", "change_password",
+        "Change the password: other sessions die, this one gets a new id and CSRF token.",
+        tag="sessions", guard=_CHANGING, body=api.PasswordChange,
+        done="Changed; the new CSRF token.", answer=api.CsrfToken, sets_cookie=True,
+        # A wrong current password spends the login budgets, as a failed login does.
+        errors={"403": "`wrong_password`, or a same-origin or CSRF failure."}, throttled=True,
+    ),
+    _Operation(
+        "get", "/admin/users", "admin_list_users", "Every user, for admins.",
+        tag="admin", guard=_READING, done="The users.", answer=api.AdminUserList,
+        errors={"403": _ADMIN_ONLY},
+    ),
+    _admin_action("revoke-sessions", "admin_revoke_sessions", "Revoke every session of a user."),
+    _admin_action("disable", "admin_disable_user", "Disable a user: sessions die, login is refused."),
+    _admin_action("enable", "admin_enable_user", "Enable a disabled user again."),
+    _Operation(
+        "get", "/.well-known/jwks.json", "jwks", "The public signing keys (RFC 7517).",
+        tag="keys", guard=_PUBLIC, done="The key set.", answer=api.JWKS,
+    ),
+    _Operation(
+        "get", "/.well-known/openid-configuration", "openid_configuration",
+        "Issuer metadata: where the keys are.",
+        tag="keys", guard=_PUBLIC, done="The metadata.", answer=api.OpenIDConfiguration,
+    ),
+)  # fmt: skip
 
 
 def paths() -> dict[str, Any]:
     """Every auth operation, keyed by the path auth mounts it at."""
-    return {
-        "/login": {
-            "post": _operation(
-                "login",
-                "Log in: sets the session cookie and returns the CSRF token.",
-                {
-                    "200": {**_json(_ref("LoginResponse"), "Logged in."), "headers": _SET_COOKIE},
-                    "401": openapi_error("`invalid_credentials`: the email or the password is wrong."),
-                    "403": openapi_error("`cross_origin` or `origin_required`."),
-                    **_THROTTLED,
-                },
-                tag="sessions",
-                body="LoginRequest",
-                parameters=_ORIGIN_PARAMETERS,
-            )
-        },
-        "/token": {
-            "post": _cookie_operation(
-                "token",
-                "Mint a short-lived access token for one audience from the caller's session.",
-                {**_json_status("200", "TokenResponse", "A fresh access token."), **_THROTTLED},
-                tag="tokens",
-                body="TokenRequest",
-            )
-        },
-        "/logout": {
-            "post": _cookie_operation(
-                "logout",
-                "Log out: the session is deleted and the cookie cleared.",
-                {"200": {**_json(_ref("LogoutResponse"), "Logged out."), "headers": _SET_COOKIE}},
-            )
-        },
-        "/me": {
-            "get": _operation(
-                "me",
-                "The caller, their CSRF token and their session's times.",
-                {
-                    **_json_status("200", "Me", "The caller's session."),
-                    "401": openapi_error("`no_session`: no live session cookie."),
-                },
-                tag="sessions",
-                security=_SESSION,
-            )
-        },
-        "/sessions": {
-            "get": _operation(
-                "list_sessions",
-                "The caller's live sessions, newest first.",
-                {
-                    **_json_status("200", "SessionList", "The caller's sessions."),
-                    "401": openapi_error("`no_session`: no live session cookie."),
-                },
-                tag="sessions",
-                security=_SESSION,
-            )
-        },
-        "/sessions/{handle}": {
-            "delete": _cookie_operation(
-                "revoke_session",
-                "Revoke one of the caller's sessions (the current one clears the cookie).",
-                {**_NO_CONTENT, "404": openapi_error("`not_found`: not one of the caller's live sessions.")},
-                parameters=[_path_parameter("handle", "A handle from `GET /sessions`.")],
-            )
-        },
-        "/logout-all": {
-            "post": _cookie_operation(
-                "logout_all", "Revoke every session of the caller; the cookie is cleared.", _NO_CONTENT
-            )
-        },
-        "/password": {
-            "post": _cookie_operation(
-                "change_password",
-                "Change the password: other sessions die, this one gets a new id and CSRF token.",
-                {
-                    **_json_status("200", "CsrfToken", "Changed; the new CSRF token."),
-                    "403": openapi_error("`wrong_password`, or a same-origin or CSRF failure."),
-                    # A wrong current password spends the login budgets, as a failed login does.
-                    **_THROTTLED,
-                },
-                body="PasswordChange",
-            )
-        },
-        "/admin/users": {
-            "get": _operation(
-                "admin_list_users",
-                "Every user, for admins.",
-                {
-                    **_json_status("200", "AdminUserList", "The users."),
-                    "401": openapi_error("`no_session`: no live session cookie."),
-                    **_ADMIN_ERRORS,
-                },
-                tag="admin",
-                security=_SESSION,
-            )
-        },
-        "/admin/users/{user_id}/revoke-sessions": {
-            "post": _admin_action("admin_revoke_sessions", "Revoke every session of a user.")
-        },
-        "/admin/users/{user_id}/disable": {
-            "post": _admin_action("admin_disable_user", "Disable a user: sessions die, login is refused.")
-        },
-        "/admin/users/{user_id}/enable": {
-            "post": _admin_action("admin_enable_user", "Enable a disabled user again.")
-        },
-        "/.well-known/jwks.json": {
-            "get": _operation(
-                "jwks",
-                "The public signing keys (RFC 7517).",
-                _json_status("200", "JWKS", "The key set."),
-                tag="keys",
-            )
-        },
-        "/.well-known/openid-configuration": {
-            "get": _operation(
-                "openid_configuration",
-                "Issuer metadata: where the keys are.",
-                _json_status("200", "OpenIDConfiguration", "The metadata."),
-                tag="keys",
-            )
-        },
-    }
+    described: dict[str, Any] = {}
+    for operation in OPERATIONS:
+        described.setdefault(operation.path, {})[operation.method] = operation.document()
+    return described
 
 
-def _json_status(status: str, schema: str, description: str) -> dict[str, Any]:
-    return {status: _json(_ref(schema), description)}
+def _schemas() -> dict[str, Any]:
+    """The schemas of every body and answer in :data:`OPERATIONS`, and of the types they use."""
+    types = [
+        kind for operation in OPERATIONS for kind in (operation.body, operation.answer) if kind is not None
+    ]
+    return schema_components(*dict.fromkeys(types))
+
+
+def __getattr__(name: str) -> Any:
+    # SCHEMAS is derived on first use, not at import, like every other document piece.
+    if name == "SCHEMAS":
+        return _schemas()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_openapi() -> dict[str, Any]:
@@ -365,6 +262,6 @@ def build_openapi() -> dict[str, Any]:
         title="auth",
         description="Identity: server-side sessions, access tokens and the public signing keys.",
         paths=paths(),
-        schemas=SCHEMAS,
+        schemas=_schemas(),
         security_schemes=SECURITY_SCHEMES,
     )

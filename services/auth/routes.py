@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import msgspec
 from itsdangerous import BadSignature, Signer
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from services.auth import domain
+from services.auth import api, domain
 from services.auth.domain import Session, SessionCookie, User
 from services.auth.openapi import build_openapi
 from services.auth.service import AdminAction, AuthService, NewSession
 from services.auth.settings import Settings
-from shared.core import client_ip
+from shared.core import client_ip, validate_as
 from shared.web import openapi_route, read_json_object
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -92,8 +94,13 @@ def _clear_session_cookie(context: AuthContext, response: Response) -> None:
     )
 
 
-def _session_opened(context: AuthContext, body: dict[str, object], opened: NewSession) -> Response:
-    response = JSONResponse({**body, "csrf_token": opened.session.csrf_token}, headers=NO_STORE)
+def _json(content: msgspec.Struct, headers: Mapping[str, str] = NO_STORE) -> Response:
+    # Encoded from its declared type in ``api``, the one the OpenAPI document publishes.
+    return Response(msgspec.json.encode(content), media_type="application/json", headers=headers)
+
+
+def _session_opened(context: AuthContext, content: msgspec.Struct, opened: NewSession) -> Response:
+    response = _json(content)
     _set_session_cookie(context, response, opened.session_id)
     return response
 
@@ -105,15 +112,16 @@ def _no_content() -> Response:
 async def login(request: Request) -> Response:
     context = _context(request)
     _check_same_origin(context, request)
-    email, password = domain.validate_credentials(await read_json_object(request))
+    credentials = validate_as(await read_json_object(request), api.LoginRequest)
     opened, user = await context.service.login(
-        email,
-        password,
+        credentials.email,
+        credentials.password,
         presented=_session_cookie(context, request).presented,
         ip=_client_ip(context, request),
         user_agent=request.headers.get("user-agent", ""),
     )
-    return _session_opened(context, {"user": user.public()}, opened)
+    body = api.LoginResponse(user=api.PublicUser.of(user), csrf_token=opened.session.csrf_token)
+    return _session_opened(context, body, opened)
 
 
 async def token(request: Request) -> Response:
@@ -121,25 +129,22 @@ async def token(request: Request) -> Response:
     # The checks of _changing_session, with the body read in between: once the session has been
     # judged (inside mint), nothing may await before signing.
     _check_same_origin(context, request)
-    audience = domain.requested_audience(await read_json_object(request), context.settings.audiences)
+    wanted = validate_as(await read_json_object(request), api.MintRequest)
+    audience = domain.allowed_audience(wanted.audience, context.settings.audiences)
     access_token = await context.service.mint(
         _session_cookie(context, request).current,
         csrf=request.headers.get("x-csrf-token", ""),
         audience=audience,
     )
-    body = {
-        "access_token": access_token,
-        "token_type": "Bearer",
-        "expires_in": context.settings.access_token_ttl,
-    }
-    return JSONResponse(body, headers=NO_STORE)
+    ttl = context.settings.access_token_ttl
+    return _json(api.TokenResponse(access_token=access_token, token_type="Bearer", expires_in=ttl))  # noqa: S106
 
 
 async def logout(request: Request) -> Response:
     context = _context(request)
     session, _ = await _changing_session(context, request)
     await context.service.logout(session)
-    response = JSONResponse({"status": "logged_out"}, headers=NO_STORE)
+    response = _json(api.LogoutResponse(status="logged_out"))
     _clear_session_cookie(context, response)
     return response
 
@@ -147,8 +152,10 @@ async def logout(request: Request) -> Response:
 async def sessions(request: Request) -> Response:
     context = _context(request)
     current, user = await _reading_session(context, request)
-    listing = [session.listing(current.handle) for session in await context.service.sessions_of(user)]
-    return JSONResponse({"sessions": listing}, headers=NO_STORE)
+    listing = [
+        api.SessionInfo.of(session, current.handle) for session in await context.service.sessions_of(user)
+    ]
+    return _json(api.SessionList(sessions=listing))
 
 
 async def revoke_session(request: Request) -> Response:
@@ -173,18 +180,18 @@ async def logout_all(request: Request) -> Response:
 async def change_password(request: Request) -> Response:
     context = _context(request)
     current, user = await _changing_session(context, request)
-    old_password, new_password = domain.validate_password_change(await read_json_object(request))
+    change = validate_as(await read_json_object(request), api.PasswordChange)
     renewed = await context.service.change_own_password(
-        current, user, old_password, new_password, _client_ip(context, request)
+        current, user, change.current_password, change.new_password, _client_ip(context, request)
     )
-    return _session_opened(context, {}, renewed)
+    return _session_opened(context, api.CsrfToken(csrf_token=renewed.session.csrf_token), renewed)
 
 
 async def admin_users(request: Request) -> Response:
     context = _context(request)
     _, admin = await _reading_session(context, request)
-    users = [user.admin_view() for user in await context.service.all_users(admin)]
-    return JSONResponse({"users": users}, headers=NO_STORE)
+    users = [api.AdminUser.of(user) for user in await context.service.all_users(admin)]
+    return _json(api.AdminUserList(users=users))
 
 
 async def _administer(request: Request, action: AdminAction) -> Response:
@@ -209,18 +216,7 @@ async def admin_enable(request: Request) -> Response:
 async def me(request: Request) -> Response:
     context = _context(request)
     session, user = await _reading_session(context, request)
-    body = {
-        "user": user.public(),
-        # A reloaded single-page app gets its CSRF token back here; only same-origin code can
-        # read this response, since the gateway approves no CORS request.
-        "csrf_token": session.csrf_token,
-        "session": {
-            "created_at": int(session.created_at),
-            "last_seen": int(session.last_seen),
-            "expires_at": None if session.expires_at is None else int(session.expires_at),
-        },
-    }
-    return JSONResponse(body, headers=NO_STORE)
+    return _json(api.Me.of(session, user))
 
 
 async def jwks(request: Request) -> Response:
@@ -231,8 +227,8 @@ async def jwks(request: Request) -> Response:
 
 async def openid_configuration(request: Request) -> Response:
     issuer = _context(request).settings.issuer
-    metadata = {"issuer": issuer, "jwks_uri": f"{issuer}/.well-known/jwks.json"}
-    return JSONResponse(metadata, headers={"Cache-Control": "public, max-age=3600"})
+    metadata = api.OpenIDConfiguration(issuer=issuer, jwks_uri=f"{issuer}/.well-known/jwks.json")
+    return _json(metadata, headers={"Cache-Control": "public, max-age=3600"})
 
 
 routes = [

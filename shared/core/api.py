@@ -178,15 +178,11 @@ def _names(type_: type[Any]) -> str:
 
 
 def _bounds(type_: type[Any], name: str) -> str:
-    """What a field's constraints ask for, in words: ``from 1 to 1000``."""
+    """What a field's constraints ask for, in words: ``from 1 to 1000``, ``12 to 1024 characters``."""
     for field in _fields(type_):
         if field.encode_name != name:
             continue
-        kind = field.type
-        if isinstance(kind, msgspec.inspect.UnionType):
-            kind = next(
-                (option for option in kind.types if not isinstance(option, msgspec.inspect.NoneType)), kind
-            )
+        kind = _base(field.type)
         if isinstance(kind, msgspec.inspect.IntType):
             low, high = kind.ge, kind.le
             if low is not None and high is not None:
@@ -195,6 +191,12 @@ def _bounds(type_: type[Any], name: str) -> str:
                 return f"at least {low}"
             if high is not None:
                 return f"at most {high}"
-        if isinstance(kind, msgspec.inspect.StrType) and kind.max_length is not None:
-            return f"at most {kind.max_length} characters"
+        if isinstance(kind, msgspec.inspect.StrType):
+            shortest, longest = kind.min_length, kind.max_length
+            if shortest and longest is not None:
+                return f"{shortest} to {longest} characters"
+            if longest is not None:
+                return f"at most {longest} characters"
+            if shortest:
+                return f"at least {shortest} characters"
     return "within its documented limits"

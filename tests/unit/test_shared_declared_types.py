@@ -157,3 +157,34 @@ def test_query_parameters_are_published_from_the_same_type() -> None:
     }
     assert size["schema"] == {"type": "integer", "minimum": 1, "maximum": 50, "default": 10}
     assert token["schema"] == {"type": "string", "maxLength": 8}
+
+
+class Texts(msgspec.Struct, forbid_unknown_fields=True):
+    """Strings with length limits, some also carrying schema extras (a ``Metadata`` wrapper)."""
+
+    both: Annotated[str, msgspec.Meta(min_length=2, max_length=5)] = "ab"
+    longest: Annotated[str, msgspec.Meta(max_length=5)] = ""
+    shortest: Annotated[str, msgspec.Meta(min_length=2)] = "ab"
+    masked: Annotated[
+        str, msgspec.Meta(min_length=2, max_length=5, extra_json_schema={"format": "password"})
+    ] = "ab"
+    described: Annotated[int, msgspec.Meta(ge=1, le=3, description="A small count.")] = 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "detail"),
+    [
+        ("both", "a", "both must be 2 to 5 characters"),
+        ("both", "abcdef", "both must be 2 to 5 characters"),
+        ("longest", "abcdef", "longest must be at most 5 characters"),
+        ("shortest", "a", "shortest must be at least 2 characters"),
+        ("masked", "", "masked must be 2 to 5 characters"),
+        ("described", 4, "described must be from 1 to 3"),
+    ],
+)
+def test_a_length_or_bound_is_named_in_words_also_under_schema_extras(
+    field: str, value: Any, detail: str
+) -> None:
+    with pytest.raises(InvalidField) as caught:
+        validate_as({field: value}, Texts)
+    assert (caught.value.field, caught.value.detail) == (field, detail)
