@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 
 from services.gateway import balancer, domain, health, proxy, routes
+from services.gateway.assets import PAGE_FILE, Asset, asset
 from services.gateway.metrics import UpstreamMetrics
 from services.gateway.settings import GatewaySettings
 from services.gateway.upstream import UpstreamPool
@@ -25,7 +26,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 class GatewayState(TypedDict):
     """What handlers find on ``request.state``."""
 
-    assets: Mapping[str, domain.Asset]
+    assets: Mapping[str, Asset]
     client_send_timeout: float
     connections: dict[str, UpstreamPool]
     request_body_timeout: float
@@ -36,15 +37,15 @@ class GatewayState(TypedDict):
     verifiers: dict[str, TokenVerifier]
 
 
-def load_assets(directory: Path) -> dict[str, domain.Asset]:
+def load_assets(directory: Path) -> dict[str, Asset]:
     """The demo page's files by name, read once; a missing page or an unknown file type fails start-up."""
     assets = {
-        path.name: domain.asset(path.name, path.read_bytes())
+        path.name: asset(path.name, path.read_bytes())
         for path in sorted(directory.iterdir())
         if path.is_file() and not path.name.startswith(".")
     }
-    if domain.PAGE_FILE not in assets:
-        raise ValueError(f"{directory} has no {domain.PAGE_FILE}")
+    if PAGE_FILE not in assets:
+        raise ValueError(f"{directory} has no {PAGE_FILE}")
     return assets
 
 

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from services.gateway import domain, proxy
+from services.gateway import assets, domain, proxy
 from services.gateway.balancer import Pool
 from services.gateway.openapi import build_openapi
 from services.gateway.upstream import UpstreamPool
@@ -17,19 +17,19 @@ from shared.web import TokenVerifier, openapi_route
 
 
 def _asset_response(request: Request, name: str) -> Response:
-    assets: Mapping[str, domain.Asset] = request.state.assets
-    item = assets.get(name)
+    loaded: Mapping[str, assets.Asset] = request.state.assets
+    item = loaded.get(name)
     if item is None:
         raise NotFound("no such file")
-    headers = domain.asset_headers(item)
-    if domain.etag_matches(request.headers.get("if-none-match"), item.etag):
+    headers = assets.asset_headers(item)
+    if assets.etag_matches(request.headers.get("if-none-match"), item.etag):
         return Response(status_code=304, headers=headers)
     return Response(item.body, headers=headers)
 
 
 async def page(request: Request) -> Response:
     """``GET /``: the demo page."""
-    return _asset_response(request, domain.PAGE_FILE)
+    return _asset_response(request, assets.PAGE_FILE)
 
 
 async def static_file(request: Request) -> Response:
@@ -97,6 +97,6 @@ ROUTES: list[BaseRoute] = [
     openapi_route(build_openapi),
     # Exactly "/" and "/static/...": nothing the route table proxies is shadowed.
     Route("/", page, methods=["GET"]),
-    Route(domain.STATIC_PREFIX + "{name:path}", static_file, methods=["GET"]),
+    Route(assets.STATIC_PREFIX + "{name:path}", static_file, methods=["GET"]),
     Route("/{path:path}", forward, methods=PROXIED_METHODS),
 ]

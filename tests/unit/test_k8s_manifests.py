@@ -24,7 +24,8 @@ import pytest
 import yaml
 
 from services.auth.settings import Settings as AuthSettings
-from services.gateway.domain import ROUTE_TABLE, STATIC_PREFIX
+from services.gateway.assets import STATIC_PREFIX
+from services.gateway.domain import ROUTE_TABLE
 from services.gateway.settings import GatewaySettings
 from services.orders.settings import OrdersSettings
 from shared.core import SettingsError
