@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway import assets
+from services.gateway import assets, domain
 from services.gateway.app import STATIC_DIR, load_assets
 
 
@@ -78,7 +78,7 @@ def test_asset_headers_carry_the_page_policy() -> None:
 
 
 def test_the_static_prefix_and_the_page_shadow_no_proxied_route() -> None:
-    for route in assets.ROUTE_TABLE:
+    for route in domain.ROUTE_TABLE:
         assert route.prefix != "/"
         assert not (route.prefix + "/").startswith(assets.STATIC_PREFIX)
         assert not assets.STATIC_PREFIX.startswith(route.prefix + "/")
