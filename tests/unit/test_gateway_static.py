@@ -144,13 +144,13 @@ class _InlineCode(HTMLParser):
 
 
 def test_the_shipped_page_has_no_inline_code_and_every_file_it_names_exists() -> None:
-    assets = load_assets(STATIC_DIR)
+    loaded = load_assets(STATIC_DIR)
     parser = _InlineCode()
-    parser.feed(assets[assets.PAGE_FILE].body.decode())
+    parser.feed(loaded[assets.PAGE_FILE].body.decode())
 
     assert parser.found == []
     assert parser.scripts == ["/static/app.js"]
-    page = assets[assets.PAGE_FILE].body.decode()
+    page = loaded[assets.PAGE_FILE].body.decode()
     for name in ("app.js", "app.css", "favicon.svg"):
         assert f"{assets.STATIC_PREFIX}{name}" in page
         assert name in assets
