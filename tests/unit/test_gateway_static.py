@@ -91,10 +91,10 @@ def test_the_loader_reads_every_file_by_name_and_nothing_else(tmp_path: Path) ->
     (tmp_path / "nested").mkdir()
     (tmp_path / "nested" / "deep.js").write_bytes(b"3;")
 
-    assets = load_assets(tmp_path)
+    loaded = load_assets(tmp_path)
 
-    assert sorted(assets) == ["app.js", "index.html"]
-    assert assets["app.js"].body == b"1;"
+    assert sorted(loaded) == ["app.js", "index.html"]
+    assert loaded["app.js"].body == b"1;"
 
 
 def test_the_loader_refuses_a_directory_without_the_page(tmp_path: Path) -> None:
@@ -153,4 +153,4 @@ def test_the_shipped_page_has_no_inline_code_and_every_file_it_names_exists() ->
     page = loaded[assets.PAGE_FILE].body.decode()
     for name in ("app.js", "app.css", "favicon.svg"):
         assert f"{assets.STATIC_PREFIX}{name}" in page
-        assert name in assets
+        assert name in loaded
