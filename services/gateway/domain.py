@@ -54,6 +54,11 @@ class Target:
     path: str
 
 
+def upstream_names(table: Iterable[Route]) -> tuple[str, ...]:
+    """Every upstream the table routes to, each once, in table order: the gateway knows no other."""
+    return tuple(dict.fromkeys(route.upstream for route in table))
+
+
 def audiences(table: Iterable[Route]) -> tuple[str, ...]:
     """Every audience the table verifies tokens for, each once, in table order."""
     return tuple(dict.fromkeys(route.audience for route in table if route.audience is not None))
