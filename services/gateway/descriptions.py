@@ -134,12 +134,14 @@ class UpstreamDescriptions:
         async with self._client.stream("GET", url, headers=headers) as response:
             if response.status_code != 200:
                 raise DescriptionUnavailable(f"{url} answered HTTP {response.status_code}")
+            if response.headers.get("content-encoding", "identity").lower() != "identity":
+                raise DescriptionUnavailable(f"{url} sent a compressed body it was not asked for")
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > self._max_bytes:
                 raise DescriptionUnavailable(f"{url} declares {declared} bytes, over {self._max_bytes}")
             chunks: list[bytes] = []
             size = 0
-            async for chunk in response.aiter_raw():
+            async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > self._max_bytes:
                     raise DescriptionUnavailable(f"{url} sent over {self._max_bytes} bytes")
