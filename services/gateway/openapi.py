@@ -139,6 +139,15 @@ def _merge(
         owners.setdefault(name, upstream)
 
 
+def _route_summary(route: Route) -> str:
+    if route.audience is None:
+        return f"`{route.prefix}/*` goes to {route.upstream} with cookies."
+    return (
+        f"`{route.prefix}/*` goes to {route.upstream} after the gateway verifies a bearer token "
+        f"for `{route.audience}` itself."
+    )
+
+
 def public_document(
     described: Mapping[str, Mapping[str, Any] | None], table: Sequence[Route] = ROUTE_TABLE
 ) -> dict[str, Any]:
@@ -171,10 +180,7 @@ def public_document(
             _merge(
                 merged, owners[section], upstream, document.get("components", {}).get(section, {}), section
             )
-    description = (
-        "The one public origin. `/auth/*` and `/.well-known/*` go to auth with cookies; "
-        "`/api/orders*` goes to orders after the gateway verifies the bearer token itself."
-    )
+    description = "The one public origin. " + " ".join(_route_summary(route) for route in table)
     if unavailable:
         description += (
             f" Left out for now, as their own descriptions could not be fetched: {', '.join(unavailable)}."
