@@ -14,7 +14,7 @@ from starlette.requests import Request
 
 from services.gateway import balancer, domain, health, proxy, routes
 from services.gateway.assets import PAGE_FILE, Asset, asset
-from services.gateway.descriptions import PublicDescription, UpstreamDescriptions, open_description_client
+from services.gateway.descriptions import PublicDescription, open_public_description
 from services.gateway.metrics import UpstreamMetrics
 from services.gateway.settings import GatewaySettings
 from services.gateway.upstream import UpstreamPool
@@ -73,22 +73,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             pools = balancer.pools(urls)
             interval = settings.upstream_health_interval
             await stack.enter_async_context(health.watching(pools.values(), interval))
-            description_client = await stack.enter_async_context(
-                open_description_client(
-                    timeout=settings.upstream_timeout,
-                    connect_timeout=settings.upstream_connect_timeout,
-                    upstreams=len(pools),
-                )
-            )
-            descriptions = UpstreamDescriptions(
-                description_client,
-                pools,
-                max_age=settings.openapi_cache_seconds,
-                # An upstream that failed is asked again once a health check could have seen it back.
-                retry_after=interval,
-                max_bytes=settings.openapi_max_bytes,
-                timeout=settings.upstream_timeout,
-            )
+            public_description = await stack.enter_async_context(open_public_description(settings, pools))
             for collector in (VerifierMetrics(verifiers), UpstreamMetrics(pools, connections)):
                 registry.register(collector)
                 stack.callback(registry.unregister, collector)
@@ -96,7 +81,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 "assets": assets,
                 "client_send_timeout": settings.client_send_timeout,
                 "connections": connections,
-                "openapi": PublicDescription(descriptions, domain.ROUTE_TABLE),
+                "openapi": public_description,
                 "request_body_timeout": settings.request_body_timeout,
                 "response_buffer_bytes": settings.response_buffer_bytes,
                 # An origin marked down can be back once the next health check passes.

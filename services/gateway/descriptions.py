@@ -14,7 +14,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ import httpx
 from services.gateway import openapi
 from services.gateway.balancer import Pool
 from services.gateway.domain import ROUTE_TABLE, Route
+from services.gateway.settings import GatewaySettings
 from shared.core import BadGateway
 
 logger = logging.getLogger(__name__)
@@ -176,3 +178,25 @@ class PublicDescription:
             complete = openapi.UNAVAILABLE not in document
             self._rendered = (version, json.dumps(document, separators=(",", ":")).encode(), complete)
         return self._rendered[1], self._rendered[2]
+
+
+@asynccontextmanager
+async def open_public_description(
+    settings: GatewaySettings, pools: Mapping[str, Pool]
+) -> AsyncIterator[PublicDescription]:
+    """The public description over a client of its own, closed on exit (the gateway's lifespan)."""
+    async with open_description_client(
+        timeout=settings.upstream_timeout,
+        connect_timeout=settings.upstream_connect_timeout,
+        upstreams=len(pools),
+    ) as client:
+        upstreams = UpstreamDescriptions(
+            client,
+            pools,
+            max_age=settings.openapi_cache_seconds,
+            # An upstream that failed is asked again once a health check could have seen it back.
+            retry_after=settings.upstream_health_interval,
+            max_bytes=settings.openapi_max_bytes,
+            timeout=settings.upstream_timeout,
+        )
+        yield PublicDescription(upstreams)
