@@ -13,6 +13,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 
 from services.gateway import balancer, domain, health, proxy, routes
+from services.gateway.assets import PAGE_FILE, Asset, asset
+from services.gateway.descriptions import PublicDescription, open_public_description
 from services.gateway.metrics import UpstreamMetrics
 from services.gateway.settings import GatewaySettings
 from services.gateway.upstream import UpstreamPool
@@ -25,9 +27,10 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 class GatewayState(TypedDict):
     """What handlers find on ``request.state``."""
 
-    assets: Mapping[str, domain.Asset]
+    assets: Mapping[str, Asset]
     client_send_timeout: float
     connections: dict[str, UpstreamPool]
+    openapi: PublicDescription
     request_body_timeout: float
     response_buffer_bytes: int
     retry_after: int
@@ -36,15 +39,15 @@ class GatewayState(TypedDict):
     verifiers: dict[str, TokenVerifier]
 
 
-def load_assets(directory: Path) -> dict[str, domain.Asset]:
+def load_assets(directory: Path) -> dict[str, Asset]:
     """The demo page's files by name, read once; a missing page or an unknown file type fails start-up."""
     assets = {
-        path.name: domain.asset(path.name, path.read_bytes())
+        path.name: asset(path.name, path.read_bytes())
         for path in sorted(directory.iterdir())
         if path.is_file() and not path.name.startswith(".")
     }
-    if domain.PAGE_FILE not in assets:
-        raise ValueError(f"{directory} has no {domain.PAGE_FILE}")
+    if PAGE_FILE not in assets:
+        raise ValueError(f"{directory} has no {PAGE_FILE}")
     return assets
 
 
@@ -70,6 +73,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             pools = balancer.pools(urls)
             interval = settings.upstream_health_interval
             await stack.enter_async_context(health.watching(pools.values(), interval))
+            public_description = await stack.enter_async_context(open_public_description(settings, pools))
             for collector in (VerifierMetrics(verifiers), UpstreamMetrics(pools, connections)):
                 registry.register(collector)
                 stack.callback(registry.unregister, collector)
@@ -77,6 +81,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 "assets": assets,
                 "client_send_timeout": settings.client_send_timeout,
                 "connections": connections,
+                "openapi": public_description,
                 "request_body_timeout": settings.request_body_timeout,
                 "response_buffer_bytes": settings.response_buffer_bytes,
                 # An origin marked down can be back once the next health check passes.

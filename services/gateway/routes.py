@@ -8,33 +8,43 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from services.gateway import domain, proxy
+from services.gateway import assets, domain, proxy
 from services.gateway.balancer import Pool
-from services.gateway.openapi import build_openapi
+from services.gateway.descriptions import PublicDescription
 from services.gateway.upstream import UpstreamPool
 from shared.core import NotFound, client_ip
-from shared.web import TokenVerifier, openapi_route
+from shared.web import TokenVerifier
+from shared.web.openapi import OPENAPI_MEDIA_TYPE
 
 
 def _asset_response(request: Request, name: str) -> Response:
-    assets: Mapping[str, domain.Asset] = request.state.assets
-    item = assets.get(name)
+    loaded: Mapping[str, assets.Asset] = request.state.assets
+    item = loaded.get(name)
     if item is None:
         raise NotFound("no such file")
-    headers = domain.asset_headers(item)
-    if domain.etag_matches(request.headers.get("if-none-match"), item.etag):
+    headers = assets.asset_headers(item)
+    if assets.etag_matches(request.headers.get("if-none-match"), item.etag):
         return Response(status_code=304, headers=headers)
     return Response(item.body, headers=headers)
 
 
 async def page(request: Request) -> Response:
     """``GET /``: the demo page."""
-    return _asset_response(request, domain.PAGE_FILE)
+    return _asset_response(request, assets.PAGE_FILE)
 
 
 async def static_file(request: Request) -> Response:
     """``GET /static/{name}``: one of the page's files, looked up by name in memory, never on disk."""
     return _asset_response(request, request.path_params["name"])
+
+
+async def openapi_json(request: Request) -> Response:
+    """``GET /openapi.json``: the public API, built from what the upstreams describe."""
+    public: PublicDescription = request.state.openapi
+    body, complete = await public.render()
+    # A document missing an upstream is true only for now: nobody should keep it.
+    headers = {} if complete else {"Cache-Control": "no-store"}
+    return Response(body, media_type=OPENAPI_MEDIA_TYPE, headers=headers)
 
 
 async def forward(request: Request) -> Response:
@@ -94,9 +104,9 @@ async def forward(request: Request) -> Response:
 PROXIED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 ROUTES: list[BaseRoute] = [
-    openapi_route(build_openapi),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
     # Exactly "/" and "/static/...": nothing the route table proxies is shadowed.
     Route("/", page, methods=["GET"]),
-    Route(domain.STATIC_PREFIX + "{name:path}", static_file, methods=["GET"]),
+    Route(assets.STATIC_PREFIX + "{name:path}", static_file, methods=["GET"]),
     Route("/{path:path}", forward, methods=PROXIED_METHODS),
 ]

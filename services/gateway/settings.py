@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from services.gateway.domain import ROUTE_TABLE, Route, upstream_names
 from shared.core import (
     ProxyNetwork,
     SettingsError,
@@ -21,6 +22,10 @@ MAX_BODY_BYTES = 1024 * 1024
 # Up to this size an upstream answer is read whole before it is sent (nginx's proxy_buffering):
 # the upstream connection goes back to the pool at once, whatever the client's pace.
 RESPONSE_BUFFER_BYTES = 64 * 1024
+# The public OpenAPI document is built from the upstreams' own: each is fetched at most this
+# often, and one larger than this is refused (it is read into memory whole).
+OPENAPI_CACHE_SECONDS = 60.0
+OPENAPI_MAX_BYTES = 1024 * 1024
 
 
 def _origin(name: str, value: str) -> str:
@@ -33,16 +38,27 @@ def _origin(name: str, value: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _upstream_urls(environ: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
+# Where each upstream listens when nothing says otherwise: the ports of a local ``make run``. A new
+# upstream needs no entry here; without one its ``<NAME>_URL`` is required.
+LOCAL_ORIGINS: Mapping[str, str] = {"auth": "http://127.0.0.1:8001", "orders": "http://127.0.0.1:8002"}
+
+
+def url_variable(upstream: str) -> str:
+    """The variable holding ``upstream``'s origins: ``AUTH_URL`` for ``auth``."""
+    return f"{upstream.upper()}_URL"
+
+
+def _upstream_urls(environ: Mapping[str, str], upstream: str) -> tuple[str, ...]:
     """One origin, or several separated by commas (replicas the gateway balances across)."""
-    origins = tuple(_origin(name, value) for value in env_list(environ, name, (default,)))
+    name = url_variable(upstream)
+    default = LOCAL_ORIGINS.get(upstream)
+    values = env_list(environ, name, (default,) if default is not None else ())
+    if not values:
+        raise SettingsError(f"{name} is required: the route table sends requests to {upstream!r}")
+    origins = tuple(_origin(name, value) for value in values)
     if len(set(origins)) != len(origins):
         raise SettingsError(f"{name} lists the same origin twice")
     return origins
-
-
-# The upstreams the gateway knows; each gets a connection pool sized by UPSTREAM_<NAME>_MAX_CONNECTIONS.
-UPSTREAM_NAMES = ("auth", "orders")
 
 
 @dataclass(frozen=True)
@@ -53,8 +69,8 @@ class GatewaySettings:
     port: int
     workers: int
     log_level: str
-    auth_urls: tuple[str, ...]
-    orders_urls: tuple[str, ...]
+    # Per upstream name the route table uses, in table order, its origins.
+    upstreams: tuple[tuple[str, tuple[str, ...]], ...]
     upstream_timeout: float
     upstream_connect_timeout: float
     upstream_max_connections: int
@@ -72,17 +88,23 @@ class GatewaySettings:
     # Seconds a client may take to accept each piece of a streamed answer (nginx's send_timeout).
     client_send_timeout: float = 10.0
     response_buffer_bytes: int = RESPONSE_BUFFER_BYTES
+    openapi_cache_seconds: float = OPENAPI_CACHE_SECONDS
+    openapi_max_bytes: int = OPENAPI_MAX_BYTES
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:
-        """Build the settings, naming the variable at fault when one is malformed."""
+    def from_env(cls, environ: Mapping[str, str], table: Sequence[Route] = ROUTE_TABLE) -> GatewaySettings:
+        """Build the settings, naming the variable at fault when one is malformed or missing.
+
+        The upstreams are the ones ``table`` routes to: each has its origins in ``<NAME>_URL`` and
+        its pool size in ``UPSTREAM_<NAME>_MAX_CONNECTIONS``.
+        """
+        names = upstream_names(table)
         return cls(
             host=env_str(environ, "GATEWAY_HOST", "127.0.0.1"),
             port=env_int(environ, "GATEWAY_PORT", 8000, minimum=1, maximum=65535),
             workers=env_int(environ, "GATEWAY_WORKERS", 1, minimum=1, maximum=64),
             log_level=env_str(environ, "LOG_LEVEL", "info"),
-            auth_urls=_upstream_urls(environ, "AUTH_URL", "http://127.0.0.1:8001"),
-            orders_urls=_upstream_urls(environ, "ORDERS_URL", "http://127.0.0.1:8002"),
+            upstreams=tuple((name, _upstream_urls(environ, name)) for name in names),
             upstream_timeout=env_float(environ, "UPSTREAM_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             upstream_connect_timeout=env_float(environ, "UPSTREAM_CONNECT_TIMEOUT_SECONDS", 2.0, minimum=0.1),
             upstream_max_connections=(
@@ -100,7 +122,7 @@ class GatewaySettings:
                         environ, f"UPSTREAM_{name.upper()}_MAX_CONNECTIONS", default_connections, minimum=1
                     ),
                 )
-                for name in UPSTREAM_NAMES
+                for name in names
             ),
             upstream_pool_timeout=env_float(environ, "UPSTREAM_POOL_TIMEOUT_SECONDS", 1.0, minimum=0.01),
             client_send_timeout=env_float(environ, "CLIENT_SEND_TIMEOUT_SECONDS", 10.0, minimum=0.1),
@@ -111,11 +133,17 @@ class GatewaySettings:
                 minimum=0,
                 maximum=16 * 1024 * 1024,
             ),
+            openapi_cache_seconds=env_float(
+                environ, "OPENAPI_CACHE_SECONDS", OPENAPI_CACHE_SECONDS, minimum=0.0
+            ),
+            openapi_max_bytes=env_int(
+                environ, "OPENAPI_MAX_BYTES", OPENAPI_MAX_BYTES, minimum=1024, maximum=64 * 1024 * 1024
+            ),
         )
 
     def upstream_urls(self) -> dict[str, tuple[str, ...]]:
         """The upstream origins by the names the route table uses."""
-        return {"auth": self.auth_urls, "orders": self.orders_urls}
+        return dict(self.upstreams)
 
     def max_connections_for(self, name: str) -> int:
         """The size of upstream ``name``'s connection pool."""

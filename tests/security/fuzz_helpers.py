@@ -1,21 +1,33 @@
-"""Helpers of the fuzz tier: which described operations are mounted, and live credentials."""
+"""Helpers of the fuzz tier: which described operations are mounted, the gateway's description,
+and live credentials."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
+import json
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from deploy.devcluster import Cluster
+from services.auth import routes as auth_routes
+from services.gateway import balancer
 from services.gateway import domain as gateway_domain
+from services.gateway.app import create_app
+from services.gateway.descriptions import PublicDescription, UpstreamDescriptions
+from services.gateway.settings import OPENAPI_MAX_BYTES, GatewaySettings
+from services.orders import routes as orders_routes
 from shared.core import NotFound
 from shared.web import build_app
+from tests.support.servers import ServerThread
 
 SESSION_COOKIE = "__Host-session"
 
@@ -48,6 +60,63 @@ def mounted_operations(routes: list[BaseRoute]) -> set[tuple[str, str]]:
         elif isinstance(route, Mount):
             mounted.add(("GET", route.path + "/{asset}"))
     return mounted
+
+
+UPSTREAM_ROUTES: dict[str, list[BaseRoute]] = {"auth": auth_routes.routes, "orders": orders_routes.routes}
+
+
+def _by_host(apps: dict[str, Starlette]) -> Any:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await apps[dict(scope["headers"])[b"host"].decode()](scope, receive, send)
+
+    return app
+
+
+async def _gateway_document() -> bytes:
+    apps = {f"{name}.test": mounted_app(routes) for name, routes in UPSTREAM_ROUTES.items()}
+    pools = balancer.pools({name: [f"http://{name}.test"] for name in UPSTREAM_ROUTES})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_by_host(apps))) as client:
+        upstreams = UpstreamDescriptions(
+            client, pools, max_age=60, retry_after=1, max_bytes=OPENAPI_MAX_BYTES, timeout=10
+        )
+        body, complete = await PublicDescription(upstreams).render()
+    assert complete, "an upstream's description could not be fetched"
+    return body
+
+
+@functools.cache
+def _gateway_document_body() -> bytes:
+    return asyncio.run(_gateway_document())
+
+
+def gateway_document() -> dict[str, Any]:
+    """The gateway's public description as the gateway builds it: from the documents the auth and
+    orders routes serve at their own ``/openapi.json`` (in memory here, over HTTP in a cluster)."""
+    document: dict[str, Any] = json.loads(_gateway_document_body())
+    return document
+
+
+@contextlib.contextmanager
+def served_gateway(**environ: str) -> Iterator[ServerThread]:
+    """The real gateway on loopback in front of the auth and orders routes, each on a port of its own.
+
+    The upstreams have no keys or stores behind them: enough to serve their descriptions, which
+    is what this is for.
+    """
+    with contextlib.ExitStack() as stack:
+        urls = {
+            name: stack.enter_context(ServerThread(mounted_app(routes))).url
+            for name, routes in UPSTREAM_ROUTES.items()
+        }
+        settings = GatewaySettings.from_env(
+            {
+                "AUTH_URL": urls["auth"],
+                "ORDERS_URL": urls["orders"],
+                "JWKS_URL": f"{urls['auth']}/.well-known/jwks.json",
+                **environ,
+            }
+        )
+        yield stack.enter_context(ServerThread(create_app(settings), lifespan="on"))
 
 
 def is_proxied(path: str) -> bool:

@@ -136,8 +136,8 @@ def test_several_origins_are_read_in_order_as_origins() -> None:
         {"AUTH_URL": f" {A}/ , {B} ,{C}", "ORDERS_URL": A, "UPSTREAM_HEALTH_INTERVAL_SECONDS": "0.5"}
     )
 
-    assert settings.auth_urls == (A, B, C)
-    assert settings.orders_urls == (A,)
+    assert settings.upstream_urls()["auth"] == (A, B, C)
+    assert settings.upstream_urls()["orders"] == (A,)
     assert settings.upstream_health_interval == 0.5
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway import domain
+from services.gateway import assets, domain
 from services.gateway.app import STATIC_DIR, load_assets
 
 
@@ -22,20 +22,20 @@ from services.gateway.app import STATIC_DIR, load_assets
     ],
 )
 def test_each_file_type_has_its_content_type(name: str, content_type: str) -> None:
-    assert domain.asset(name, b"x").content_type == content_type
+    assert assets.asset(name, b"x").content_type == content_type
 
 
 @pytest.mark.parametrize("name", ["notes.txt", "app.py", "Makefile", "index.html.bak", ".env"])
 def test_a_file_without_a_known_type_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match="no content type"):
-        domain.asset(name, b"x")
+        assets.asset(name, b"x")
 
 
 def test_the_entity_tag_follows_the_content() -> None:
     first, same, other = (
-        domain.asset("a.js", b"one"),
-        domain.asset("b.js", b"one"),
-        domain.asset("a.js", b"two"),
+        assets.asset("a.js", b"one"),
+        assets.asset("b.js", b"one"),
+        assets.asset("a.js", b"two"),
     )
 
     assert first.etag == same.etag != other.etag
@@ -57,11 +57,11 @@ def test_the_entity_tag_follows_the_content() -> None:
     ],
 )
 def test_if_none_match_compares_weakly(if_none_match: str | None, matches: bool) -> None:
-    assert domain.etag_matches(if_none_match, '"abc"') is matches
+    assert assets.etag_matches(if_none_match, '"abc"') is matches
 
 
 def test_asset_headers_carry_the_page_policy() -> None:
-    headers = domain.asset_headers(domain.asset("app.js", b"x"))
+    headers = assets.asset_headers(assets.asset("app.js", b"x"))
 
     assert headers["Content-Type"] == "text/javascript; charset=utf-8"
     assert headers["X-Content-Type-Options"] == "nosniff"
@@ -80,8 +80,8 @@ def test_asset_headers_carry_the_page_policy() -> None:
 def test_the_static_prefix_and_the_page_shadow_no_proxied_route() -> None:
     for route in domain.ROUTE_TABLE:
         assert route.prefix != "/"
-        assert not (route.prefix + "/").startswith(domain.STATIC_PREFIX)
-        assert not domain.STATIC_PREFIX.startswith(route.prefix + "/")
+        assert not (route.prefix + "/").startswith(assets.STATIC_PREFIX)
+        assert not assets.STATIC_PREFIX.startswith(route.prefix + "/")
 
 
 def test_the_loader_reads_every_file_by_name_and_nothing_else(tmp_path: Path) -> None:
@@ -91,10 +91,10 @@ def test_the_loader_reads_every_file_by_name_and_nothing_else(tmp_path: Path) ->
     (tmp_path / "nested").mkdir()
     (tmp_path / "nested" / "deep.js").write_bytes(b"3;")
 
-    assets = load_assets(tmp_path)
+    loaded = load_assets(tmp_path)
 
-    assert sorted(assets) == ["app.js", "index.html"]
-    assert assets["app.js"].body == b"1;"
+    assert sorted(loaded) == ["app.js", "index.html"]
+    assert loaded["app.js"].body == b"1;"
 
 
 def test_the_loader_refuses_a_directory_without_the_page(tmp_path: Path) -> None:
@@ -144,13 +144,13 @@ class _InlineCode(HTMLParser):
 
 
 def test_the_shipped_page_has_no_inline_code_and_every_file_it_names_exists() -> None:
-    assets = load_assets(STATIC_DIR)
+    loaded = load_assets(STATIC_DIR)
     parser = _InlineCode()
-    parser.feed(assets[domain.PAGE_FILE].body.decode())
+    parser.feed(loaded[assets.PAGE_FILE].body.decode())
 
     assert parser.found == []
     assert parser.scripts == ["/static/app.js"]
-    page = assets[domain.PAGE_FILE].body.decode()
+    page = loaded[assets.PAGE_FILE].body.decode()
     for name in ("app.js", "app.css", "favicon.svg"):
-        assert f"{domain.STATIC_PREFIX}{name}" in page
-        assert name in assets
+        assert f"{assets.STATIC_PREFIX}{name}" in page
+        assert name in loaded

@@ -24,7 +24,8 @@ import pytest
 import yaml
 
 from services.auth.settings import Settings as AuthSettings
-from services.gateway.domain import ROUTE_TABLE, STATIC_PREFIX
+from services.gateway.assets import STATIC_PREFIX
+from services.gateway.domain import ROUTE_TABLE
 from services.gateway.settings import GatewaySettings
 from services.orders.settings import OrdersSettings
 from shared.core import SettingsError
@@ -325,8 +326,7 @@ def check_settings_accept_the_configuration(objects: list[Obj], files: Path) -> 
     )
     services = {s["metadata"]["name"]: s for s in of_kind(objects, "Service")}
     for url, target in (
-        *((url, "auth") for url in gateway.auth_urls),
-        *((url, "orders") for url in gateway.orders_urls),
+        *((url, name) for name, urls in gateway.upstream_urls().items() for url in urls),
         *((url, "auth") for url in gateway.verifier.jwks.urls),
         *((url, "auth") for url in orders.verifier.jwks.urls),
     ):
