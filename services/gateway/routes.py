@@ -73,7 +73,8 @@ async def forward(request: Request) -> Response:
             route,
             upstream_host=upstream_host,
             client_ip=client_address.encode("latin-1"),
-            scheme=request.url.scheme.encode("ascii"),
+            # The scope's scheme, not request.url: that builds and parses the whole URL per request.
+            scheme=request.scope["scheme"].encode("ascii"),
         )
 
     body = None

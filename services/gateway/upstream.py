@@ -1,4 +1,4 @@
-"""Upstream connections: one bounded pool per upstream name, on httpcore's HTTP/1.1 connections.
+"""Upstream connections: one bounded pool per upstream name, of lean HTTP/1.1 connections.
 
 Why not one ``httpx.AsyncClient`` for every upstream: with a single pool, clients that never
 read a large answer from orders held every connection, and logins and the JWKS (auth) then
@@ -6,11 +6,12 @@ waited 10 s for a connection and ended in a misleading 504. A pool per upstream 
 one upstream's traffic can hold, and a request that finds its pool full waits at most the pool
 timeout before a 503 that says so.
 
-Why httpcore's connection without httpx's client and pool around it: profiles of
-``GET /api/orders`` put most of the gateway's time in those layers (URL and header models,
-a cookie jar to disable, and a pool that checks every connection's socket on every request),
-none of which a proxy that forwards raw bytes needs. httpcore's HTTP/1.1 connection (h11) is
-kept: it is the transport httpx itself uses.
+Why not httpx's client and pool: profiles of ``GET /api/orders`` put most of the gateway's
+time in those layers (URL and header models, a cookie jar to disable, and a pool that checks
+every connection's socket on every request), none of which a proxy that forwards raw bytes
+needs. Plain-HTTP upstreams (the usual case, inside one network) use the gateway's own
+connection with httptools' C parser (services/gateway/network.py); TLS upstreams use
+httpcore's HTTP/1.1 connection, the transport httpx itself uses.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
-from services.gateway.network import AsyncioBackend
+from services.gateway.network import Connection, connect
 
 logger = logging.getLogger(__name__)
 
@@ -78,28 +79,72 @@ class Origin:
         return cls(url=url, core=core, netloc=parts.netloc.encode("ascii"))
 
 
+class _CoreConnection:
+    """An httpcore HTTP/1.1 connection (TLS, or a test's network) with :class:`Connection`'s methods."""
+
+    def __init__(
+        self, origin: httpcore.Origin, connection: httpcore.AsyncHTTP11Connection, timeouts: dict[str, float]
+    ):
+        self._origin = origin
+        self._connection = connection
+        self._timeouts = timeouts
+        self._response: httpcore.Response | None = None
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    async def request(
+        self, method: bytes, target: bytes, headers: RawHeaders, body: bytes | None, *, io_timeout: float
+    ) -> None:
+        core = self._origin
+        request = httpcore.Request(
+            method,
+            httpcore.URL(scheme=core.scheme, host=core.host, port=core.port, target=target),
+            headers=list(headers),
+            content=body,
+            extensions={"timeout": self._timeouts},
+        )
+        self._response = await self._connection.handle_async_request(request)
+        self.status = self._response.status
+        self.headers = self._response.headers
+
+    async def aiter_body(self, *, io_timeout: float) -> AsyncIterator[bytes]:
+        assert self._response is not None
+        async for chunk in self._response.aiter_stream():
+            yield chunk
+
+    async def finish(self) -> None:
+        # httpcore closes a connection whose exchange did not end cleanly (a body left unread).
+        if self._response is not None:
+            await self._response.aclose()
+
+    def is_reusable(self) -> bool:
+        return self._connection.is_idle()
+
+    def has_expired(self) -> bool:
+        # Expired, or closed by the upstream while idle (its socket reads as ready, at EOF).
+        return self._connection.has_expired() or not self._connection.is_idle()
+
+    async def aclose(self) -> None:
+        await self._connection.aclose()
+
+
+UpstreamConnection = Connection | _CoreConnection
+
+
 class Reply:
     """An upstream response whose body is not yet read; :meth:`aclose` gives the connection back."""
 
-    def __init__(
-        self,
-        pool: UpstreamPool,
-        origin: Origin,
-        connection: httpcore.AsyncHTTP11Connection,
-        response: httpcore.Response,
-    ):
-        self.status = response.status
-        self.headers: list[tuple[bytes, bytes]] = response.headers
+    def __init__(self, pool: UpstreamPool, origin: Origin, connection: UpstreamConnection):
+        self.status = connection.status
+        self.headers: list[tuple[bytes, bytes]] = connection.headers
         self.pool = pool
         self._origin = origin
         self._connection = connection
-        self._response = response
         self._released = False
 
-    async def aiter_raw(self) -> AsyncIterator[bytes]:
+    def aiter_raw(self) -> AsyncIterator[bytes]:
         """The body as it arrives, still in its content coding."""
-        async for chunk in self._response.aiter_stream():
-            yield chunk
+        return self._connection.aiter_body(io_timeout=self.pool.limits.timeout)
 
     async def read(self) -> bytes:
         """The whole body."""
@@ -115,7 +160,7 @@ class Reply:
             return
         self._released = True
         try:
-            await self._response.aclose()
+            await self._connection.finish()
         finally:
             await self.pool.release(self._origin, self._connection)
 
@@ -139,11 +184,11 @@ class UpstreamPool:
         self.name = name
         self.origins = {url: Origin.parse(url) for url in urls}
         self.limits = limits
-        # Plain HTTP on asyncio's own transports (see services/gateway/network.py); TLS through anyio.
-        self._backend = network_backend or AsyncioBackend()
-        self._tls_backend = network_backend or httpcore.AnyIOBackend()
+        # Plain HTTP on the gateway's own connection (services/gateway/network.py); TLS, or a test's
+        # mock network, through httpcore's.
+        self._core_backend = network_backend
         self._slots = asyncio.Semaphore(limits.max_connections)
-        self._idle: dict[str, list[httpcore.AsyncHTTP11Connection]] = {}
+        self._idle: dict[str, list[UpstreamConnection]] = {}
         self._idle_count = 0
         self.in_use = 0
         # Counters for the metrics: requests refused for want of a connection, streamed answers
@@ -175,25 +220,17 @@ class UpstreamPool:
         before sending) and the other network and protocol errors.
         """
         await self._acquire()
-        connection: httpcore.AsyncHTTP11Connection | None = None
-        core = origin.core
+        connection: UpstreamConnection | None = None
         try:
             connection = await self._connection_for(origin)
-            request = httpcore.Request(
-                method,
-                httpcore.URL(scheme=core.scheme, host=core.host, port=core.port, target=target),
-                headers=list(headers),
-                content=body,
-                extensions={"timeout": self._timeouts},
-            )
-            response = await connection.handle_async_request(request)
+            await connection.request(method, target, headers, body, io_timeout=self.limits.timeout)
         except BaseException:
             # Cancelled (the client left) or failed: the connection may hold half an exchange.
             if connection is not None:
                 await _close_quietly(connection)
             self._free_slot()
             raise
-        return Reply(self, origin, connection, response)
+        return Reply(self, origin, connection)
 
     async def _acquire(self) -> None:
         if not self._slots.locked():
@@ -212,20 +249,24 @@ class UpstreamPool:
         self.in_use -= 1
         self._slots.release()
 
-    async def _connection_for(self, origin: Origin) -> httpcore.AsyncHTTP11Connection:
+    async def _connection_for(self, origin: Origin) -> UpstreamConnection:
         idle = self._idle.get(origin.url)
         while idle:
             connection = idle.pop()
             self._idle_count -= 1
-            # Expired, or closed by the upstream while idle (its socket reads as ready, at EOF).
-            if connection.has_expired() or not connection.is_idle():
+            if connection.has_expired():
                 await _close_quietly(connection)
                 continue
             return connection
         await self._make_room()
         host = origin.core.host.decode("ascii")
         tls = origin.core.scheme == b"https"
-        backend = self._tls_backend if tls else self._backend
+        expiry = self.limits.keepalive_expiry
+        if not tls and self._core_backend is None:
+            return await connect(
+                host, origin.core.port, io_timeout=self.limits.connect_timeout, keepalive_expiry=expiry
+            )
+        backend = self._core_backend or httpcore.AnyIOBackend()
         stream = await backend.connect_tcp(
             host, origin.core.port, timeout=self.limits.connect_timeout, socket_options=_SOCKET_OPTIONS
         )
@@ -237,8 +278,8 @@ class UpstreamPool:
             except BaseException:
                 await stream.aclose()
                 raise
-        expiry = self.limits.keepalive_expiry
-        return httpcore.AsyncHTTP11Connection(origin.core, stream, keepalive_expiry=expiry)
+        core = httpcore.AsyncHTTP11Connection(origin.core, stream, keepalive_expiry=expiry)
+        return _CoreConnection(origin.core, core, self._timeouts)
 
     def _tls_context(self) -> ssl.SSLContext:
         # What httpx verifies against by default (certifi's roots), made once and only when needed.
@@ -256,16 +297,16 @@ class UpstreamPool:
                     await _close_quietly(connections.pop(0))
                     break
 
-    async def release(self, origin: Origin, connection: httpcore.AsyncHTTP11Connection) -> None:
-        """Give a connection back after its response was closed (by :meth:`Reply.aclose`).
+    async def release(self, origin: Origin, connection: UpstreamConnection) -> None:
+        """Give a connection back after its exchange was finished (by :meth:`Reply.aclose`).
 
-        httpcore has already closed one whose exchange did not end cleanly (a body left unread,
-        a broken response); only an idle one is kept.
+        Only one whose exchange ended cleanly (the whole answer read, keep-alive) is kept; any
+        other (a body left unread, a broken or truncated answer) is closed.
         """
-        if connection.is_idle() and not self._closed:
+        if connection.is_reusable() and not self._closed:
             self._idle.setdefault(origin.url, []).append(connection)
             self._idle_count += 1
-        elif not connection.is_closed():
+        else:
             await _close_quietly(connection)
         self._free_slot()
 
@@ -278,7 +319,7 @@ class UpstreamPool:
         self._idle_count = 0
 
 
-async def _close_quietly(connection: httpcore.AsyncHTTP11Connection) -> None:
+async def _close_quietly(connection: UpstreamConnection) -> None:
     try:
         await connection.aclose()
     except Exception:  # a socket that fails to close is gone either way
