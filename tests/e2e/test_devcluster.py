@@ -20,6 +20,7 @@ import pytest
 from deploy.devcluster import REPO_ROOT, SERVICES, Cluster, ClusterConfig, ClusterError
 from deploy.processes import free_port
 from tests.support.polling import poll
+from tests.support.processes import descendants
 
 pytestmark = pytest.mark.e2e
 
@@ -44,18 +45,7 @@ class Foreground:
 
     def descendants(self) -> set[int]:
         """Every process below this one, from /proc."""
-        found: set[int] = set()
-        pending = [self.process.pid]
-        while pending:
-            pid = pending.pop()
-            for children in Path(f"/proc/{pid}/task").glob("*/children"):
-                try:
-                    kids = {int(kid) for kid in children.read_text().split()}
-                except OSError:
-                    continue
-                pending.extend(kids - found)
-                found |= kids
-        return found
+        return descendants(self.process.pid)
 
 
 def _collect(stream: Iterator[str], lines: list[str]) -> None:

@@ -23,6 +23,7 @@ import pytest
 from deploy.devcluster import REPO_ROOT
 from deploy.processes import free_port
 from services.auth.settings import DEMO_PASSWORD
+from tests.support.processes import descendants
 
 pytestmark = pytest.mark.e2e
 
@@ -71,20 +72,6 @@ def _read(primary: int, chunks: list[bytes]) -> None:
         chunks.append(data)
 
 
-def _descendants(pid: int) -> set[int]:
-    found: set[int] = set()
-    pending = [pid]
-    while pending:
-        for children in Path(f"/proc/{pending.pop()}/task").glob("*/children"):
-            try:
-                kids = {int(kid) for kid in children.read_text().split()}
-            except OSError:
-                continue
-            pending.extend(kids - found)
-            found |= kids
-    return found
-
-
 @pytest.fixture
 def make_run(tmp_path: Path) -> Iterator[tuple[Terminal, int]]:
     """``make run`` on a fresh pseudo-terminal, on free ports; stopped with Ctrl-C, killed if it must be."""
@@ -113,7 +100,7 @@ def make_run(tmp_path: Path) -> Iterator[tuple[Terminal, int]]:
     try:
         yield terminal, ports["GATEWAY_PORT"]
     finally:
-        children = _descendants(process.pid)
+        children = descendants(process.pid)
         if process.poll() is None:
             # Ctrl-C reaches make and the cluster runner, which stops its services in order.
             os.killpg(process.pid, signal.SIGINT)
