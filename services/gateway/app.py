@@ -19,7 +19,7 @@ from services.gateway.metrics import UpstreamMetrics
 from services.gateway.settings import GatewaySettings
 from services.gateway.upstream import UpstreamPool
 from shared.core import ProxyNetwork
-from shared.web import TokenVerifier, VerifierMetrics, build_app, new_registry, open_verifier
+from shared.web import TokenVerifier, Tracing, VerifierMetrics, build_app, new_registry, open_verifier
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -34,6 +34,7 @@ class GatewayState(TypedDict):
     request_body_timeout: float
     response_buffer_bytes: int
     retry_after: int
+    tracing: Tracing
     trusted_proxies: tuple[ProxyNetwork, ...]
     upstreams: dict[str, balancer.Pool]
     verifiers: dict[str, TokenVerifier]
@@ -60,6 +61,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
     if unknown:
         raise ValueError(f"the route table names upstreams without a URL: {', '.join(unknown)}")
     registry = new_registry()
+    # The public edge starts every trace itself: a client's traceparent would choose its trace id
+    # and could force sampling.
+    tracing = Tracing(settings.tracing, "gateway", continue_traces=False)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[GatewayState]:
@@ -86,6 +90,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 "response_buffer_bytes": settings.response_buffer_bytes,
                 # An origin marked down can be back once the next health check passes.
                 "retry_after": math.ceil(interval),
+                "tracing": tracing,
                 "trusted_proxies": settings.trusted_proxies,
                 "upstreams": pools,
                 "verifiers": verifiers,
@@ -112,6 +117,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
         metrics=registry,
         max_body_bytes=settings.max_body_bytes,
         edge=settings.edge,
+        tracing=tracing,
     )
 
 

@@ -13,7 +13,7 @@ from services.gateway.balancer import Pool
 from services.gateway.descriptions import PublicDescription
 from services.gateway.upstream import UpstreamPool
 from shared.core import NotFound, client_ip
-from shared.web import TokenVerifier
+from shared.web import TokenVerifier, Tracing, name_route
 from shared.web.openapi import OPENAPI_MEDIA_TYPE
 
 
@@ -54,10 +54,13 @@ async def forward(request: Request) -> Response:
     raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
     target = domain.resolve(raw_path.decode("latin-1"))
     route = target.route
+    tracing: Tracing = request.state.tracing
+    name_route(request.scope, route.prefix)
     if route.audience is not None:
         verifiers: Mapping[str, TokenVerifier] = request.state.verifiers
         # Checked before the body is read, so an unauthenticated upload is refused unread.
-        await verifiers[route.audience].verify_request(request)
+        with tracing.span("verify token", {"auth.audience": route.audience}):
+            await verifiers[route.audience].verify_request(request)
 
     request_target = domain.request_target(target, request.scope["query_string"])
     # The client as the gateway's own trusted proxies (an ingress) report it; their claim is then
@@ -68,7 +71,7 @@ async def forward(request: Request) -> Response:
     )
 
     def headers_for(upstream_host: bytes) -> list[tuple[bytes, bytes]]:
-        return domain.upstream_request_headers(
+        headers = domain.upstream_request_headers(
             request.headers.raw,
             route,
             upstream_host=upstream_host,
@@ -76,6 +79,9 @@ async def forward(request: Request) -> Response:
             # The scope's scheme, not request.url: that builds and parses the whole URL per request.
             scheme=request.scope["scheme"].encode("ascii"),
         )
+        # The upstream's server span becomes a child of the client span open around the exchange.
+        tracing.inject(headers)
+        return headers
 
     body = None
     if domain.has_body(request.headers.raw):
@@ -86,7 +92,7 @@ async def forward(request: Request) -> Response:
     def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         return domain.client_response_headers(headers, route)
 
-    return await proxy.exchange(
+    exchange = proxy.exchange(
         request.receive,
         connections[route.upstream],
         pools[route.upstream],
@@ -99,6 +105,7 @@ async def forward(request: Request) -> Response:
         buffer_bytes=request.state.response_buffer_bytes,
         send_timeout=request.state.client_send_timeout,
     )
+    return await tracing.http_call(request.method, route.upstream, exchange)
 
 
 # No OPTIONS: the gateway never approves a CORS preflight, which is what makes X-CSRF-Token work.

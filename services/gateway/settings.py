@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from services.gateway.domain import ROUTE_TABLE, Route, upstream_names
@@ -16,7 +16,7 @@ from shared.core import (
     env_str,
     trusted_proxies_from_env,
 )
-from shared.web import EdgeSettings, VerifierSettings
+from shared.web import EdgeSettings, TracingSettings, VerifierSettings
 
 MAX_BODY_BYTES = 1024 * 1024
 # Up to this size an upstream answer is read whole before it is sent (nginx's proxy_buffering):
@@ -78,6 +78,7 @@ class GatewaySettings:
     upstream_health_interval: float
     verifier: VerifierSettings
     edge: EdgeSettings
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     # Proxies in front of the gateway (an ingress controller) whose X-Forwarded-For is believed.
     trusted_proxies: tuple[ProxyNetwork, ...] = ()
     max_body_bytes: int = MAX_BODY_BYTES
@@ -115,6 +116,7 @@ class GatewaySettings:
             verifier=VerifierSettings.from_env(environ),
             trusted_proxies=trusted_proxies_from_env(environ),
             edge=EdgeSettings.from_env(environ),
+            tracing=TracingSettings.from_env(environ),
             max_connections=tuple(
                 (
                     name,
