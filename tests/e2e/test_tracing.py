@@ -113,7 +113,7 @@ def test_a_token_request_traces_the_redis_commands_in_auth(
     assert commands
     assert all(span.parent_id == token_span.span_id for span in commands)
     assert all(span.attributes["db.system.name"] == "redis" for span in commands)
-    # The command's name and, for a script's first EVALSHA on a fresh server, NoScriptError: no keys, no values.
+    # The command, and NoScriptError for a script's first EVALSHA on a fresh server: no keys, no values.
     assert all(
         set(span.attributes) - {"error.type"} == {"db.system.name", "db.operation.name"} for span in commands
     )
