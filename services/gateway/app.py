@@ -34,6 +34,9 @@ class GatewayState(TypedDict):
     request_body_timeout: float
     response_buffer_bytes: int
     retry_after: int
+    routes: tuple[domain.Route, ...]
+    forward_auth_audiences: frozenset[str]
+    forward_auth_allowed_from: tuple[ProxyNetwork, ...]
     trusted_proxies: tuple[ProxyNetwork, ...]
     upstreams: dict[str, balancer.Pool]
     verifiers: dict[str, TokenVerifier]
@@ -52,11 +55,11 @@ def load_assets(directory: Path) -> dict[str, Asset]:
 
 
 def create_app(settings: GatewaySettings) -> Starlette:
-    """The gateway: the demo page, one verifier per audience the route table names, and per upstream
-    name a connection pool of its own and a balanced set of origins with its health checks."""
+    """The gateway: the demo page, one verifier per audience the routes and forward-auth name, and per
+    upstream name a connection pool of its own and a balanced set of origins with its health checks."""
     assets = load_assets(STATIC_DIR)
     urls = settings.upstream_urls()
-    unknown = sorted({route.upstream for route in domain.ROUTE_TABLE} - set(urls))
+    unknown = sorted({route.upstream for route in settings.routes} - set(urls))
     if unknown:
         raise ValueError(f"the route table names upstreams without a URL: {', '.join(unknown)}")
     registry = new_registry()
@@ -66,7 +69,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
         async with AsyncExitStack() as stack:
             verifiers = {
                 audience: await stack.enter_async_context(open_verifier(settings.verifier, audience))
-                for audience in domain.audiences(domain.ROUTE_TABLE)
+                for audience in settings.audiences()
             }
             connections = await stack.enter_async_context(proxy.open_pools(settings))
             # Built per lifespan, so a restarted app starts with every origin in rotation.
@@ -86,6 +89,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 "response_buffer_bytes": settings.response_buffer_bytes,
                 # An origin marked down can be back once the next health check passes.
                 "retry_after": math.ceil(interval),
+                "routes": settings.routes,
+                "forward_auth_audiences": frozenset(settings.forward_auth_audiences),
+                "forward_auth_allowed_from": settings.forward_auth_allowed_from,
                 "trusted_proxies": settings.trusted_proxies,
                 "upstreams": pools,
                 "verifiers": verifiers,
