@@ -111,8 +111,11 @@ def create_app(settings: GatewaySettings) -> Starlette:
             "upstreams": {"ready": True, **{name: pool.status() for name, pool in pools.items()}},
         }
 
+    mounted = (
+        [*routes.FORWARD_AUTH_ROUTES, *routes.ROUTES] if settings.forward_auth_audiences else routes.ROUTES
+    )
     return build_app(
-        routes.ROUTES,
+        mounted,
         lifespan=lifespan,
         readiness=readiness,
         metrics=registry,

@@ -105,9 +105,9 @@ async def forward_auth_verdict(request: Request) -> Response:
     """``/forward-auth/{audience}[/...]``: a proxy's question about its client's token, answered to the
     proxies allowed to ask; to anyone else, what the route table answers for the path."""
     peer = request.client.host if request.client is not None else ""
-    audiences: frozenset[str] = request.state.forward_auth_audiences
-    if not audiences or not forward_auth.is_allowed_peer(peer, request.state.forward_auth_allowed_from):
+    if not forward_auth.is_allowed_peer(peer, request.state.forward_auth_allowed_from):
         return await forward(request)
+    audiences: frozenset[str] = request.state.forward_auth_audiences
     audience = request.path_params["audience"]
     verifiers: Mapping[str, TokenVerifier] = request.state.verifiers
     return await forward_auth.verdict(request, verifiers[audience] if audience in audiences else None)
@@ -122,10 +122,15 @@ ROUTES: list[BaseRoute] = [
     # Exactly "/" and "/static/...": nothing the route table proxies is shadowed.
     Route("/", page, methods=["GET"]),
     Route(assets.STATIC_PREFIX + "{name:path}", static_file, methods=["GET"]),
+    Route("/{path:path}", forward, methods=PROXIED_METHODS),
+]
+
+# Not the public API, so not in ROUTES nor in /openapi.json: mounted (ahead of ROUTES) only when
+# FORWARD_AUTH_AUDIENCES names an audience, and answered only to the proxies allowed to ask.
+FORWARD_AUTH_ROUTES: list[BaseRoute] = [
     # Any method: nginx and Envoy ask with the client's own (Envoy also appends its path).
     Route(forward_auth.PREFIX + "/{audience}", forward_auth_verdict, methods=FORWARD_AUTH_METHODS),
     Route(
         forward_auth.PREFIX + "/{audience}/{rest:path}", forward_auth_verdict, methods=FORWARD_AUTH_METHODS
     ),
-    Route("/{path:path}", forward, methods=PROXIED_METHODS),
 ]
