@@ -25,6 +25,7 @@ from services.auth.key_store import load_keys
 from tests.support.cluster import ALICE, Browser, ClusterFactory, Secrets, sign_with_cluster_key
 from tests.support.http import bearer, unverified_parts
 from tests.support.nginx import RequestLog, nginx, nginx_binary, plain_upstream
+from tests.support.polling import poll
 
 NGINX = nginx_binary()
 EXAMPLE = REPO_ROOT / "deploy" / "nginx" / "forward-auth.conf"
@@ -204,3 +205,26 @@ def test_the_upstream_itself_checks_nothing(stack: Stack) -> None:
 
     assert response.status_code == 200
     assert response.text == PAGE
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the revocation feed lands on another branch; remove this mark once it is merged",
+)
+def test_a_revoked_token_stops_reaching_the_upstream_within_seconds(stack: Stack) -> None:
+    browser = stack.browser
+    session = browser.login(ALICE)
+    response = browser.request_token(session, audience=AUDIENCE)
+    assert response.status_code == 200, response.text
+    token = response.json()["access_token"]
+    assert _get(stack, bearer(token))[0].status_code == 200
+
+    assert browser.logout(session).status_code in (200, 204)
+
+    refused = poll(
+        lambda: _get(stack, bearer(token)),
+        within=5,
+        what="nginx to refuse the logged-out session's token",
+        until=lambda result: result[0].status_code == 401,
+    )
+    assert refused[1] == []
