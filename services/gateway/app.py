@@ -35,6 +35,9 @@ class GatewayState(TypedDict):
     response_buffer_bytes: int
     retry_after: int
     tracing: Tracing
+    routes: tuple[domain.Route, ...]
+    forward_auth_audiences: frozenset[str]
+    forward_auth_allowed_from: tuple[ProxyNetwork, ...]
     trusted_proxies: tuple[ProxyNetwork, ...]
     upstreams: dict[str, balancer.Pool]
     verifiers: dict[str, TokenVerifier]
@@ -53,11 +56,11 @@ def load_assets(directory: Path) -> dict[str, Asset]:
 
 
 def create_app(settings: GatewaySettings) -> Starlette:
-    """The gateway: the demo page, one verifier per audience the route table names, and per upstream
-    name a connection pool of its own and a balanced set of origins with its health checks."""
+    """The gateway: the demo page, one verifier per audience the routes and forward-auth name, and per
+    upstream name a connection pool of its own and a balanced set of origins with its health checks."""
     assets = load_assets(STATIC_DIR)
     urls = settings.upstream_urls()
-    unknown = sorted({route.upstream for route in domain.ROUTE_TABLE} - set(urls))
+    unknown = sorted({route.upstream for route in settings.routes} - set(urls))
     if unknown:
         raise ValueError(f"the route table names upstreams without a URL: {', '.join(unknown)}")
     registry = new_registry()
@@ -70,7 +73,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
         async with AsyncExitStack() as stack:
             verifiers = {
                 audience: await stack.enter_async_context(open_verifier(settings.verifier, audience))
-                for audience in domain.audiences(domain.ROUTE_TABLE)
+                for audience in settings.audiences()
             }
             connections = await stack.enter_async_context(proxy.open_pools(settings))
             # Built per lifespan, so a restarted app starts with every origin in rotation.
@@ -91,6 +94,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 # An origin marked down can be back once the next health check passes.
                 "retry_after": math.ceil(interval),
                 "tracing": tracing,
+                "routes": settings.routes,
+                "forward_auth_audiences": frozenset(settings.forward_auth_audiences),
+                "forward_auth_allowed_from": settings.forward_auth_allowed_from,
                 "trusted_proxies": settings.trusted_proxies,
                 "upstreams": pools,
                 "verifiers": verifiers,
@@ -110,8 +116,11 @@ def create_app(settings: GatewaySettings) -> Starlette:
             "upstreams": {"ready": True, **{name: pool.status() for name, pool in pools.items()}},
         }
 
+    mounted = (
+        [*routes.FORWARD_AUTH_ROUTES, *routes.ROUTES] if settings.forward_auth_audiences else routes.ROUTES
+    )
     return build_app(
-        routes.ROUTES,
+        mounted,
         lifespan=lifespan,
         readiness=readiness,
         metrics=registry,

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from services.gateway import assets, domain, proxy
+from services.gateway import assets, domain, forward_auth, proxy
 from services.gateway.balancer import Pool
 from services.gateway.descriptions import PublicDescription
 from services.gateway.upstream import UpstreamPool
@@ -52,7 +52,7 @@ async def forward(request: Request) -> Response:
     upstream and stream the answer."""
     # The raw path, not the decoded one: the upstream must get exactly the bytes the client sent.
     raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
-    target = domain.resolve(raw_path.decode("latin-1"))
+    target = domain.resolve(raw_path.decode("latin-1"), request.state.routes)
     route = target.route
     tracing: Tracing = request.state.tracing
     name_route(request.scope, route.prefix)
@@ -108,8 +108,21 @@ async def forward(request: Request) -> Response:
     return await tracing.http_call(request.method, route.upstream, exchange)
 
 
+async def forward_auth_verdict(request: Request) -> Response:
+    """``/forward-auth/{audience}[/...]``: a proxy's question about its client's token, answered to the
+    proxies allowed to ask; to anyone else, what the route table answers for the path."""
+    peer = request.client.host if request.client is not None else ""
+    if not forward_auth.is_allowed_peer(peer, request.state.forward_auth_allowed_from):
+        return await forward(request)
+    audiences: frozenset[str] = request.state.forward_auth_audiences
+    audience = request.path_params["audience"]
+    verifiers: Mapping[str, TokenVerifier] = request.state.verifiers
+    return await forward_auth.verdict(request, verifiers[audience] if audience in audiences else None)
+
+
 # No OPTIONS: the gateway never approves a CORS preflight, which is what makes X-CSRF-Token work.
 PROXIED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+FORWARD_AUTH_METHODS = (*PROXIED_METHODS, "OPTIONS")
 
 ROUTES: list[BaseRoute] = [
     Route("/openapi.json", openapi_json, methods=["GET"]),
@@ -117,4 +130,14 @@ ROUTES: list[BaseRoute] = [
     Route("/", page, methods=["GET"]),
     Route(assets.STATIC_PREFIX + "{name:path}", static_file, methods=["GET"]),
     Route("/{path:path}", forward, methods=PROXIED_METHODS),
+]
+
+# Not the public API, so not in ROUTES nor in /openapi.json: mounted (ahead of ROUTES) only when
+# FORWARD_AUTH_AUDIENCES names an audience, and answered only to the proxies allowed to ask.
+FORWARD_AUTH_ROUTES: list[BaseRoute] = [
+    # Any method: nginx and Envoy ask with the client's own (Envoy also appends its path).
+    Route(forward_auth.PREFIX + "/{audience}", forward_auth_verdict, methods=FORWARD_AUTH_METHODS),
+    Route(
+        forward_auth.PREFIX + "/{audience}/{rest:path}", forward_auth_verdict, methods=FORWARD_AUTH_METHODS
+    ),
 ]
