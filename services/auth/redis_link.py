@@ -128,9 +128,9 @@ class Link:
 
     async def call(self, command: bytes) -> Any:
         """Send one packed command and return its reply, within one deadline for both."""
+        protocol = self._protocol
         try:
             async with asyncio.timeout(self._timeout):
-                protocol = self._protocol
                 if protocol is not None and self._current is not None and not self._current(self._address):
                     self.close()
                     protocol = None
@@ -138,7 +138,11 @@ class Link:
                     protocol = await self._open()
                 reply = await protocol.send(command)
         except TimeoutError:
-            self.close()
+            # The socket this call waited on, not one a later call may have opened since.
+            if protocol is not None:
+                protocol.close()
+                if self._protocol is protocol:
+                    self._protocol = None
             raise RedisTimeoutError("Timeout waiting for Redis") from None
         if isinstance(reply, ResponseError):
             raise reply

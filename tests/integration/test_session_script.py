@@ -174,3 +174,19 @@ async def test_the_urls_password_and_database_reach_the_session_path(tmp_path: P
         finally:
             await client.aclose()
             await wrong.aclose()
+
+
+async def test_a_unix_socket_url_reaches_the_session_path(tmp_path: Path) -> None:
+    socket_path = tmp_path / "redis.sock"
+    with RedisServer(tmp_path / "unix", extra_args=["--unixsocket", str(socket_path)]):
+        client = connect(f"unix://{socket_path}?db=2", 0.5)
+        try:
+            assert isinstance(client, aioredis.Redis)
+            sessions = SessionStore(client, POLICY)
+            [session] = await _sessions_of(sessions, client, 1)
+            assert await _used_handle(sessions, session) == session.handle
+            addresses = [entry["addr"] for entry in await client.client_list()]
+            # Every connection, the link's included, came over the socket file, none over TCP.
+            assert all(not address.startswith("127.0.0.1") for address in addresses)
+        finally:
+            await client.aclose()
