@@ -32,7 +32,28 @@ def traced(client: Client, tracing: Tracing) -> Client:
         return pipe
 
     client.pipeline = pipeline  # type: ignore[method-assign]
+    link = getattr(client, "link", None)
+    if link is not None:
+        # The session script bypasses execute_command on its own pipelined socket.
+        link.call = _traced_packed(link.call, tracing)
     return client
+
+
+def _traced_packed(
+    call: Callable[[bytes], Awaitable[Any]], tracing: Tracing
+) -> Callable[[bytes], Awaitable[Any]]:
+    async def traced_call(command: bytes) -> Any:
+        name = _packed_name(command)
+        with tracing.span(f"redis {name}", {**_SYSTEM, "db.operation.name": name}, kind="client"):
+            return await call(command)
+
+    return traced_call
+
+
+def _packed_name(command: bytes) -> str:
+    """The command's name from its RESP array (``*N``, ``$len``, name): never a key or a value."""
+    parts = command.split(b"\r\n", 3)
+    return parts[2].decode("ascii", "replace").upper() if len(parts) > 2 else "UNKNOWN"
 
 
 def _traced_command(
