@@ -101,12 +101,15 @@ def test_requests_are_counted_under_their_route_template_never_their_path(cluste
     assert httpx.get(f"{gateway}/api/orders/{order_id}", timeout=10).status_code == 401
     assert httpx.get(f"{orders}/orders/{order_id}", timeout=10).status_code == 401
     assert httpx.get(f"{orders}/{order_id}", timeout=10).status_code == 404
+    assert httpx.get(f"{gateway}/{order_id}", timeout=10).status_code == 404
 
     after = {url: httpx.get(url + "/metrics", timeout=10).text for url in (gateway, orders)}
     expected = [
         (gateway, {"method": "GET", "route": "/api/orders", "status": "401"}),
         (orders, {"method": "GET", "route": "/orders/{order_id}", "status": "401"}),
         (orders, {"method": "GET", "route": "unmatched", "status": "404"}),
+        # The gateway's catch-all matches every path; one the route table lacks stays under its template.
+        (gateway, {"method": "GET", "route": "/{path:path}", "status": "404"}),
     ]
     for url, labels in expected:
         assert request_count(after[url], **labels) == request_count(before[url], **labels) + 1, labels
