@@ -19,6 +19,7 @@ from services.auth.key_store import KeyStore
 from services.auth.metrics import KeyStoreMetrics
 from services.auth.passwords import Passwords
 from services.auth.redis_client import Client, connect
+from services.auth.redis_health import RedisHealth, watched
 from services.auth.routes import AuthContext, routes
 from services.auth.service import Accounts, AuthService
 from services.auth.settings import Settings
@@ -53,7 +54,12 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             collector = KeyStoreMetrics(keys)
             registry.register(collector)
             stack.callback(registry.unregister, collector)
-            client = traced(connect(settings.redis_url.value, settings.redis_timeout), tracing)
+            health = RedisHealth()
+            registry.register(health)
+            stack.callback(registry.unregister, health)
+            client = watched(
+                traced(connect(settings.redis_url.value, settings.redis_timeout), tracing), health
+            )
             stack.push_async_callback(client.aclose)
             context = _wire(settings, keys, client, clock)
             seeding = None

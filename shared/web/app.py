@@ -18,6 +18,7 @@ from shared.web.edge import EdgeSettings
 from shared.web.health import ReadinessCheck, health_routes
 from shared.web.metrics import metrics_route, new_registry
 from shared.web.middleware import LimitsMiddleware, RequestContextMiddleware
+from shared.web.request_metrics import RequestMetrics
 from shared.web.responses import exception_handlers
 from shared.web.tracing import Tracing
 
@@ -41,20 +42,23 @@ def build_app(
     """A Starlette app with the shared defaults around the service's own ``routes``.
 
     ``GET /metrics`` serves ``metrics`` (a fresh registry with process metrics if not given);
-    the service registers its own collectors there, typically in its lifespan. ``edge`` gives the
+    the service registers its own collectors there, typically in its lifespan, and every request is
+    counted and timed there by method, route template and status. ``edge`` gives the
     header and body-deadline limits the app enforces itself (defaults if not given). ``tracing``,
     when given, runs around the service's lifespan and puts a server span around every request
     (outermost, so the access line carries the trace id); off, it adds nothing.
     """
     limits = edge or EdgeSettings()
     registry = new_registry() if metrics is None else metrics
+    requests = RequestMetrics()
+    registry.register(requests)
     app = Starlette(
         routes=[*health_routes(readiness), metrics_route(registry), *routes],
         lifespan=lifespan if tracing is None else _traced(lifespan, tracing),
         exception_handlers=exception_handlers(),
         middleware=[
             *([Middleware(tracing.wrap)] if tracing is not None and tracing.enabled else []),
-            Middleware(RequestContextMiddleware),
+            Middleware(RequestContextMiddleware, requests=requests),
             Middleware(
                 LimitsMiddleware,
                 max_body_bytes=max_body_bytes,

@@ -18,6 +18,7 @@ from shared.core.errors import (
     RequestTimeout,
 )
 from shared.core.logs import request_id
+from shared.web.request_metrics import RequestMetrics
 from shared.web.responses import error_response
 
 logger = logging.getLogger("shared.access")
@@ -30,11 +31,13 @@ class RequestContextMiddleware:
     """Adopts a well-formed ``X-Request-ID`` or makes one, echoes it, and logs one line per request.
 
     The id goes back into the scope headers so a proxy forwards the same id upstream. The log
-    line has the path without its query string, which is where secrets would leak.
+    line has the path without its query string, which is where secrets would leak. ``requests``,
+    when given, counts and times each request by its route.
     """
 
-    def __init__(self, app: ASGIApp):
+    def __init__(self, app: ASGIApp, requests: RequestMetrics | None = None):
         self.app = app
+        self.requests = requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,6 +64,8 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            if self.requests is not None:
+                self.requests.record(scope, status, time.perf_counter() - started)
             logger.info(
                 "%s %s %d",
                 scope["method"],

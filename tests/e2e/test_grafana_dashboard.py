@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +82,35 @@ def test_every_panel_reads_the_dashboards_prometheus_variable() -> None:
     assert all(panel["datasource"]["uid"] == "${datasource}" for panel in panels)
     assert [item["name"] for item in dashboard["templating"]["list"]] == ["datasource"]
     assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+def request_count(text: str, **labels: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "http_requests_total" and sample.labels == labels
+    )
+
+
+def test_requests_are_counted_under_their_route_template_never_their_path(cluster: Cluster) -> None:
+    order_id = secrets.token_hex(8)
+    gateway, orders = cluster.service_url("gateway"), cluster.service_url("orders")
+    before = {url: httpx.get(url + "/metrics", timeout=10).text for url in (gateway, orders)}
+
+    assert httpx.get(f"{gateway}/api/orders/{order_id}", timeout=10).status_code == 401
+    assert httpx.get(f"{orders}/orders/{order_id}", timeout=10).status_code == 401
+    assert httpx.get(f"{orders}/{order_id}", timeout=10).status_code == 404
+    assert httpx.get(f"{gateway}/{order_id}", timeout=10).status_code == 404
+
+    after = {url: httpx.get(url + "/metrics", timeout=10).text for url in (gateway, orders)}
+    expected = [
+        (gateway, {"method": "GET", "route": "/api/orders", "status": "401"}),
+        (orders, {"method": "GET", "route": "/orders/{order_id}", "status": "401"}),
+        (orders, {"method": "GET", "route": "unmatched", "status": "404"}),
+        # The gateway's catch-all matches every path; one the route table lacks stays under its template.
+        (gateway, {"method": "GET", "route": "/{path:path}", "status": "404"}),
+    ]
+    for url, labels in expected:
+        assert request_count(after[url], **labels) == request_count(before[url], **labels) + 1, labels
+    assert all(order_id not in text for text in after.values())
