@@ -54,6 +54,10 @@ def watched(client: Client, health: RedisHealth) -> Client:
         return pipe
 
     client.pipeline = pipeline  # type: ignore[method-assign]
+    link = getattr(client, "link", None)
+    if link is not None:
+        # The session script runs on its own pipelined socket, past execute_command.
+        link.call = _watched(link.call, health)
     return client
 
 
