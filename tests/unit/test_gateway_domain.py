@@ -292,3 +292,28 @@ def test_a_query_with_raw_non_ascii_or_control_bytes_is_rejected(query: bytes) -
     with pytest.raises(BadRequest) as caught:
         domain.request_target(domain.resolve("/auth/login"), query)
     assert caught.value.code == "invalid_query"
+
+
+@pytest.mark.parametrize("path", ["/api/orders", "/api/orders/7", "/auth/login", "/.well-known/jwks.json"])
+def test_a_remembered_target_is_the_one_resolve_gives(path: str) -> None:
+    assert domain.resolve_cached(path) == domain.resolve(path)
+    assert domain.resolve_cached(path) is domain.resolve_cached(path), "worked out once"
+
+
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [("/api/orders/%2e%2e/x", BadRequest), ("/auth/readyz", NotFound), ("/nowhere", NotFound)],
+)
+def test_a_refused_path_is_refused_every_time_and_never_remembered(path: str, error: type[Exception]) -> None:
+    domain.resolve_cached.cache_clear()
+    for _ in range(2):
+        with pytest.raises(error):
+            domain.resolve_cached(path)
+    assert domain.resolve_cached.cache_info().currsize == 0
+
+
+def test_the_remembered_targets_are_bounded() -> None:
+    domain.resolve_cached.cache_clear()
+    for number in range(domain.RESOLVED_PATHS_KEPT + 50):
+        domain.resolve_cached(f"/api/orders/{number}")
+    assert domain.resolve_cached.cache_info().currsize == domain.RESOLVED_PATHS_KEPT
