@@ -35,7 +35,7 @@ class GatewayState(TypedDict):
     response_buffer_bytes: int
     retry_after: int
     tracing: Tracing
-    routes: tuple[domain.Route, ...]
+    resolver: domain.Resolver
     forward_auth_audiences: frozenset[str]
     forward_auth_allowed_from: tuple[ProxyNetwork, ...]
     trusted_proxies: tuple[ProxyNetwork, ...]
@@ -94,7 +94,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 # An origin marked down can be back once the next health check passes.
                 "retry_after": math.ceil(interval),
                 "tracing": tracing,
-                "routes": settings.routes,
+                "resolver": domain.Resolver(settings.routes),
                 "forward_auth_audiences": frozenset(settings.forward_auth_audiences),
                 "forward_auth_allowed_from": settings.forward_auth_allowed_from,
                 "trusted_proxies": settings.trusted_proxies,

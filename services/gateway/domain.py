@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -64,10 +66,14 @@ def audiences(table: Iterable[Route]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(route.audience for route in table if route.audience is not None))
 
 
+# A path is printable ASCII after its leading slash; one match, not a Python test per character.
+_PATH = re.compile(r"/[!-~]*")
+
+
 def _check_path(raw_path: str) -> None:
     # Upstreams decode the path again, so a segment that decodes to a dot segment or hides a
     # separator could climb out of the prefix the gateway matched.
-    if not raw_path.startswith("/") or not all("!" <= char <= "~" for char in raw_path):
+    if _PATH.fullmatch(raw_path) is None:
         raise BadRequest("the request path is malformed", code="invalid_path")
     for segment in raw_path.split("/"):
         decoded = unquote(segment)
@@ -104,6 +110,24 @@ def resolve(raw_path: str, table: Sequence[Route] = ROUTE_TABLE) -> Target:
                 break
             return Target(route=route, path=path)
     raise NotFound("no route for this path")
+
+
+# Paths repeat (every listing is /api/orders): their targets are kept rather than worked out again.
+RESOLVED_PATHS_KEPT = 1024
+
+
+class Resolver:
+    """:func:`resolve` over one route table, remembered for the last :data:`RESOLVED_PATHS_KEPT` paths.
+
+    Only answers are kept: a refused path raises each time, so it can never be served from here.
+    """
+
+    def __init__(self, table: Sequence[Route] = ROUTE_TABLE):
+        self.table = tuple(table)
+        self.resolve = functools.lru_cache(maxsize=RESOLVED_PATHS_KEPT)(self._resolve)
+
+    def _resolve(self, raw_path: str) -> Target:
+        return resolve(raw_path, self.table)
 
 
 def request_target(target: Target, query: bytes) -> bytes:

@@ -18,6 +18,7 @@ from services.gateway.balancer import Pool, may_retry_after_send
 from services.gateway.settings import GatewaySettings
 from services.gateway.upstream import Limits, PoolExhausted, Reply, UpstreamPool
 from shared.core import BadGateway, BadRequest, GatewayTimeout, RequestTimeout, ServiceUnavailable
+from shared.web.disconnect import disconnect_future
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +79,16 @@ class DisconnectWatch:
 
     ASGI tells an application about a disconnect only through ``receive``, and only when asked:
     without this, a client that gave up would leave the gateway waiting for the upstream (and
-    holding one of its connections) until the upstream answered or timed out. The watcher asks
-    in a task of its own. It must be left before the final part of the response is sent,
-    because uvicorn answers ``receive`` with a disconnect once the response is complete.
+    holding one of its connections) until the upstream answered or timed out. Under the
+    project's own server, ``lost`` is the connection's future (:mod:`shared.web.disconnect`)
+    and the watch is a callback on it; under any other, the watcher asks ``receive`` in a task
+    of its own, and must be left before the final part of the response is sent, because uvicorn
+    answers ``receive`` with a disconnect once the response is complete.
     """
 
-    def __init__(self, receive: Receive):
+    def __init__(self, receive: Receive, lost: asyncio.Future[None] | None = None):
         self._receive = receive
+        self._lost = lost
         self._task: asyncio.Task[object] | None = None
         self._watcher: asyncio.Future[None] | None = None
         self._inside = False
@@ -93,8 +97,11 @@ class DisconnectWatch:
     async def __aenter__(self) -> DisconnectWatch:
         self._task = asyncio.current_task()
         self._inside = True
-        self._watcher = asyncio.ensure_future(self._wait())
-        self._watcher.add_done_callback(self._on_done)
+        if self._lost is not None:
+            self._lost.add_done_callback(self._on_done)
+        else:
+            self._watcher = asyncio.ensure_future(self._wait())
+            self._watcher.add_done_callback(self._on_done)
         return self
 
     async def _wait(self) -> None:
@@ -116,7 +123,9 @@ class DisconnectWatch:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self._inside = False
-        if self._watcher is not None and not self._watcher.done():
+        if self._lost is not None:
+            self._lost.remove_done_callback(self._on_done)
+        elif self._watcher is not None and not self._watcher.done():
             self._watcher.cancel()
         if self.disconnected and self._task is not None:
             self._task.uncancel()
@@ -148,7 +157,7 @@ class UpstreamResponse(Response):
             await send(
                 {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
             )
-            async with DisconnectWatch(receive):
+            async with DisconnectWatch(receive, disconnect_future(scope)):
                 async for chunk in reply.aiter_raw():
                     async with asyncio.timeout(self._send_timeout):
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -302,6 +311,7 @@ async def send(
 
 async def exchange(
     receive: Receive,
+    lost: asyncio.Future[None] | None,
     upstream: UpstreamPool,
     pool: Pool,
     method: str,
@@ -318,10 +328,11 @@ async def exchange(
 
     A client that hangs up while the upstream works gets its upstream request cancelled and
     the connection closed (the upstream sees the disconnect too), rather than the gateway
-    waiting on for an answer nobody will read.
+    waiting on for an answer nobody will read. ``lost`` is the server's notice of the client
+    leaving, when it gives one (see :class:`DisconnectWatch`).
     """
     try:
-        async with DisconnectWatch(receive):
+        async with DisconnectWatch(receive, lost):
             reply = await send(upstream, pool, method, target, headers_for, body, retry_after=retry_after)
             return await respond(
                 reply, response_headers(reply.headers), buffer_bytes=buffer_bytes, send_timeout=send_timeout

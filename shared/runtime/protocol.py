@@ -31,6 +31,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from shared.core.errors import ApiError, HeadersTooLarge, RequestTimeout, ServiceUnavailable
+from shared.web.disconnect import DISCONNECT_EXTENSION
 from shared.web.edge import RETRY_AFTER_SECONDS, EdgeSettings
 from shared.web.responses import error_response
 
@@ -168,6 +169,10 @@ class HttpProtocol(HttpToolsProtocol):
     ``limits`` (see :func:`uvicorn_options`) bounds each request head in header fields, in bytes
     and in time (431 or 408, then the connection closes), and answers a request that finds the
     worker at its connection or in-flight cap with an immediate 503 and ``Retry-After``.
+
+    Every request's scope carries the connection's loss as a future (see
+    :mod:`shared.web.disconnect`), so an application can watch for its client leaving without a
+    task of its own.
     """
 
     def __init__(
@@ -199,6 +204,8 @@ class HttpProtocol(HttpToolsProtocol):
         self._refusal: bytes | None = None
         self._discarding = False
         self._linger: asyncio.TimerHandle | None = None
+        # Completed in connection_lost; every request on the connection is handed it.
+        self._lost: asyncio.Future[None] = self.loop.create_future()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")
@@ -216,6 +223,8 @@ class HttpProtocol(HttpToolsProtocol):
             if timer is not None:
                 timer.cancel()
         self._head_timer = self._linger = None
+        if not self._lost.done():
+            self._lost.set_result(None)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -254,6 +263,8 @@ class HttpProtocol(HttpToolsProtocol):
         self._field_count = 0
         self._field_bytes = 0
         super().on_message_begin()
+        # uvicorn types the extensions as dicts; ASGI leaves their values to whoever defines them.
+        self.scope["extensions"] = {DISCONNECT_EXTENSION: self._lost}  # type: ignore[dict-item]
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._field_count += 1

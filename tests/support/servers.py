@@ -13,7 +13,8 @@ from tests.support.polling import poll
 class ServerThread:
     """A uvicorn server on a free 127.0.0.1 port in a background thread."""
 
-    def __init__(self, app: Any, *, lifespan: Literal["on", "off"] = "off"):
+    def __init__(self, app: Any, *, lifespan: Literal["on", "off"] = "off", **options: Any):
+        """``options`` go to ``uvicorn.Config`` as well (the project's protocol, say)."""
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
@@ -24,6 +25,7 @@ class ServerThread:
             # As shared.runtime.serve runs it: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1.
             proxy_headers=False,
             server_header=False,
+            **options,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -292,3 +292,38 @@ def test_a_query_with_raw_non_ascii_or_control_bytes_is_rejected(query: bytes) -
     with pytest.raises(BadRequest) as caught:
         domain.request_target(domain.resolve("/auth/login"), query)
     assert caught.value.code == "invalid_query"
+
+
+@pytest.mark.parametrize("path", ["/api/orders", "/api/orders/7", "/auth/login", "/.well-known/jwks.json"])
+def test_a_remembered_target_is_the_one_resolve_gives(path: str) -> None:
+    resolver = domain.Resolver()
+    assert resolver.resolve(path) == domain.resolve(path)
+    assert resolver.resolve(path) is resolver.resolve(path), "worked out once"
+
+
+def test_a_resolver_answers_from_its_own_table() -> None:
+    extra = domain.Route(
+        prefix="/api/invoices", upstream="invoices", upstream_prefix="/invoices", audience="invoices"
+    )
+    with pytest.raises(NotFound):
+        domain.Resolver().resolve("/api/invoices/1")
+    assert domain.Resolver((*domain.ROUTE_TABLE, extra)).resolve("/api/invoices/1").route == extra
+
+
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [("/api/orders/%2e%2e/x", BadRequest), ("/auth/readyz", NotFound), ("/nowhere", NotFound)],
+)
+def test_a_refused_path_is_refused_every_time_and_never_remembered(path: str, error: type[Exception]) -> None:
+    resolver = domain.Resolver()
+    for _ in range(2):
+        with pytest.raises(error):
+            resolver.resolve(path)
+    assert resolver.resolve.cache_info().currsize == 0
+
+
+def test_the_remembered_targets_are_bounded() -> None:
+    resolver = domain.Resolver()
+    for number in range(domain.RESOLVED_PATHS_KEPT + 50):
+        resolver.resolve(f"/api/orders/{number}")
+    assert resolver.resolve.cache_info().currsize == domain.RESOLVED_PATHS_KEPT

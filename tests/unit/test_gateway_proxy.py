@@ -34,6 +34,8 @@ from services.gateway.balancer import Pool
 from services.gateway.settings import GatewaySettings
 from services.gateway.upstream import Limits, UpstreamPool
 from shared.core import BadRequest, SettingsError
+from shared.runtime.protocol import uvicorn_options
+from shared.web import EdgeSettings
 from tests.support.polling import poll
 from tests.support.servers import ServerThread
 
@@ -491,7 +493,9 @@ async def test_a_request_the_upstream_client_refuses_to_send_is_400_not_502() ->
 
 
 def test_options_is_not_proxied(client: httpx.Client, auth_seen: Seen) -> None:
-    assert_error(client.options("/auth/token-preflight-probe"), 405, "method_not_allowed")
+    response = client.options("/auth/token-preflight-probe")
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "GET, HEAD, POST, PUT, PATCH, DELETE"
     assert "/token-preflight-probe" not in auth_seen.paths()
 
 
@@ -653,15 +657,25 @@ def test_an_upstream_url_that_is_not_an_origin_is_refused_by_name(url: str) -> N
         GatewaySettings.from_env({"AUTH_URL": url})
 
 
+# The gateway notices a client leaving through uvicorn's receive under a plain server, and through
+# the connection's future (shared.web.disconnect) under the project's own protocol: both are tested.
+SERVERS = {"plain": {}, "project": uvicorn_options(EdgeSettings())}
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def server_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return SERVERS[request.param]
+
+
 def test_a_client_that_abandons_a_stream_gives_its_upstream_connection_back(
-    auth_server: ServerThread, orders_server: ServerThread
+    auth_server: ServerThread, orders_server: ServerThread, server_options: dict[str, Any]
 ) -> None:
     settings = settings_before(
         auth_server,
         orders_server,
         UPSTREAM_MAX_CONNECTIONS="1",
     )
-    with ServerThread(create_app(settings), lifespan="on") as gateway:
+    with ServerThread(create_app(settings), lifespan="on", **server_options) as gateway:
         with (
             httpx.Client(base_url=gateway.url, trust_env=False, timeout=10) as abandoning,
             abandoning.stream("GET", "/auth/endless") as response,
@@ -779,7 +793,7 @@ def test_a_malformed_pool_or_send_setting_is_refused_by_name(name: str, value: s
 
 
 def test_a_client_that_never_reads_a_streamed_answer_loses_it_and_frees_the_connection(
-    auth_server: ServerThread, orders_server: ServerThread
+    auth_server: ServerThread, orders_server: ServerThread, server_options: dict[str, Any]
 ) -> None:
     send_timeout = 0.5
     settings = settings_before(
@@ -790,7 +804,7 @@ def test_a_client_that_never_reads_a_streamed_answer_loses_it_and_frees_the_conn
         UPSTREAM_POOL_TIMEOUT_SECONDS="0.2",
     )
     with (
-        ServerThread(create_app(settings), lifespan="on") as gateway,
+        ServerThread(create_app(settings), lifespan="on", **server_options) as gateway,
         httpx.Client(base_url=gateway.url, trust_env=False, timeout=10) as client,
         send_and_never_read(gateway.port, b"/auth/large") as stalled,
     ):
@@ -812,14 +826,18 @@ def test_a_client_that_never_reads_a_streamed_answer_loses_it_and_frees_the_conn
 
 
 def test_a_client_that_hangs_up_while_waiting_cancels_the_upstream_request(
-    auth_server: ServerThread, orders_server: ServerThread, signing_key: RSAKey, orders_seen: Seen
+    auth_server: ServerThread,
+    orders_server: ServerThread,
+    signing_key: RSAKey,
+    orders_seen: Seen,
+    server_options: dict[str, Any],
 ) -> None:
     upstream_timeout = 10.0
     settings = settings_before(auth_server, orders_server, UPSTREAM_TIMEOUT_SECONDS=str(upstream_timeout))
     token = mint(signing_key).encode()
     target = b"/api/orders/slow?hang-up-probe"
     with (
-        ServerThread(create_app(settings), lifespan="on") as gateway,
+        ServerThread(create_app(settings), lifespan="on", **server_options) as gateway,
         httpx.Client(base_url=gateway.url, trust_env=False, timeout=10) as client,
     ):
         with send_and_never_read(gateway.port, target, b"Authorization: Bearer " + token):

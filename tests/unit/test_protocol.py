@@ -11,6 +11,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from shared.runtime.protocol import CoalescingTransport, HttpProtocol
+from shared.web.disconnect import disconnect_future
 
 
 class RecordingTransport(asyncio.Transport):
@@ -112,3 +113,45 @@ async def test_a_real_server_answers_each_request_with_one_write() -> None:
     finally:
         server.should_exit = True
         await serving
+
+
+async def test_a_request_learns_its_client_left_from_the_connections_future() -> None:
+    # The application never calls receive: the future alone must tell it the client has gone.
+    seen: list[asyncio.Future[None] | None] = []
+    left = asyncio.Event()
+
+    async def waiting_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        lost = disconnect_future(scope)
+        seen.append(lost)
+        assert lost is not None
+        await lost
+        left.set()
+
+    config = uvicorn.Config(
+        waiting_app, host="127.0.0.1", port=0, http=HttpProtocol, log_config=None, lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+                await asyncio.sleep(0.01)
+            port = server.servers[0].sockets[0].getsockname()[1]
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            while not seen:  # noqa: ASYNC110 - the app's own record of being called
+                await asyncio.sleep(0.01)
+            assert seen[0] is not None
+            assert not seen[0].done(), "pending while the client is connected"
+            writer.close()
+            await left.wait()
+    finally:
+        server.should_exit = True
+        await serving
+
+
+def test_without_the_extension_there_is_no_future() -> None:
+    assert disconnect_future({"type": "http"}) is None
+    assert disconnect_future({"type": "http", "extensions": {"http.response.trailers": {}}}) is None
