@@ -1,4 +1,4 @@
-"""The revocation feed over HTTP with a real Redis: the signed set, conditional GETs, long-polls, recording."""
+"""The revocation feed over HTTP with a real Redis: the signed set, conditional GETs, long-polls, records."""
 
 from __future__ import annotations
 
