@@ -4,7 +4,7 @@ A revocation is a cutoff, never a token id: "tokens of session ``sid`` (or user 
 signed by key ``kid``) issued before ``before``". One entry covers every token the session ever
 minted, and it lives only while a token it covers could still be valid, so the set is bounded by
 recent critical operations, never by traffic. The format is written down in
-docs/decisions/0019-revocation-feed.md for verifiers in other languages.
+docs/decisions/0008-revocation-feed.md for verifiers in other languages.
 
 Nothing here performs I/O or reads a clock; callers pass ``now`` in (seconds since the epoch).
 """
