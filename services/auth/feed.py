@@ -24,9 +24,12 @@ from services.auth.key_store import KeyFileError, KeyStore
 from services.auth.revocations import Entry
 from services.auth.store import RevocationSet, RevocationStore
 from shared.core import ServiceUnavailable
-from shared.web import Periodic
+from shared.web import Periodic, cancel_and_wait
 
 logger = logging.getLogger(__name__)
+
+#: The longest a recording waits for this worker to publish the new feed (the rest runs on).
+PUBLISH_WAIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class RevocationFeed:
         self._published: Published | None = None
         self._changed = asyncio.Event()
         self._refreshing = asyncio.Lock()
+        self._nudges: set[asyncio.Task[None]] = set()
         self._failing = False
         self.waiters = 0
         self.waits_declined = 0
@@ -84,6 +88,8 @@ class RevocationFeed:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._poller.aclose()
+        for nudge in list(self._nudges):
+            await cancel_and_wait(nudge)
 
     @property
     def ready(self) -> bool:
@@ -103,11 +109,19 @@ class RevocationFeed:
         return self._published
 
     async def record(self, entries: Sequence[Entry]) -> None:
-        """Add ``entries`` to the set, then publish at once here (other workers see it on their next poll)."""
+        """Add ``entries`` to the set and have this worker publish it now; other workers poll for it.
+
+        The caller (a logout) waits for this worker's new feed at most :data:`PUBLISH_WAIT`
+        seconds: long enough that its own next read of the feed shows the entry, short of the
+        seconds signing takes on a set of 100,000 entries.
+        """
         if not entries:
             return
         await self._store.record(entries, self._clock())
-        await self.refresh()
+        nudge = asyncio.create_task(self._poll(), name="revocation-feed-nudge")
+        self._nudges.add(nudge)
+        nudge.add_done_callback(self._nudges.discard)
+        await asyncio.wait({nudge}, timeout=PUBLISH_WAIT)
 
     async def _poll(self) -> None:
         # A failure is counted and logged once by refresh; the loop goes on with the last feed.
