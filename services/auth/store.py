@@ -1,9 +1,10 @@
-"""Users, sessions and throttles in Redis. Every multi-key change is one Lua script or MULTI/EXEC.
+"""Users, sessions, throttles and revocations in Redis; each multi-key change is one script or MULTI.
 
 Keys: ``user:{<id>}`` (hash), ``user-email:<email>`` (id), ``session:{<user id>}:<handle>``
 (hash, with a TTL that follows the session policy), ``user-sessions:{<user id>}`` (set of
-handles, pruned of dead sessions whenever it is read or written) and ``throttle:*`` (counters
-that expire with their window).
+handles, pruned of dead sessions whenever it is read or written), ``throttle:*`` (counters
+that expire with their window) and ``revocations:{revocations}:*`` (the revocation set, see
+:class:`RevocationStore`).
 
 Every key of one user carries the hash tag ``{<user id>}``, so on Redis Cluster a user's
 account, sessions, index and token budgets live in one slot: each script below touches a single
