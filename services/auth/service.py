@@ -20,7 +20,14 @@ from typing import Protocol, TypeVar, overload
 
 from services.auth import domain, revocations
 from services.auth.domain import RateLimit, Session, SessionRef, User
-from services.auth.key_schedule import KeyState, RotationPolicy, Schedule, next_kid, rotation_due
+from services.auth.key_schedule import (
+    KeyState,
+    RotationPolicy,
+    Schedule,
+    ScheduleError,
+    next_kid,
+    rotation_due,
+)
 from services.auth.key_store import KeyStore, read_schedule, retire_key, rotate_keys
 from services.auth.passwords import Passwords
 from services.auth.revocations import Entry, Kind
@@ -338,9 +345,14 @@ async def revoke_compromised_key(
     after a failure, it records the entry for a key already gone.
     """
     moment = time.time() if now is None else now
+    try:
+        entry = revocations.revoke_key(
+            kid, moment, token_ttl=policy.token_ttl, jwks_max_age=policy.jwks_max_age
+        )
+    except ValueError:
+        raise ScheduleError(f"{kid!r} is not a key id") from None
     schedule = read_schedule(directory)
     if kid in schedule and schedule[kid].state(moment) is not KeyState.REMOVED:
         retire_key(directory, kid, policy, force=True, now=moment)
-    entry = revocations.revoke_key(kid, moment, token_ttl=policy.token_ttl, jwks_max_age=policy.jwks_max_age)
     await recorder.record([entry])
     return entry

@@ -57,6 +57,10 @@ def test_the_drill_refuses_the_only_key_and_records_nothing(tmp_path: Path, redi
     assert refused.returncode == 1
     assert "run `keys rotate` first" in refused.stderr
     assert recorded(redis_url) == ()
+    malformed = cli("keys", "revoke", "not a kid", redis_url=redis_url, keys_dir=keys_dir)
+    assert malformed.returncode == 1
+    assert "'not a kid' is not a key id" in malformed.stderr
+    assert recorded(redis_url) == ()
 
 
 def test_a_drill_that_could_not_record_can_be_run_again(tmp_path: Path, redis_url: str) -> None:
