@@ -126,6 +126,7 @@ async def forward(scope: Scope, receive: Receive) -> Response:
         response_headers=response_headers,
         buffer_bytes=state["response_buffer_bytes"],
         send_timeout=state["client_send_timeout"],
+        holds=route.holds,
     )
     return await tracing.http_call(scope["method"], route.upstream, exchange)
 

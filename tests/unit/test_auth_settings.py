@@ -176,3 +176,14 @@ class TestRepr:
         settings = Settings.from_env(DEV)
         assert DEMO_PASSWORD not in repr(settings)
         assert SECRET not in repr(settings)
+
+
+def test_the_revocation_feed_settings_and_their_bound() -> None:
+    settings = Settings.from_env(DEV)
+    assert (settings.revocations_poll_interval, settings.revocations_max_waiters) == (0.1, 32)
+    tuned = Settings.from_env({**DEV, "REVOCATIONS_POLL_SECONDS": "0.25", "REVOCATIONS_MAX_WAITERS": "0"})
+    assert (tuned.revocations_poll_interval, tuned.revocations_max_waiters) == (0.25, 0)
+    # Held long-polls must leave in-flight slots for logins and tokens.
+    message = failure({**DEV, "REVOCATIONS_MAX_WAITERS": "8", "EDGE_MAX_IN_FLIGHT": "8"})
+    assert "REVOCATIONS_MAX_WAITERS must be below EDGE_MAX_IN_FLIGHT" in message
+    assert "REVOCATIONS_POLL_SECONDS" in failure({**DEV, "REVOCATIONS_POLL_SECONDS": "0"})

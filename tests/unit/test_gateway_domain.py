@@ -8,7 +8,7 @@ from services.gateway import domain
 from services.gateway.domain import ROUTE_TABLE, Route
 from shared.core import BadRequest, NotFound
 
-AUTH, WELL_KNOWN, ORDERS = ROUTE_TABLE
+AUTH, REVOCATIONS, WELL_KNOWN, ORDERS = ROUTE_TABLE
 
 
 def header_names(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
@@ -327,3 +327,10 @@ def test_the_remembered_targets_are_bounded() -> None:
     for number in range(domain.RESOLVED_PATHS_KEPT + 50):
         resolver.resolve(f"/api/orders/{number}")
     assert resolver.resolve.cache_info().currsize == domain.RESOLVED_PATHS_KEPT
+
+
+def test_the_revocation_feed_is_routed_to_auth_with_room_for_its_long_poll() -> None:
+    target = domain.resolve("/.well-known/revocations.json")
+    assert (target.route.upstream, target.path) == ("auth", "/.well-known/revocations.json")
+    assert target.route.holds == 30
+    assert domain.resolve("/.well-known/jwks.json").route.holds == 0
