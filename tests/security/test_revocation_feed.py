@@ -29,6 +29,7 @@ from shared.web.revocations import RevocationCache
 from shared.web.verifier import TokenVerifier, VerifierSettings, open_verifier
 from tests.support.claims import ISSUER, b64
 from tests.support.feeds import JWKS_PATH, MEDIA_TYPE, FeedServer, entry, feed_server, sign_feed
+from tests.support.polling import poll
 from tests.unit.test_revocations import eventually, mint
 
 
@@ -246,17 +247,12 @@ def test_a_bad_feed_answer_never_turns_into_a_500_at_the_service(
             == 200
         )
         server.publish("not a feed at all", '"garbage"')
-        ready = client.get("/readyz")
-
-        def stale() -> bool:
-            nonlocal ready
-            ready = client.get("/readyz")
-            return ready.status_code == 503
-
-        deadline = time.monotonic() + 10
-        while not stale():
-            assert time.monotonic() < deadline, "the garbage feed never made orders unready"
-            time.sleep(0.05)
+        ready = poll(
+            lambda: client.get("/readyz"),
+            until=lambda response: response.status_code == 503,
+            within=10,
+            what="the garbage feed making orders unready",
+        )
         assert ready.json()["checks"]["revocations"]["reason"].startswith("no successful refresh")
         assert ready.json()["checks"]["revocations"]["failures"]["malformed"] >= 1
         answer = client.get("/orders", headers={"Authorization": f"Bearer {mint(key, sid='sid-2')}"})
