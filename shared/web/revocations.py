@@ -10,8 +10,8 @@ the entries in dicts keyed by id, so checking a token costs two dictionary looku
 It refreshes by long-poll (``If-None-Match`` with ``Prefer: wait=N``, RFC 7240): auth holds the
 request until the feed changes, so a new revocation arrives as one answer, typically within tens
 of milliseconds, at the cost of one idle connection. An issuer that ignores the preference is
-polled every ``poll_interval`` with a conditional GET instead. The format is described in
-``docs/revocations.md``; the failure policy in ``SECURITY.md``.
+polled every ``poll_interval`` with a conditional GET instead. The failure policy and the
+attacks this refuses are in ``SECURITY.md`` ("Revocation feed").
 """
 
 from __future__ import annotations
