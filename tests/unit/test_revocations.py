@@ -160,6 +160,18 @@ async def test_entries_past_until_are_dropped_and_cover_nothing(
         assert await refused(verifier, mint(key, sid="sid-2")) == "revoked"
 
 
+async def test_a_feed_of_thousands_of_entries_is_checked_in_a_thread_and_applies(
+    issuer: tuple[FeedServer, str], key: RSAKey
+) -> None:
+    server, url = issuer
+    now = int(time.time())
+    async with verifier_for(url) as verifier:
+        await revoke(server, verifier, *(entry("session", f"sid-{i}", now) for i in range(3000)))
+        assert len(server.body) > 64 * 1024, "the feed must be over the inline bound to take the thread path"
+        assert await refused(verifier, mint(key, sid="sid-2999")) == "revoked"
+        assert (await verifier.verify(mint(key, sid="sid-3000"))).sid == "sid-3000"
+
+
 async def test_a_revocation_reaches_the_verifier_by_long_poll_well_within_a_second(
     issuer: tuple[FeedServer, str], key: RSAKey
 ) -> None:
