@@ -236,7 +236,7 @@ class VerifierSettings:
                 url=feed_urls[0],
                 fallback_urls=feed_urls[1:],
                 wait=wait,
-                poll_interval=env_float(environ, "REVOCATIONS_POLL_SECONDS", 1.0, minimum=0.1),
+                poll_interval=env_float(environ, "REVOCATIONS_REFRESH_SECONDS", 1.0, minimum=0.1),
                 timeout=timeout,
                 max_bytes=env_int(environ, "REVOCATIONS_MAX_BYTES", 16 * 1024 * 1024, minimum=1024),
                 max_stale=max_stale,

@@ -62,7 +62,7 @@ async def guarded(
 ) -> AsyncIterator[tuple[TokenVerifier, RevocationCache]]:
     """A verifier that has accepted a feed revoking session ``sid-1`` (version 2)."""
     settings = VerifierSettings.from_env(
-        {"JWKS_URL": url + JWKS_PATH, "TOKEN_ISSUER": ISSUER, "REVOCATIONS_POLL_SECONDS": "0.1", **env}
+        {"JWKS_URL": url + JWKS_PATH, "TOKEN_ISSUER": ISSUER, "REVOCATIONS_REFRESH_SECONDS": "0.1", **env}
     )
     async with open_verifier(settings, "orders") as verifier:
         feed = verifier.revocations
@@ -231,7 +231,7 @@ def test_a_bad_feed_answer_never_turns_into_a_500_at_the_service(
             "ORDERS_DB_PATH": str(tmp_path / "orders.sqlite3"),
             "JWKS_URL": url + JWKS_PATH,
             "TOKEN_ISSUER": ISSUER,
-            "REVOCATIONS_POLL_SECONDS": "0.1",
+            "REVOCATIONS_REFRESH_SECONDS": "0.1",
             "REVOCATIONS_WAIT_SECONDS": "0",
             "REVOCATIONS_TIMEOUT_SECONDS": "0.5",
             "REVOCATIONS_MAX_STALE_SECONDS": "1",

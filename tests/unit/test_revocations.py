@@ -198,7 +198,7 @@ async def test_an_issuer_that_ignores_the_wait_preference_is_polled_on_the_inter
 ) -> None:
     server, url = issuer
     server.long_poll = False
-    async with verifier_for(url, REVOCATIONS_POLL_SECONDS="0.2") as verifier:
+    async with verifier_for(url, REVOCATIONS_REFRESH_SECONDS="0.2") as verifier:
         feed = verifier.revocations
         assert feed is not None
         await revoke(server, verifier, entry("session", "sid-1", int(time.time())))
@@ -226,7 +226,7 @@ async def test_a_stale_feed_fails_closed_with_503_for_every_token_and_recovers(
         "REVOCATIONS_TIMEOUT_SECONDS": "0.5",
     }
     token = mint(key)
-    async with verifier_for(url, REVOCATIONS_POLL_SECONDS="0.1", **policy) as verifier:
+    async with verifier_for(url, REVOCATIONS_REFRESH_SECONDS="0.1", **policy) as verifier:
         feed = verifier.revocations
         assert feed is not None
         await verifier.verify(token)
@@ -255,7 +255,7 @@ async def test_a_stale_feed_keeps_verifying_with_the_last_entries_when_failing_o
         "REVOCATIONS_TIMEOUT_SECONDS": "0.5",
     }
     async with verifier_for(
-        url, REVOCATIONS_FAIL_CLOSED="false", REVOCATIONS_POLL_SECONDS="0.1", **policy
+        url, REVOCATIONS_FAIL_CLOSED="false", REVOCATIONS_REFRESH_SECONDS="0.1", **policy
     ) as verifier:
         feed = verifier.revocations
         assert feed is not None
@@ -300,7 +300,7 @@ async def test_a_verifier_starting_while_the_feed_is_down_counts_its_staleness_f
         "REVOCATIONS_WAIT_SECONDS": "0",
         "REVOCATIONS_TIMEOUT_SECONDS": "0.5",
     }
-    async with verifier_for(url, REVOCATIONS_POLL_SECONDS="0.1", **policy) as verifier:
+    async with verifier_for(url, REVOCATIONS_REFRESH_SECONDS="0.1", **policy) as verifier:
         feed = verifier.revocations
         assert feed is not None
         assert feed.ready
