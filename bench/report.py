@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,18 @@ def proxy_ratios(data: dict[str, Any]) -> list[Ratio]:
     return found
 
 
+# Below this a service only idled through a scenario (timers, health checks): left out of the text.
+CPU_SHOWN_FROM_US = 1.0
+
+
+def cpu_text(cpu_us: Mapping[str, float]) -> str:
+    """The CPU per request of the services a scenario kept busy, busiest first: ``auth 180, redis 30``."""
+    busy = sorted(
+        ((us, name) for name, us in cpu_us.items() if us >= CPU_SHOWN_FROM_US), key=lambda each: -each[0]
+    )
+    return ", ".join(f"{name} {us:,.0f}" for us, name in busy)
+
+
 def markdown(data: dict[str, Any]) -> str:
     scenarios = data["scenarios"]
     lines = [
@@ -138,16 +151,19 @@ def markdown(data: dict[str, Any]) -> str:
         f"{data['machine']['platform']}. wrk, one thread, {data['options']['seconds']:g} s per scenario "
         "after a warm-up; every number below comes from this one run. Scenarios 1, 2 and 4 and the raw "
         f"RSA rates ran in {len(rounds(data))} interleaved rounds: their rows show the median round, and "
-        "each targeted ratio is the median of its per-round ratios.",
+        "each targeted ratio is the median of its per-round ratios. CPU per request is each service's "
+        "user and system time over the measured seconds (from /proc, workers included) divided by the "
+        "requests wrk completed; it moves less than req/s on a shared machine.",
         "",
-        "| Scenario | req/s | p50 ms | p99 ms | errors |",
-        "|---|---:|---:|---:|---:|",
+        "| Scenario | req/s | CPU us per request | p50 ms | p99 ms | errors |",
+        "|---|---:|---|---:|---:|---:|",
     ]
     for name, title in SCENARIOS:
         if name in scenarios:
             s = scenarios[name]
             lines.append(
-                f"| {title} | {s['rps']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['errors']} |"
+                f"| {title} | {s['rps']:,.0f} | {cpu_text(s.get('cpu_us', {}))} | {s['p50_ms']:.2f} "
+                f"| {s['p99_ms']:.2f} | {s['errors']} |"
             )
     lines += ["", "| Ratio | value | target | met | each round |", "|---|---:|---|---|---|"]
     for ratio in ratios(data):

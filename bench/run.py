@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import redis
 
-from bench import nginx, report, rsa, wrk
+from bench import cpu, nginx, report, rsa, wrk
 from bench.wrk import Load, WrkResult
 from deploy.devcluster import Cluster, ClusterConfig
 from services.auth import domain
@@ -139,16 +139,27 @@ class Bench:
     ) -> WrkResult:
         load = load or Load(seconds=self.options.seconds)
         wrk.run(url, dataclasses.replace(load, seconds=self.options.warmup), script, env)
+        before = cpu.snapshot(self.process_groups())
         result = wrk.run(url, load, script, env)
+        spent = cpu.per_request_us(before, cpu.snapshot(self.process_groups()), result.requests)
+        result = dataclasses.replace(
+            result, cpu_us={name: round(us, 1) for name, us in sorted(spent.items())}
+        )
         logger.info(
-            "%-60s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  errors %d",
+            "%-60s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  errors %d  CPU %s",
             url,
             result.rps,
             result.p50_ms,
             result.p99_ms,
             result.errors,
+            report.cpu_text(result.cpu_us),
         )
         return result
+
+    def process_groups(self) -> dict[str, int | None]:
+        """Each service's process group: the cluster starts every one as a group leader."""
+        names = ("redis", *self.cluster.config.processes)
+        return {name: self.cluster.pid(name) for name in names}
 
 
 def _bearer(token: str) -> dict[str, str]:

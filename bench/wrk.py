@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 LUA_DIR = Path(__file__).parent / "lua"
@@ -23,6 +23,8 @@ class WrkResult:
     errors: int
     p50_ms: float
     p99_ms: float
+    # Microseconds of CPU per request, per service, over the measured window (see bench.cpu).
+    cpu_us: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:

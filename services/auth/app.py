@@ -23,8 +23,9 @@ from services.auth.routes import AuthContext, routes
 from services.auth.service import Accounts, AuthService
 from services.auth.settings import Settings
 from services.auth.store import SessionStore, ThrottleStore, UserStore
+from services.auth.traced_redis import traced
 from shared.core import ApiError, Conflict
-from shared.web import Periodic, build_app, cancel_and_wait, new_registry
+from shared.web import Periodic, Tracing, build_app, cancel_and_wait, new_registry
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class State(TypedDict):
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> Starlette:
     """The auth application. Keys load and Redis connects when the lifespan starts."""
     registry = new_registry()
+    tracing = Tracing(settings.tracing, "auth")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
@@ -51,7 +53,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             collector = KeyStoreMetrics(keys)
             registry.register(collector)
             stack.callback(registry.unregister, collector)
-            client = connect(settings.redis_url.value, settings.redis_timeout)
+            client = traced(connect(settings.redis_url.value, settings.redis_timeout), tracing)
             stack.push_async_callback(client.aclose)
             context = _wire(settings, keys, client, clock)
             seeding = None
@@ -78,7 +80,9 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             checks["demo_users"] = seeding.done()
         return checks
 
-    return build_app(routes, lifespan=lifespan, readiness=readiness, metrics=registry, edge=settings.edge)
+    return build_app(
+        routes, lifespan=lifespan, readiness=readiness, metrics=registry, edge=settings.edge, tracing=tracing
+    )
 
 
 def _wire(settings: Settings, keys: KeyStore, client: Client, clock: Callable[[], float]) -> AuthContext:

@@ -14,10 +14,12 @@ the next request after Redis is back succeeds: nothing needs a restart.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 from urllib.parse import unquote, urlsplit
@@ -29,8 +31,10 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.connection import parse_url as parse_single_url
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, ReadOnlyError, RedisClusterException, RedisError
 from redis.typing import EncodableT
+
+from services.auth.redis_link import Address, Link, pack
 
 logger = logging.getLogger(__name__)
 
@@ -152,11 +156,17 @@ def connect(url: str, timeout: float, *, max_connections: int = 100) -> Client:
             retry=retry,
             **options,
         )
+        assert isinstance(client, _SentinelPrimary)
+        assert isinstance(client.connection_pool, _SentinelPool)
+        client.link = _sentinel_link(client.connection_pool, topology, timeout)
         return client
     pool = redis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=timeout, retry=retry, **options
     )
-    return redis.Redis.from_pool(pool)
+    single = _Linked.from_pool(pool)
+    assert isinstance(single, _Linked)
+    single.link = _single_link(pool, timeout)
+    return single
 
 
 class _Cluster(RedisCluster):
@@ -208,11 +218,15 @@ class _SentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
         self._checked_at = -math.inf
         self._check: asyncio.Task[None] | None = None
 
-    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+    def check_primary_soon(self) -> None:
+        """Ask the sentinels for the primary in the background, unless that was done within a second."""
         now = time.monotonic()
         if now - self._checked_at >= PRIMARY_CHECK_SECONDS and self.master_address is not None:
             self._checked_at = now
             self._check = asyncio.create_task(self._check_primary())
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        self.check_primary_soon()
         connection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
         if self.master_address is not None and (connection.host, connection.port) != self.master_address:
             try:
@@ -237,7 +251,18 @@ class _SentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
             logger.warning("could not ask the sentinels for the primary: %s", type(exc).__name__)
 
 
-class _SentinelPrimary(redis.Redis):
+class _Linked(redis.Redis):
+    """A client that also owns the pipelined :class:`Link` the session path uses; closed with it."""
+
+    link: Link | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        if self.link is not None:
+            self.link.close()
+        await super().aclose(close_connection_pool)
+
+
+class _SentinelPrimary(_Linked):
     """The primary's client; closing it closes the sentinel clients too, which nothing else owns."""
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
@@ -247,6 +272,113 @@ class _SentinelPrimary(redis.Redis):
             pool = self.connection_pool
             if isinstance(pool, SentinelConnectionPool):
                 await pool.sentinel_manager.aclose()
+
+
+class Script:
+    """A Lua script run in one round trip: ``EVALSHA`` first, ``EVAL`` (which loads it) on NOSCRIPT.
+
+    Built for the session path, which runs one script per request. A client from :func:`connect`
+    for one server or a Sentinel primary carries a :class:`~services.auth.redis_link.Link`, one
+    pipelined socket, and the script runs there with its command packed from a prefix encoded
+    once; elsewhere (a Cluster, which routes by key, TLS, a client made another way) it goes
+    through the client's own ``evalsha``. On the link the failure rules are those of
+    :func:`connect`: a broken socket, or a primary that turned replica (READONLY), is retried
+    once on a fresh socket (to the current primary), and a call past the timeout fails.
+
+    A server that lost its scripts (a restart, a failover to a replica that never ran them, a
+    ``SCRIPT FLUSH``) answers NOSCRIPT; the call then sends the source with ``EVAL``, which runs
+    and caches it, so the next calls are ``EVALSHA`` again.
+    """
+
+    def __init__(self, client: Client, source: str):
+        self._client = client
+        self._source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+        self._link: Link | None = client.link if isinstance(client, _Linked) else None
+        self._evalsha = [b"EVALSHA", self.sha.encode()]
+        self._eval = [b"EVAL", source.encode()]
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        """The script's reply, decoded as the client decodes; redis-py's errors on failure."""
+        link = self._link
+        if link is None:
+            return await self._through_client(keys, args)
+        arguments = [str(len(keys)).encode(), *(_encode(value) for value in (*keys, *args))]
+        try:
+            return await self._on_link(link, pack(self._evalsha + arguments))
+        except NoScriptError:
+            return await self._on_link(link, pack(self._eval + arguments))
+
+    async def _through_client(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        client = self._client
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await client.eval(self._source, len(keys), *keys, *args)
+
+    @staticmethod
+    async def _on_link(link: Link, command: bytes) -> Any:
+        try:
+            return await link.call(command)
+        except ReadOnlyError:
+            # A demoted primary still answers reads: find the primary again before writing.
+            link.close()
+        except RedisConnectionError:
+            pass
+        # Once more on a fresh socket; a second failure is the caller's (a 503).
+        try:
+            return await link.call(command)
+        except ReadOnlyError:
+            link.close()
+            raise RedisConnectionError("Redis answered as a replica twice") from None
+
+
+def _encode(value: str | int) -> bytes:
+    return value.encode() if isinstance(value, str) else str(value).encode()
+
+
+def _single_link(pool: redis.ConnectionPool, timeout: float) -> Link | None:
+    """A link to the pool's server, or None for a kind of connection a link cannot make (TLS)."""
+    kwargs = pool.connection_kwargs
+    if pool.connection_class is redis.UnixDomainSocketConnection:
+        address: Address = ("unix", kwargs["path"], 0)
+    elif pool.connection_class is redis.Connection:
+        address = ("tcp", kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)))
+    else:
+        return None
+
+    async def locate() -> Address:
+        return address
+
+    return Link(
+        locate,
+        timeout=timeout,
+        username=kwargs.get("username"),
+        password=kwargs.get("password"),
+        db=int(kwargs.get("db") or 0),
+    )
+
+
+def _sentinel_link(pool: _SentinelPool, topology: Topology, timeout: float) -> Link:
+    """A link to the primary the sentinels name, replaced when they name another."""
+
+    async def locate() -> Address:
+        host, port = await pool.get_master_address()  # type: ignore[no-untyped-call]
+        return ("tcp", host, port)
+
+    def current(address: Address) -> bool:
+        pool.check_primary_soon()
+        primary = pool.master_address
+        return primary is None or address == ("tcp", *primary)
+
+    return Link(
+        locate,
+        timeout=timeout,
+        username=topology.username,
+        password=topology.password,
+        db=topology.db,
+        current=current,
+    )
 
 
 def _schemes() -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import msgspec
@@ -22,6 +23,13 @@ from shared.web import openapi_route, read_json_object
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
+# Signed cookie values whose check is remembered, per process. A browser sends the same value on
+# every request, so its HMAC need not be recomputed each time; a value is only ever found here
+# after it passed (or failed) the full check once, so the cache changes no answer. Bounded, so a
+# stream of made-up cookies costs what it cost before and evicts nothing that matters for long.
+COOKIE_CACHE_SIZE = 4096
+
+
 @dataclass(frozen=True)
 class AuthContext:
     """What the handlers need, opened by the lifespan and found on ``request.state.auth``."""
@@ -29,6 +37,20 @@ class AuthContext:
     settings: Settings
     service: AuthService
     cookie_signer: Signer
+
+    @functools.cached_property
+    def session_id_of(self) -> Callable[[str], str | None]:
+        """The session id a signed cookie value carries, or None when its signature is wrong."""
+        signer = self.cookie_signer
+
+        @functools.lru_cache(maxsize=COOKIE_CACHE_SIZE)
+        def unsign(value: str) -> str | None:
+            try:
+                return signer.unsign(value).decode()
+            except (BadSignature, UnicodeDecodeError):
+                return None
+
+        return unsign
 
 
 def _context(request: Request) -> AuthContext:
@@ -38,15 +60,8 @@ def _context(request: Request) -> AuthContext:
 
 def _session_cookie(context: AuthContext, request: Request) -> SessionCookie:
     """The request's session cookies, read once by the domain's one reader."""
-
-    def unsign(value: str) -> str | None:
-        try:
-            return context.cookie_signer.unsign(value).decode()
-        except (BadSignature, UnicodeDecodeError):
-            return None
-
     cookies = request.headers.getlist("cookie")
-    return domain.read_session_cookie(cookies, context.settings.cookie_name, unsign)
+    return domain.read_session_cookie(cookies, context.settings.cookie_name, context.session_id_of)
 
 
 def _check_same_origin(context: AuthContext, request: Request) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,7 +23,7 @@ from shared.core import (
     env_str,
     trusted_proxies_from_env,
 )
-from shared.web import EdgeSettings
+from shared.web import EdgeSettings, TracingSettings
 
 DEMO_PASSWORD = "correct-horse-battery-staple"  # noqa: S105 - documented dev-only demo password
 
@@ -55,6 +55,7 @@ class Settings:
     login_throttle: LoginThrottlePolicy
     token_rate: RateLimit
     edge: EdgeSettings
+    tracing: TracingSettings = field(default_factory=TracingSettings)
 
     @property
     def dev(self) -> bool:
@@ -116,6 +117,7 @@ class Settings:
                 env_int(environ, "TOKEN_RATE_WINDOW_SECONDS", 60, minimum=1, maximum=86400),
             ),
             edge=EdgeSettings.from_env(environ),
+            tracing=TracingSettings.from_env(environ),
         )
 
 

@@ -26,7 +26,7 @@ from typing import ParamSpec, TypeVar
 from redis.typing import EncodableT, FieldT
 
 from services.auth.domain import RateLimit, Session, SessionPolicy, User
-from services.auth.redis_client import REDIS_ERRORS, Client
+from services.auth.redis_client import REDIS_ERRORS, Client, Script
 from shared.core import Conflict, NotFound, ServiceUnavailable, TooManyRequests
 
 logger = logging.getLogger(__name__)
@@ -276,7 +276,8 @@ class SessionStore:
         self._create = client.register_script(_CREATE)
         self._indexed = client.register_script(_INDEXED)
         self._revoke_all = client.register_script(_REVOKE_ALL)
-        self._use = client.register_script(_USE)
+        # The one script of every session-authenticated request, run by the lean one-command path.
+        self._use = Script(client, _USE)
 
     @_unavailable_on_redis_error
     async def create(self, session: Session, now: float, *, revoke_others: bool = False) -> None:
@@ -337,7 +338,7 @@ class SessionStore:
         and the session is left as it was. Only a use that is allowed slides the idle timer.
         """
         keys = [_session_key(user_id, handle), _user_key(user_id), _index_key(user_id)]
-        args: list[EncodableT] = [
+        args: list[str | int] = [
             _ms(now),
             *self._timeouts(),
             handle,
@@ -347,7 +348,7 @@ class SessionStore:
         if token_budget is not None:
             keys.append(_token_budget_key(user_id, handle))
             args += [token_budget.limit, token_budget.window]
-        reply = await self._use(keys=keys, args=args)
+        reply = await self._use(keys, args)
         outcome = _text(reply[0])
         if outcome == "busy":
             raise TooManyRequests(

@@ -19,7 +19,7 @@ from services.gateway.metrics import UpstreamMetrics
 from services.gateway.settings import GatewaySettings
 from services.gateway.upstream import UpstreamPool
 from shared.core import ProxyNetwork
-from shared.web import TokenVerifier, VerifierMetrics, build_app, new_registry, open_verifier
+from shared.web import TokenVerifier, Tracing, VerifierMetrics, build_app, new_registry, open_verifier
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -34,6 +34,10 @@ class GatewayState(TypedDict):
     request_body_timeout: float
     response_buffer_bytes: int
     retry_after: int
+    tracing: Tracing
+    routes: tuple[domain.Route, ...]
+    forward_auth_audiences: frozenset[str]
+    forward_auth_allowed_from: tuple[ProxyNetwork, ...]
     trusted_proxies: tuple[ProxyNetwork, ...]
     upstreams: dict[str, balancer.Pool]
     verifiers: dict[str, TokenVerifier]
@@ -52,21 +56,24 @@ def load_assets(directory: Path) -> dict[str, Asset]:
 
 
 def create_app(settings: GatewaySettings) -> Starlette:
-    """The gateway: the demo page, one verifier per audience the route table names, and per upstream
-    name a connection pool of its own and a balanced set of origins with its health checks."""
+    """The gateway: the demo page, one verifier per audience the routes and forward-auth name, and per
+    upstream name a connection pool of its own and a balanced set of origins with its health checks."""
     assets = load_assets(STATIC_DIR)
     urls = settings.upstream_urls()
-    unknown = sorted({route.upstream for route in domain.ROUTE_TABLE} - set(urls))
+    unknown = sorted({route.upstream for route in settings.routes} - set(urls))
     if unknown:
         raise ValueError(f"the route table names upstreams without a URL: {', '.join(unknown)}")
     registry = new_registry()
+    # The public edge starts every trace itself: a client's traceparent would choose its trace id
+    # and could force sampling.
+    tracing = Tracing(settings.tracing, "gateway", continue_traces=False)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[GatewayState]:
         async with AsyncExitStack() as stack:
             verifiers = {
                 audience: await stack.enter_async_context(open_verifier(settings.verifier, audience))
-                for audience in domain.audiences(domain.ROUTE_TABLE)
+                for audience in settings.audiences()
             }
             connections = await stack.enter_async_context(proxy.open_pools(settings))
             # Built per lifespan, so a restarted app starts with every origin in rotation.
@@ -86,6 +93,10 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 "response_buffer_bytes": settings.response_buffer_bytes,
                 # An origin marked down can be back once the next health check passes.
                 "retry_after": math.ceil(interval),
+                "tracing": tracing,
+                "routes": settings.routes,
+                "forward_auth_audiences": frozenset(settings.forward_auth_audiences),
+                "forward_auth_allowed_from": settings.forward_auth_allowed_from,
                 "trusted_proxies": settings.trusted_proxies,
                 "upstreams": pools,
                 "verifiers": verifiers,
@@ -116,13 +127,17 @@ def create_app(settings: GatewaySettings) -> Starlette:
             "upstreams": {"ready": True, **{name: pool.status() for name, pool in pools.items()}},
         }
 
+    mounted = (
+        [*routes.FORWARD_AUTH_ROUTES, *routes.ROUTES] if settings.forward_auth_audiences else routes.ROUTES
+    )
     return build_app(
-        routes.ROUTES,
+        mounted,
         lifespan=lifespan,
         readiness=readiness,
         metrics=registry,
         max_body_bytes=settings.max_body_bytes,
         edge=settings.edge,
+        tracing=tracing,
     )
 
 

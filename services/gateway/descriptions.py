@@ -199,4 +199,4 @@ async def open_public_description(
             max_bytes=settings.openapi_max_bytes,
             timeout=settings.upstream_timeout,
         )
-        yield PublicDescription(upstreams)
+        yield PublicDescription(upstreams, settings.routes)

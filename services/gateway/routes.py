@@ -8,12 +8,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from services.gateway import assets, domain, proxy
+from services.gateway import assets, domain, forward_auth, proxy
 from services.gateway.balancer import Pool
 from services.gateway.descriptions import PublicDescription
 from services.gateway.upstream import UpstreamPool
 from shared.core import NotFound, client_ip
-from shared.web import TokenVerifier
+from shared.web import TokenVerifier, Tracing, name_route
 from shared.web.openapi import OPENAPI_MEDIA_TYPE
 
 
@@ -52,12 +52,15 @@ async def forward(request: Request) -> Response:
     upstream and stream the answer."""
     # The raw path, not the decoded one: the upstream must get exactly the bytes the client sent.
     raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
-    target = domain.resolve(raw_path.decode("latin-1"))
+    target = domain.resolve(raw_path.decode("latin-1"), request.state.routes)
     route = target.route
+    tracing: Tracing = request.state.tracing
+    name_route(request.scope, route.prefix)
     if route.audience is not None:
         verifiers: Mapping[str, TokenVerifier] = request.state.verifiers
         # Checked before the body is read, so an unauthenticated upload is refused unread.
-        await verifiers[route.audience].verify_request(request)
+        with tracing.span("verify token", {"auth.audience": route.audience}):
+            await verifiers[route.audience].verify_request(request)
 
     request_target = domain.request_target(target, request.scope["query_string"])
     # The client as the gateway's own trusted proxies (an ingress) report it; their claim is then
@@ -68,7 +71,7 @@ async def forward(request: Request) -> Response:
     )
 
     def headers_for(upstream_host: bytes) -> list[tuple[bytes, bytes]]:
-        return domain.upstream_request_headers(
+        headers = domain.upstream_request_headers(
             request.headers.raw,
             route,
             upstream_host=upstream_host,
@@ -76,6 +79,9 @@ async def forward(request: Request) -> Response:
             # The scope's scheme, not request.url: that builds and parses the whole URL per request.
             scheme=request.scope["scheme"].encode("ascii"),
         )
+        # The upstream's server span becomes a child of the client span open around the exchange.
+        tracing.inject(headers)
+        return headers
 
     body = None
     if domain.has_body(request.headers.raw):
@@ -86,7 +92,7 @@ async def forward(request: Request) -> Response:
     def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         return domain.client_response_headers(headers, route)
 
-    return await proxy.exchange(
+    exchange = proxy.exchange(
         request.receive,
         connections[route.upstream],
         pools[route.upstream],
@@ -99,10 +105,24 @@ async def forward(request: Request) -> Response:
         buffer_bytes=request.state.response_buffer_bytes,
         send_timeout=request.state.client_send_timeout,
     )
+    return await tracing.http_call(request.method, route.upstream, exchange)
+
+
+async def forward_auth_verdict(request: Request) -> Response:
+    """``/forward-auth/{audience}[/...]``: a proxy's question about its client's token, answered to the
+    proxies allowed to ask; to anyone else, what the route table answers for the path."""
+    peer = request.client.host if request.client is not None else ""
+    if not forward_auth.is_allowed_peer(peer, request.state.forward_auth_allowed_from):
+        return await forward(request)
+    audiences: frozenset[str] = request.state.forward_auth_audiences
+    audience = request.path_params["audience"]
+    verifiers: Mapping[str, TokenVerifier] = request.state.verifiers
+    return await forward_auth.verdict(request, verifiers[audience] if audience in audiences else None)
 
 
 # No OPTIONS: the gateway never approves a CORS preflight, which is what makes X-CSRF-Token work.
 PROXIED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+FORWARD_AUTH_METHODS = (*PROXIED_METHODS, "OPTIONS")
 
 ROUTES: list[BaseRoute] = [
     Route("/openapi.json", openapi_json, methods=["GET"]),
@@ -110,4 +130,14 @@ ROUTES: list[BaseRoute] = [
     Route("/", page, methods=["GET"]),
     Route(assets.STATIC_PREFIX + "{name:path}", static_file, methods=["GET"]),
     Route("/{path:path}", forward, methods=PROXIED_METHODS),
+]
+
+# Not the public API, so not in ROUTES nor in /openapi.json: mounted (ahead of ROUTES) only when
+# FORWARD_AUTH_AUDIENCES names an audience, and answered only to the proxies allowed to ask.
+FORWARD_AUTH_ROUTES: list[BaseRoute] = [
+    # Any method: nginx and Envoy ask with the client's own (Envoy also appends its path).
+    Route(forward_auth.PREFIX + "/{audience}", forward_auth_verdict, methods=FORWARD_AUTH_METHODS),
+    Route(
+        forward_auth.PREFIX + "/{audience}/{rest:path}", forward_auth_verdict, methods=FORWARD_AUTH_METHODS
+    ),
 ]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from services.gateway.domain import ROUTE_TABLE, Route, upstream_names
+from services.gateway import configured_routes
+from services.gateway.domain import ROUTE_TABLE, Route, audiences, upstream_names
 from shared.core import (
     ProxyNetwork,
     SettingsError,
@@ -14,9 +16,10 @@ from shared.core import (
     env_int,
     env_list,
     env_str,
+    parse_trusted_proxies,
     trusted_proxies_from_env,
 )
-from shared.web import EdgeSettings, VerifierSettings
+from shared.web import EdgeSettings, TracingSettings, VerifierSettings
 
 MAX_BODY_BYTES = 1024 * 1024
 # Up to this size an upstream answer is read whole before it is sent (nginx's proxy_buffering):
@@ -36,6 +39,30 @@ def _origin(name: str, value: str) -> str:
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
         raise SettingsError(f"{name} must be an origin without path, query or credentials, got {value!r}")
     return f"{parts.scheme}://{parts.netloc}"
+
+
+# Forward-auth answers only peers at these addresses unless FORWARD_AUTH_ALLOWED_FROM says otherwise.
+FORWARD_AUTH_ALLOWED_FROM = ("127.0.0.1", "::1")
+_AUDIENCE = re.compile(r"[a-z][a-z0-9._-]*")
+
+
+def _forward_auth_audiences(environ: Mapping[str, str]) -> tuple[str, ...]:
+    audiences = env_list(environ, "FORWARD_AUTH_AUDIENCES", ())
+    for audience in audiences:
+        if not _AUDIENCE.fullmatch(audience):
+            raise SettingsError(
+                f"FORWARD_AUTH_AUDIENCES: {audience!r} is not an audience name ([a-z][a-z0-9._-]*)"
+            )
+    return tuple(dict.fromkeys(audiences))
+
+
+def _forward_auth_allowed_from(environ: Mapping[str, str]) -> tuple[ProxyNetwork, ...]:
+    try:
+        return parse_trusted_proxies(
+            env_list(environ, "FORWARD_AUTH_ALLOWED_FROM", FORWARD_AUTH_ALLOWED_FROM)
+        )
+    except ValueError as exc:
+        raise SettingsError(f"FORWARD_AUTH_ALLOWED_FROM: {exc}") from None
 
 
 # Where each upstream listens when nothing says otherwise: the ports of a local ``make run``. A new
@@ -78,6 +105,7 @@ class GatewaySettings:
     upstream_health_interval: float
     verifier: VerifierSettings
     edge: EdgeSettings
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     # Proxies in front of the gateway (an ingress controller) whose X-Forwarded-For is believed.
     trusted_proxies: tuple[ProxyNetwork, ...] = ()
     max_body_bytes: int = MAX_BODY_BYTES
@@ -90,15 +118,23 @@ class GatewaySettings:
     response_buffer_bytes: int = RESPONSE_BUFFER_BYTES
     openapi_cache_seconds: float = OPENAPI_CACHE_SECONDS
     openapi_max_bytes: int = OPENAPI_MAX_BYTES
+    # The built-in route table and the routes GATEWAY_ROUTES adds after it.
+    routes: tuple[Route, ...] = ROUTE_TABLE
+    # Audiences /forward-auth/<audience> answers for (none: forward-auth is off), and the peers it
+    # answers (the proxies that ask it; anyone else gets what the route table would answer).
+    forward_auth_audiences: tuple[str, ...] = ()
+    forward_auth_allowed_from: tuple[ProxyNetwork, ...] = parse_trusted_proxies(FORWARD_AUTH_ALLOWED_FROM)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], table: Sequence[Route] = ROUTE_TABLE) -> GatewaySettings:
         """Build the settings, naming the variable at fault when one is malformed or missing.
 
-        The upstreams are the ones ``table`` routes to: each has its origins in ``<NAME>_URL`` and
-        its pool size in ``UPSTREAM_<NAME>_MAX_CONNECTIONS``.
+        The routes are ``table`` and those ``GATEWAY_ROUTES`` adds; the upstreams are the ones they
+        route to: each has its origins in ``<NAME>_URL`` and its pool size in
+        ``UPSTREAM_<NAME>_MAX_CONNECTIONS``.
         """
-        names = upstream_names(table)
+        routes = (*table, *configured_routes.parse_routes(environ.get(configured_routes.VARIABLE, ""), table))
+        names = upstream_names(routes)
         return cls(
             host=env_str(environ, "GATEWAY_HOST", "127.0.0.1"),
             port=env_int(environ, "GATEWAY_PORT", 8000, minimum=1, maximum=65535),
@@ -115,6 +151,7 @@ class GatewaySettings:
             verifier=VerifierSettings.from_env(environ),
             trusted_proxies=trusted_proxies_from_env(environ),
             edge=EdgeSettings.from_env(environ),
+            tracing=TracingSettings.from_env(environ),
             max_connections=tuple(
                 (
                     name,
@@ -139,7 +176,14 @@ class GatewaySettings:
             openapi_max_bytes=env_int(
                 environ, "OPENAPI_MAX_BYTES", OPENAPI_MAX_BYTES, minimum=1024, maximum=64 * 1024 * 1024
             ),
+            routes=routes,
+            forward_auth_audiences=_forward_auth_audiences(environ),
+            forward_auth_allowed_from=_forward_auth_allowed_from(environ),
         )
+
+    def audiences(self) -> tuple[str, ...]:
+        """Every audience the gateway verifies tokens for, its routes' then forward-auth's, each once."""
+        return tuple(dict.fromkeys((*audiences(self.routes), *self.forward_auth_audiences)))
 
     def upstream_urls(self) -> dict[str, tuple[str, ...]]:
         """The upstream origins by the names the route table uses."""

@@ -15,7 +15,7 @@ from services.orders.ratelimit import RateLimiter
 from services.orders.routes import routes
 from services.orders.settings import OrdersSettings
 from services.orders.store import OrderStore, open_order_store
-from shared.web import TokenVerifier, VerifierMetrics, build_app, new_registry, open_verifier
+from shared.web import TokenVerifier, Tracing, VerifierMetrics, build_app, new_registry, open_verifier
 
 # An order body is a few hundred bytes; nothing legitimate comes near this.
 MAX_BODY_BYTES = 16 * 1024
@@ -28,6 +28,7 @@ class State(TypedDict):
     store: OrderStore
     creation_limiter: RateLimiter
     max_orders_per_user: int
+    tracing: Tracing
 
 
 async def _readiness(request: Request) -> dict[str, Any]:
@@ -45,11 +46,12 @@ def create_app(settings: OrdersSettings) -> Starlette:
     """The orders app for ``settings``; nothing is opened until its lifespan starts."""
 
     registry = new_registry()
+    tracing = Tracing(settings.tracing, "orders")
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         async with (
-            open_order_store(settings.db_path) as store,
+            open_order_store(settings.db_path, tracing) as store,
             open_verifier(settings.verifier, AUDIENCE) as verifier,
         ):
             collector = VerifierMetrics({AUDIENCE: verifier})
@@ -60,6 +62,7 @@ def create_app(settings: OrdersSettings) -> Starlette:
                     "store": store,
                     "creation_limiter": RateLimiter(settings.create_rate, settings.create_burst),
                     "max_orders_per_user": settings.max_orders_per_user,
+                    "tracing": tracing,
                 }
             finally:
                 registry.unregister(collector)
@@ -71,6 +74,7 @@ def create_app(settings: OrdersSettings) -> Starlette:
         metrics=registry,
         max_body_bytes=MAX_BODY_BYTES,
         edge=settings.edge,
+        tracing=tracing,
     )
 
 

@@ -15,7 +15,7 @@ from services.orders.openapi import build_openapi
 from services.orders.ratelimit import RateLimiter, retry_after_seconds
 from services.orders.store import OrderStore
 from shared.core import AccessClaims, NotFound, TooManyRequests, query_as
-from shared.web import TokenVerifier, openapi_route, read_json_object
+from shared.web import TokenVerifier, Tracing, openapi_route, read_json_object
 
 # msgspec encodes the order structs directly, several times faster than json.dumps of dicts.
 _encode = msgspec.json.Encoder().encode
@@ -23,7 +23,9 @@ _encode = msgspec.json.Encoder().encode
 
 async def _authenticate(request: Request) -> AccessClaims:
     verifier: TokenVerifier = request.state.verifier
-    return await verifier.verify_request(request)
+    tracing: Tracing = request.state.tracing
+    with tracing.span("verify token", {"auth.audience": verifier.policy.audience}):
+        return await verifier.verify_request(request)
 
 
 def _store(request: Request) -> OrderStore:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.core import SettingsError, env_float, env_int, env_str
-from shared.web import EdgeSettings, VerifierSettings
+from shared.web import EdgeSettings, TracingSettings, VerifierSettings
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 DEFAULT_MAX_ORDERS_PER_USER = 1000
@@ -26,6 +26,7 @@ class OrdersSettings:
     log_level: str
     verifier: VerifierSettings
     edge: EdgeSettings
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     # The most orders one user may hold; placing one more is 409 ``order_quota_exceeded``.
     max_orders_per_user: int = DEFAULT_MAX_ORDERS_PER_USER
     # Orders one user may place per second in one worker process, and the burst allowed above it.
@@ -46,6 +47,7 @@ class OrdersSettings:
             log_level=log_level,
             verifier=VerifierSettings.from_env(environ),
             edge=EdgeSettings.from_env(environ),
+            tracing=TracingSettings.from_env(environ),
             max_orders_per_user=env_int(
                 environ, "ORDERS_MAX_PER_USER", DEFAULT_MAX_ORDERS_PER_USER, minimum=1, maximum=10**9
             ),

@@ -10,6 +10,7 @@ reader has its own connection, so a read never waits for the write lock either.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import sqlite3
@@ -23,6 +24,7 @@ from typing import ParamSpec, TypeVar
 from services.orders.domain import Order, OrderDocument, format_timestamp
 from services.orders.paging import CURSOR_KEY_BYTES, Position
 from shared.core import ServiceUnavailable
+from shared.web import Tracing, TracingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -75,15 +77,23 @@ Row = tuple[str, str, int, str, str]
 class OrderStore:
     """Orders in one SQLite file: writes in a worker thread one at a time, reads inline."""
 
-    def __init__(self, writer: sqlite3.Connection, reader: sqlite3.Connection, cursor_key: bytes):
+    def __init__(
+        self,
+        writer: sqlite3.Connection,
+        reader: sqlite3.Connection,
+        cursor_key: bytes,
+        tracing: Tracing | None = None,
+    ):
         self._writer = writer
         self._reader = reader
         self._lock = threading.Lock()
         self.cursor_key = cursor_key
+        self._tracing = tracing or Tracing(TracingSettings(), "orders")
 
     async def add(self, order: Order, *, max_per_owner: int) -> bool:
         """Save a new order; False, saving nothing, when its owner already holds ``max_per_owner``."""
-        return await self._write(self._insert, order, max_per_owner)
+        with self._tracing.span(*_statement_span(_INSERT_WITHIN_QUOTA), kind="client"):
+            return await self._write(self._insert, order, max_per_owner)
 
     def get(self, order_id: str) -> OrderDocument | None:
         """The order with ``order_id``, whoever owns it."""
@@ -122,7 +132,8 @@ class OrderStore:
 
     def _read(self, query: str, parameters: tuple[object, ...]) -> sqlite3.Cursor:
         try:
-            return self._reader.execute(query, parameters)
+            with self._tracing.span(*_statement_span(query), kind="client"):
+                return self._reader.execute(query, parameters)
         except sqlite3.DatabaseError as exc:
             logger.error("order database error: %s", exc)
             raise ServiceUnavailable("the order database is unavailable") from None
@@ -149,7 +160,18 @@ class OrderStore:
         return cursor.rowcount == 1
 
 
-def _connect(path: Path) -> OrderStore:
+@functools.cache
+def _statement_span(query: str) -> tuple[str, dict[str, str]]:
+    """A statement's span name and attributes; its text holds ``?`` where values go, never a value."""
+    operation = query.split(" ", 1)[0]
+    return f"sqlite {operation}", {
+        "db.system.name": "sqlite",
+        "db.operation.name": operation,
+        "db.query.text": query,
+    }
+
+
+def _connect(path: Path, tracing: Tracing | None) -> OrderStore:
     path.parent.mkdir(parents=True, exist_ok=True)
     # check_same_thread=False: writes arrive from the thread pool, serialised by OrderStore's
     # lock, and the reader is opened in this thread but used on the event loop's.
@@ -162,7 +184,7 @@ def _connect(path: Path) -> OrderStore:
         raise
     # The reader cannot write, whatever a future bug asks of it.
     reader.execute("PRAGMA query_only = ON")
-    return OrderStore(writer, reader, cursor_key)
+    return OrderStore(writer, reader, cursor_key, tracing)
 
 
 def _set_up(connection: sqlite3.Connection) -> bytes:
@@ -190,9 +212,9 @@ def _set_up(connection: sqlite3.Connection) -> bytes:
 
 
 @asynccontextmanager
-async def open_order_store(path: Path) -> AsyncIterator[OrderStore]:
-    """Open (creating if needed) the database at ``path``; closed on exit."""
-    store = await asyncio.to_thread(_connect, path)
+async def open_order_store(path: Path, tracing: Tracing | None = None) -> AsyncIterator[OrderStore]:
+    """Open (creating if needed) the database at ``path``, traced by ``tracing``; closed on exit."""
+    store = await asyncio.to_thread(_connect, path, tracing)
     try:
         yield store
     finally:

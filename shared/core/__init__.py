@@ -33,7 +33,7 @@ from shared.core.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from shared.core.logs import configure_logging, request_id
+from shared.core.logs import configure_logging, request_id, trace_id
 from shared.core.proxies import ProxyNetwork, client_ip, parse_trusted_proxies, trusted_proxies_from_env
 from shared.core.settings import (
     Secret,
@@ -90,6 +90,7 @@ __all__ = [  # noqa: RUF022
     "request_id",
     "schema_components",
     "schema_ref",
+    "trace_id",
     "trusted_proxies_from_env",
     "validate_as",
 ]

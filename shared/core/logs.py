@@ -18,6 +18,9 @@ from typing import Any, TextIO
 from shared.core.settings import SettingsError
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+#: The trace of the request being handled, set by the tracing middleware (shared.web.tracing) while a
+#: server span is open, so a log line can be found from a trace and a trace from a log line.
+trace_id: ContextVar[str | None] = ContextVar("trace_id", default=None)
 
 LOG_FORMATS = ("auto", "text", "json")
 # What orchestrators and the gateway's health checks poll every few seconds.
@@ -45,7 +48,8 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, service, process, logger, message, request id, ``extra``."""
+    """One JSON object per line: time, level, service, process, logger, message, request and trace ids,
+    ``extra``."""
 
     def __init__(self, service: str):
         super().__init__()
@@ -64,6 +68,9 @@ class JsonFormatter(logging.Formatter):
         rid = request_id.get()
         if rid is not None:
             entry["request_id"] = rid
+        tid = trace_id.get()
+        if tid is not None:
+            entry["trace_id"] = tid
         entry.update(_extras(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
@@ -83,6 +90,9 @@ class TextFormatter(logging.Formatter):
         rid = request_id.get()
         if rid is not None:
             fields["request_id"] = rid
+        tid = trace_id.get()
+        if tid is not None:
+            fields["trace_id"] = tid
         line = f"{clock} {record.levelname.lower():<7} {record.name}: {record.getMessage()}"
         if fields:
             line += "  " + " ".join(f"{key}={value}" for key, value in fields.items())

@@ -15,6 +15,7 @@ from shared.web.openapi import openapi_document, openapi_error, openapi_route
 from shared.web.periodic import Periodic, cancel_and_wait
 from shared.web.responses import error_response
 from shared.web.revocations import RevocationCache, RevocationConfig, RevocationFeedError
+from shared.web.tracing import SpanHandle, Tracing, TracingSettings, name_route
 from shared.web.verifier import TokenVerifier, VerifierSettings, bearer_token, open_verifier
 
 # Plain sorted(), as tests/unit/test_shared_api.py checks; ruff would put the constants first.
@@ -28,7 +29,10 @@ __all__ = [  # noqa: RUF022
     "RevocationCache",
     "RevocationConfig",
     "RevocationFeedError",
+    "SpanHandle",
     "TokenVerifier",
+    "Tracing",
+    "TracingSettings",
     "VerifierMetrics",
     "VerifierSettings",
     "bearer_token",
@@ -36,6 +40,7 @@ __all__ = [  # noqa: RUF022
     "cancel_and_wait",
     "error_response",
     "metrics_route",
+    "name_route",
     "new_registry",
     "open_verifier",
     "openapi_document",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -19,6 +19,7 @@ from shared.web.health import ReadinessCheck, health_routes
 from shared.web.metrics import metrics_route, new_registry
 from shared.web.middleware import LimitsMiddleware, RequestContextMiddleware
 from shared.web.responses import exception_handlers
+from shared.web.tracing import Tracing
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 
@@ -35,20 +36,24 @@ def build_app(
     metrics: CollectorRegistry | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     edge: EdgeSettings | None = None,
+    tracing: Tracing | None = None,
 ) -> Starlette:
     """A Starlette app with the shared defaults around the service's own ``routes``.
 
     ``GET /metrics`` serves ``metrics`` (a fresh registry with process metrics if not given);
     the service registers its own collectors there, typically in its lifespan. ``edge`` gives the
-    header and body-deadline limits the app enforces itself (defaults if not given).
+    header and body-deadline limits the app enforces itself (defaults if not given). ``tracing``,
+    when given, runs around the service's lifespan and puts a server span around every request
+    (outermost, so the access line carries the trace id); off, it adds nothing.
     """
     limits = edge or EdgeSettings()
     registry = new_registry() if metrics is None else metrics
     app = Starlette(
         routes=[*health_routes(readiness), metrics_route(registry), *routes],
-        lifespan=lifespan,
+        lifespan=lifespan if tracing is None else _traced(lifespan, tracing),
         exception_handlers=exception_handlers(),
         middleware=[
+            *([Middleware(tracing.wrap)] if tracing is not None and tracing.enabled else []),
             Middleware(RequestContextMiddleware),
             Middleware(
                 LimitsMiddleware,
@@ -61,6 +66,16 @@ def build_app(
     # A slash redirect would carry the service's internal address back through the gateway.
     app.router.redirect_slashes = False
     return app
+
+
+def _traced(lifespan: Lifespan, tracing: Tracing) -> Lifespan:
+    @asynccontextmanager
+    async def traced(app: Starlette) -> AsyncIterator[Any]:
+        # Tracing first, so the clients the service opens in its lifespan find the tracer running.
+        async with tracing.running(), lifespan(app) as state:
+            yield state
+
+    return traced
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Runnable examples of services built on the shared package's public API alone."""

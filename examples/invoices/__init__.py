@@ -1,0 +1,1 @@
+"""invoices: a third resource service, the example in docs/adding-a-service.md."""
