@@ -94,6 +94,11 @@ def fake_auth(jwks: dict[str, Any], seen: Seen) -> Starlette:
     async def jwks_endpoint(request: Request) -> Response:
         return JSONResponse(jwks)
 
+    async def no_revocation_feed(request: Request) -> Response:
+        # As an auth without the feed answers; unrecorded, so the verifier's polls of it never
+        # count as requests the gateway proxied.
+        return JSONResponse({"error": "not_found"}, status_code=404)
+
     async def large(request: Request) -> Response:
         async def chunks() -> AsyncIterator[bytes]:
             for _ in range(LARGE_CHUNKS):
@@ -126,6 +131,7 @@ def fake_auth(jwks: dict[str, Any], seen: Seen) -> Starlette:
     return Starlette(
         routes=[
             Route("/.well-known/jwks.json", jwks_endpoint),
+            Route("/.well-known/revocations.json", no_revocation_feed),
             Route("/large", large),
             Route("/endless", endless),
             Route("/held", held),
