@@ -223,15 +223,26 @@ class RevocationFeed:
         finally:
             self.waiters -= 1
 
-    async def changed_from(self, etag: str, wait: float) -> Published:
-        """The feed once its ETag differs from ``etag``, or the same feed after ``wait`` seconds."""
+    async def changed_from(
+        self, etag: str, wait: float, draining: asyncio.Future[None] | None = None
+    ) -> Published:
+        """The feed once its ETag differs from ``etag``, or the same feed after ``wait`` seconds
+        or as soon as ``draining`` completes (the server is shutting down)."""
         published = await self.current()
         deadline = asyncio.get_running_loop().time() + wait
         while published.etag == etag:
-            changed = self._changed
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(deadline):
-                    await changed.wait()
+            if draining is not None and draining.done():
+                return published
+            changed = asyncio.ensure_future(self._changed.wait())
+            waited: set[asyncio.Future[Any]] = {changed} if draining is None else {changed, draining}
+            try:
+                await asyncio.wait(
+                    waited,
+                    timeout=max(0.0, deadline - asyncio.get_running_loop().time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                changed.cancel()
             if asyncio.get_running_loop().time() >= deadline:
                 return await self.current()
             published = await self.current()

@@ -17,8 +17,7 @@ from services.gateway.balancer import Pool
 from services.gateway.descriptions import PublicDescription
 from services.gateway.upstream import UpstreamPool
 from shared.core import NotFound, ProxyNetwork, client_ip
-from shared.web import TokenVerifier, Tracing, name_route
-from shared.web.disconnect import disconnect_future
+from shared.web import TokenVerifier, Tracing, disconnect_future, name_route
 from shared.web.openapi import OPENAPI_MEDIA_TYPE
 
 

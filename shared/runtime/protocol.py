@@ -31,7 +31,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from shared.core.errors import ApiError, HeadersTooLarge, RequestTimeout, ServiceUnavailable
-from shared.web.disconnect import DISCONNECT_EXTENSION
+from shared.web.disconnect import DISCONNECT_EXTENSION, DRAINING_EXTENSION
 from shared.web.edge import RETRY_AFTER_SECONDS, EdgeSettings
 from shared.web.responses import error_response
 
@@ -206,6 +206,9 @@ class HttpProtocol(HttpToolsProtocol):
         self._linger: asyncio.TimerHandle | None = None
         # Completed in connection_lost; every request on the connection is handed it.
         self._lost: asyncio.Future[None] = self.loop.create_future()
+        # Completed when the server starts shutting down: a request held open on purpose (a
+        # long-poll) answers at once instead of holding the shutdown for its graceful timeout.
+        self._draining: asyncio.Future[None] = self.loop.create_future()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")
@@ -217,6 +220,11 @@ class HttpProtocol(HttpToolsProtocol):
         # uvicorn arms no timer until a first response: a connection that never sends was never closed.
         self._head_since = self.loop.time()
         self._head_timer = self.loop.call_later(self._head_timeout, self._head_deadline)
+
+    def shutdown(self) -> None:
+        if not self._draining.done():
+            self._draining.set_result(None)
+        super().shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._head_timer, self._linger):
@@ -264,7 +272,8 @@ class HttpProtocol(HttpToolsProtocol):
         self._field_bytes = 0
         super().on_message_begin()
         # uvicorn types the extensions as dicts; ASGI leaves their values to whoever defines them.
-        self.scope["extensions"] = {DISCONNECT_EXTENSION: self._lost}  # type: ignore[dict-item]
+        extensions: dict[str, Any] = {DISCONNECT_EXTENSION: self._lost, DRAINING_EXTENSION: self._draining}
+        self.scope["extensions"] = extensions
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._field_count += 1

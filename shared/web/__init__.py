@@ -8,6 +8,7 @@ Imports the core floor, never the runtime above it.
 from __future__ import annotations
 
 from shared.web.app import build_app, read_json_object
+from shared.web.disconnect import disconnect_future, draining_future
 from shared.web.edge import EdgeSettings
 from shared.web.jwks import MIN_RSA_BITS, JWKSCache, JWKSConfig, JWKSFetchError, parse_jwks
 from shared.web.metrics import VerifierMetrics, metrics_route, new_registry
@@ -38,6 +39,8 @@ __all__ = [  # noqa: RUF022
     "bearer_token",
     "build_app",
     "cancel_and_wait",
+    "disconnect_future",
+    "draining_future",
     "error_response",
     "metrics_route",
     "name_route",

@@ -16,6 +16,8 @@ from typing import Any
 
 #: The key in ``scope["extensions"]`` under which the server puts the connection's future.
 DISCONNECT_EXTENSION = "shared.disconnect"
+#: The key of the future the server completes when it starts shutting down.
+DRAINING_EXTENSION = "shared.draining"
 
 
 def disconnect_future(scope: Mapping[str, Any]) -> asyncio.Future[None] | None:
@@ -30,4 +32,17 @@ def disconnect_future(scope: Mapping[str, Any]) -> asyncio.Future[None] | None:
     if not extensions:
         return None
     future: asyncio.Future[None] | None = extensions.get(DISCONNECT_EXTENSION)
+    return future
+
+
+def draining_future(scope: Mapping[str, Any]) -> asyncio.Future[None] | None:
+    """The future the server completes when it starts to shut down, or None under another server.
+
+    uvicorn waits for requests in flight before the application's lifespan hears of a shutdown,
+    so a request held open on purpose (a long-poll) must watch this to let the process stop.
+    """
+    extensions = scope.get("extensions")
+    if not extensions:
+        return None
+    future: asyncio.Future[None] | None = extensions.get(DRAINING_EXTENSION)
     return future
