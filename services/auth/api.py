@@ -206,3 +206,5 @@ class OpenIDConfiguration(msgspec.Struct, frozen=True):
 
     issuer: Uri
     jwks_uri: Uri
+    # Not a registered OpenID member: where this issuer's revocation feed is (see the decision record).
+    revocations_uri: Uri

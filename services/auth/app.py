@@ -15,14 +15,15 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 
 from services.auth import domain
+from services.auth.feed import RevocationFeed
 from services.auth.key_store import KeyStore
-from services.auth.metrics import KeyStoreMetrics
+from services.auth.metrics import KeyStoreMetrics, RevocationFeedMetrics
 from services.auth.passwords import Passwords
 from services.auth.redis_client import Client, connect
 from services.auth.routes import AuthContext, routes
 from services.auth.service import Accounts, AuthService
 from services.auth.settings import Settings
-from services.auth.store import SessionStore, ThrottleStore, UserStore
+from services.auth.store import RevocationStore, SessionStore, ThrottleStore, UserStore
 from shared.core import ApiError, Conflict
 from shared.web import Periodic, build_app, cancel_and_wait, new_registry
 
@@ -53,7 +54,19 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             stack.callback(registry.unregister, collector)
             client = connect(settings.redis_url.value, settings.redis_timeout)
             stack.push_async_callback(client.aclose)
-            context = _wire(settings, keys, client, clock)
+            feed = RevocationFeed(
+                RevocationStore(client),
+                keys,
+                issuer=settings.issuer,
+                poll_interval=settings.revocations_poll_interval,
+                max_waiters=settings.revocations_max_waiters,
+                clock=clock,
+            )
+            await stack.enter_async_context(feed)
+            feed_metrics = RevocationFeedMetrics(feed)
+            registry.register(feed_metrics)
+            stack.callback(registry.unregister, feed_metrics)
+            context = _wire(settings, keys, client, feed, clock)
             seeding = None
             if settings.dev:
                 accounts = context.service.accounts
@@ -71,6 +84,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         checks: dict[str, Any] = {
             "redis": redis_ok,
             "signing_keys": service.keys.status(),
+            # Verifiers start by fetching the feed; a worker without one would answer 503.
+            "revocations": request.state.auth.feed.ready,
         }
         seeding: asyncio.Task[None] | None = request.state.seeding
         if seeding is not None:
@@ -81,7 +96,9 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     return build_app(routes, lifespan=lifespan, readiness=readiness, metrics=registry, edge=settings.edge)
 
 
-def _wire(settings: Settings, keys: KeyStore, client: Client, clock: Callable[[], float]) -> AuthContext:
+def _wire(
+    settings: Settings, keys: KeyStore, client: Client, feed: RevocationFeed, clock: Callable[[], float]
+) -> AuthContext:
     """The stores, the use cases and the cookie signer over one Redis client."""
     policy = domain.SessionPolicy(
         idle=settings.session_idle_timeout, absolute=settings.session_absolute_timeout
@@ -91,12 +108,15 @@ def _wire(settings: Settings, keys: KeyStore, client: Client, clock: Callable[[]
         sessions=SessionStore(client, policy),
         throttles=ThrottleStore(client),
         passwords=Passwords(),
+        revocations=feed,
+        token_ttl=settings.access_token_ttl,
         clock=clock,
     )
     return AuthContext(
         settings=settings,
         service=AuthService(accounts=accounts, settings=settings, keys=keys),
         cookie_signer=Signer(settings.session_secret.value, salt="session-cookie"),
+        feed=feed,
     )
 
 

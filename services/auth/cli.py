@@ -3,6 +3,7 @@
 python -m services.auth [serve]
 python -m services.auth keys init | list | rotate [--if-active-for SECONDS]
 python -m services.auth keys retire KID [--force]
+python -m services.auth keys revoke KID                 (key compromise: retire it, refuse its tokens)
 python -m services.auth users add EMAIL --role ROLE     (password on stdin)
 python -m services.auth users list
 python -m services.auth users set-password EMAIL        (password on stdin)
@@ -28,9 +29,9 @@ from services.auth.key_schedule import ScheduleError, format_time
 from services.auth.key_store import KeyFileError, init_keys, load_keys, read_schedule, retire_key
 from services.auth.passwords import Passwords
 from services.auth.redis_client import connect
-from services.auth.service import Accounts, rotate_signing_key
+from services.auth.service import Accounts, StoredRevocations, revoke_compromised_key, rotate_signing_key
 from services.auth.settings import Settings, rotation_policy
-from services.auth.store import SessionStore, ThrottleStore, UserStore
+from services.auth.store import RevocationStore, SessionStore, ThrottleStore, UserStore
 from shared.core import ApiError, SettingsError, env_str
 from shared.runtime import serve_from_env
 
@@ -47,13 +48,24 @@ def _read_password() -> str:
 @contextlib.asynccontextmanager
 async def _accounts() -> AsyncIterator[Accounts]:
     # Only Redis is needed here, so the full server settings (and its secrets) are not required.
-    client = connect(env_str(os.environ, "REDIS_URL", "redis://127.0.0.1:6379/0"), 2.0)
+    client = connect(_redis_url(), 2.0)
     # The CLI only revokes sessions, which never consults the lifetime policy.
     policy = SessionPolicy(idle=1, absolute=1)
     try:
-        yield Accounts(UserStore(client), SessionStore(client, policy), ThrottleStore(client), Passwords())
+        yield Accounts(
+            UserStore(client),
+            SessionStore(client, policy),
+            ThrottleStore(client),
+            Passwords(),
+            revocations=StoredRevocations(RevocationStore(client)),
+            token_ttl=rotation_policy(os.environ).token_ttl,
+        )
     finally:
         await client.aclose()
+
+
+def _redis_url() -> str:
+    return env_str(os.environ, "REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 async def _users_add(email: str, role: str) -> None:
@@ -135,14 +147,26 @@ def _keys_retire(kid: str, force: bool) -> None:
         print(f"key {kid} removed")
 
 
+async def _keys_revoke(kid: str) -> None:
+    directory, policy = _keys_dir(), rotation_policy(os.environ)
+    client = connect(_redis_url(), 2.0)
+    try:
+        entry = await revoke_compromised_key(
+            directory, kid, policy, StoredRevocations(RevocationStore(client))
+        )
+    finally:
+        await client.aclose()
+    print(f"key {kid} retired; every token it signed is refused until {format_time(entry.until)}")
+
+
 def kid_arguments(argv: Sequence[str]) -> list[str]:
-    """``argv`` with the kid of ``keys retire`` after ``--``.
+    """``argv`` with the kid of ``keys retire`` or ``keys revoke`` after ``--``.
 
     A kid is base64url and one in 64 begins with ``-``, which argparse would take for an option;
     an operator pasting it from ``keys list`` must not have to know that.
     """
     args = list(argv)
-    if args[:2] != ["keys", "retire"] or "--" in args:
+    if args[:2] not in (["keys", "retire"], ["keys", "revoke"]) or "--" in args:
         return args
     options = [arg for arg in args[2:] if arg in ("--force", "-h", "--help")]
     others = [arg for arg in args[2:] if arg not in options]
@@ -172,6 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     retire.add_argument(
         "--force", action="store_true", help="remove it now: tokens it signed fail at once (compromise)"
     )
+    revoke = keys.add_parser(
+        "revoke",
+        help="key compromise: retire the key now and publish a revocation of every token it signed",
+    )
+    revoke.add_argument("kid")
     users = commands.add_parser("users", help="accounts").add_subparsers(dest="action", required=True)
     add = users.add_parser("add", help="create an account; the password is read from stdin")
     add.add_argument("email")
@@ -195,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _keys_list()
             elif args.action == "rotate":
                 _keys_rotate(args.if_active_for)
+            elif args.action == "revoke":
+                asyncio.run(_keys_revoke(args.kid))
             else:
                 _keys_retire(args.kid, args.force)
         elif args.action == "add":

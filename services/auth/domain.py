@@ -63,7 +63,12 @@ class Session:
     @property
     def public_handle(self) -> str:
         """How the session is named to its owner and in tokens (``sid``): a prefix of the stored key."""
-        return self.handle[:PUBLIC_HANDLE_LENGTH]
+        return public_handle(self.handle)
+
+
+def public_handle(handle: str) -> str:
+    """The ``sid`` of the session stored under ``handle``."""
+    return handle[:PUBLIC_HANDLE_LENGTH]
 
 
 @dataclass(frozen=True)

@@ -76,9 +76,9 @@ class Keyring:
             if kid in self.keys and times.state(now) is not KeyState.REMOVED
         )
 
-    def sign(self, claims: dict[str, Any], now: float) -> str:
+    def sign(self, claims: dict[str, Any], now: float, *, typ: str = TOKEN_TYPE) -> str:
         kid = self.active_kid(now)
-        header = {"alg": ALGORITHM, "kid": kid, "typ": TOKEN_TYPE}
+        header = {"alg": ALGORITHM, "kid": kid, "typ": typ}
         return jwt.encode(header, claims, self.keys[kid], algorithms=[ALGORITHM])
 
     def jwks(self, now: float) -> dict[str, list[dict[str, Any]]]:
@@ -363,6 +363,10 @@ class KeyStore:
         token = self.keyring.sign(claims, self._clock())
         self.tokens_signed += 1
         return token
+
+    def sign_document(self, claims: dict[str, Any], *, typ: str) -> str:
+        """A JWS of another ``typ`` than an access token (the revocation feed), not counted as a token."""
+        return self.keyring.sign(claims, self._clock(), typ=typ)
 
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
         return self.keyring.jwks(self._clock())

@@ -1,4 +1,4 @@
-"""Auth's own metrics: tokens signed and the key directory's state, read at scrape time."""
+"""Auth's own metrics: tokens signed, the key directory, the revocation feed; read at scrape time."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from services.auth.feed import RevocationFeed
 from services.auth.key_schedule import KeyState
 from services.auth.key_store import KeyStore
 
@@ -38,3 +39,34 @@ class KeyStoreMetrics(Collector):
         for state, count in counts.items():
             states.add_metric([str(state)], count)
         yield from (signed, reloads, healthy, states)
+
+
+class RevocationFeedMetrics(Collector):
+    """The revocation feed of this worker: its size, its long-polls, and what it had to restore."""
+
+    def __init__(self, feed: RevocationFeed):
+        self._feed = feed
+
+    def collect(self) -> Iterable[Metric]:
+        feed = self._feed
+        published = feed.published
+        entries = GaugeMetricFamily("auth_revocation_entries", "Live entries in the revocation feed")
+        entries.add_metric([], len(published.entries) if published else 0)
+        version = GaugeMetricFamily("auth_revocation_version", "Version of the published revocation feed")
+        version.add_metric([], published.version if published else 0)
+        waiters = GaugeMetricFamily("auth_revocation_waiters", "Long-polls of the revocation feed held now")
+        waiters.add_metric([], feed.waiters)
+        declined = CounterMetricFamily(
+            "auth_revocation_waits_declined", "Long-polls answered at once because the bound was reached"
+        )
+        declined.add_metric([], feed.waits_declined)
+        signed = CounterMetricFamily("auth_revocation_feeds_signed", "Feeds signed (once per version)")
+        signed.add_metric([], feed.signed)
+        failures = CounterMetricFamily("auth_revocation_poll_failures", "Failed reads of the revocation set")
+        failures.add_metric([], feed.poll_failures)
+        republished = CounterMetricFamily(
+            "auth_revocation_republished",
+            "Times Redis had lost the revocation set and this worker recorded the entries it held again",
+        )
+        republished.add_metric([], feed.republished)
+        yield from (entries, version, waiters, declined, signed, failures, republished)

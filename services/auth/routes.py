@@ -11,8 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from services.auth import api, domain
+from services.auth import api, domain, revocations
 from services.auth.domain import Session, SessionCookie, User
+from services.auth.feed import Published, RevocationFeed
 from services.auth.openapi import build_openapi
 from services.auth.service import AdminAction, AuthService, NewSession
 from services.auth.settings import Settings
@@ -29,6 +30,7 @@ class AuthContext:
     settings: Settings
     service: AuthService
     cookie_signer: Signer
+    feed: RevocationFeed
 
 
 def _context(request: Request) -> AuthContext:
@@ -227,8 +229,44 @@ async def jwks(request: Request) -> Response:
 
 async def openid_configuration(request: Request) -> Response:
     issuer = _context(request).settings.issuer
-    metadata = api.OpenIDConfiguration(issuer=issuer, jwks_uri=f"{issuer}/.well-known/jwks.json")
+    metadata = api.OpenIDConfiguration(
+        issuer=issuer,
+        jwks_uri=f"{issuer}/.well-known/jwks.json",
+        revocations_uri=f"{issuer}{REVOCATIONS_PATH}",
+    )
     return _json(metadata, headers={"Cache-Control": "public, max-age=3600"})
+
+
+REVOCATIONS_PATH = "/.well-known/revocations.json"
+# Never longer than a second: it is the propagation budget a shared cache may add.
+_FEED_HEADERS = {"Cache-Control": "public, max-age=1", "X-Content-Type-Options": "nosniff"}
+
+
+def _feed_response(published: Published, status: int, extra: Mapping[str, str]) -> Response:
+    headers = {**_FEED_HEADERS, "ETag": published.etag, **extra}
+    if status == 304:
+        return Response(status_code=304, headers=headers)
+    return Response(published.body, media_type=revocations.MEDIA_TYPE, headers=headers)
+
+
+async def revocation_feed(request: Request) -> Response:
+    """The revocation set as a signed JWS; 304 on a matching ``If-None-Match``, held with ``Prefer: wait``."""
+    feed = _context(request).feed
+    published = await feed.current()
+    if_none_match = request.headers.getlist("if-none-match")
+    if not revocations.not_modified(if_none_match, published.etag):
+        return _feed_response(published, 200, {})
+    wait = revocations.wanted_wait(request.headers.getlist("prefer"))
+    if not wait:
+        return _feed_response(published, 304, {})
+    async with feed.holding() as held:
+        if not held:
+            # Past the bound, a plain conditional GET: no Preference-Applied, so the client knows
+            # it was not held and asks again after max-age.
+            return _feed_response(published, 304, {})
+        published = await feed.changed_from(published.etag, wait)
+    status = 304 if revocations.not_modified(if_none_match, published.etag) else 200
+    return _feed_response(published, status, {"Preference-Applied": f"wait={wait}"})
 
 
 routes = [
@@ -246,5 +284,6 @@ routes = [
     Route("/admin/users/{user_id}/enable", admin_enable, methods=["POST"]),
     Route("/.well-known/jwks.json", jwks, methods=["GET"]),
     Route("/.well-known/openid-configuration", openid_configuration, methods=["GET"]),
+    Route(REVOCATIONS_PATH, revocation_feed, methods=["GET"]),
     openapi_route(build_openapi),
 ]

@@ -2,7 +2,9 @@
 
 :class:`Accounts` holds what every use case works on (the stores, password hashing and the
 clock) and the use cases an operator can run without the web server (change a password,
-disable or enable an account, revoke sessions). :class:`AuthService` adds what only the
+disable or enable an account, revoke sessions). Every use case that ends sessions also records
+a revocation cutoff (see ``revocations``), so tokens already minted from them stop working too.
+:class:`AuthService` adds what only the
 server has (settings and signing keys) for the session use cases: log in, use a session, mint,
 log out. Rules come from ``domain``, I/O from ``store``; HTTP lives in ``routes``.
 """
@@ -11,18 +13,19 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import overload
+from typing import Protocol, TypeVar, overload
 
-from services.auth import domain
+from services.auth import domain, revocations
 from services.auth.domain import RateLimit, Session, SessionRef, User
-from services.auth.key_schedule import RotationPolicy, Schedule, next_kid, rotation_due
-from services.auth.key_store import KeyStore, read_schedule, rotate_keys
+from services.auth.key_schedule import KeyState, RotationPolicy, Schedule, next_kid, rotation_due
+from services.auth.key_store import KeyStore, read_schedule, retire_key, rotate_keys
 from services.auth.passwords import Passwords
+from services.auth.revocations import Entry, Kind
 from services.auth.settings import Settings
-from services.auth.store import Refusal, SessionStore, ThrottleStore, UserStore
+from services.auth.store import Refusal, RevocationStore, SessionStore, ThrottleStore, UserStore
 from shared.core import ApiError, Forbidden, NotFound, TooManyRequests, Unauthorized
 
 
@@ -32,6 +35,27 @@ class AdminAction(enum.Enum):
     REVOKE_SESSIONS = "revoke-sessions"
     DISABLE = "disable"
     ENABLE = "enable"
+
+
+T = TypeVar("T")
+
+
+class Recorder(Protocol):
+    """Where revocation entries go: the server's feed (which republishes at once) or the store."""
+
+    async def record(self, entries: Sequence[Entry]) -> None: ...
+
+
+@dataclass(frozen=True)
+class StoredRevocations:
+    """A :class:`Recorder` straight to Redis, for the command line (the servers poll the set)."""
+
+    store: RevocationStore
+    clock: Callable[[], float] = time.time
+
+    async def record(self, entries: Sequence[Entry]) -> None:
+        if entries:
+            await self.store.record(entries, self.clock())
 
 
 @dataclass(frozen=True)
@@ -50,6 +74,9 @@ class Accounts:
     sessions: SessionStore
     throttles: ThrottleStore
     passwords: Passwords
+    revocations: Recorder
+    # The access token lifetime: a revocation entry lives as long as a token it covers might.
+    token_ttl: int
     clock: Callable[[], float] = time.time
 
     async def user_by_email(self, email: str) -> User:
@@ -88,22 +115,56 @@ class Accounts:
         domain.validate_new_password(new_password)
         await self.users.set_password_hash(user.id, await self.passwords.hash(new_password))
         if renew is None:
-            return await self.sessions.delete_all_for_user(user.id)
+            return await self.revoke_sessions(user)
         now = self.clock()
+        # Recorded before the sessions end, so a failure here leaves them alive for a retry; then
+        # again for any session the script ended that the listing missed (a login racing this).
+        others = {
+            session.public_handle
+            for session in await self.sessions.live_for_user(user.id, now)
+            if session.handle != renew.handle
+        }
+        await self._record(Kind.SESSION, others, now)
         session_id = domain.new_session_id(user.id)
         renewed = domain.renewed_session(renew, session_id, now)
-        await self.sessions.create(renewed, now, revoke_others=True)
+        ended = await self.sessions.create(renewed, now, revoke_others=True)
+        ended_sids = {domain.public_handle(handle) for handle in ended} - {renew.public_handle}
+        finished = self.clock()
+        late = ended_sids if revocations.cutoff(finished) != revocations.cutoff(now) else ended_sids - others
+        await self._record(Kind.SESSION, late, finished)
         return NewSession(session_id, renewed)
 
     async def set_disabled(self, user: User, disabled: bool) -> int:
         """Disable (refuse logins, revoke every session) or enable an account; the count revoked."""
         # Disabled first: a login racing this finds the flag, and a session it made dies below.
         await self.users.set_disabled(user.id, disabled)
-        return await self.sessions.delete_all_for_user(user.id) if disabled else 0
+        return await self.revoke_sessions(user) if disabled else 0
 
     async def revoke_sessions(self, user: User) -> int:
-        """Log ``user`` out everywhere; the count revoked."""
-        return await self.sessions.delete_all_for_user(user.id)
+        """Log ``user`` out everywhere, tokens already minted included; the count of sessions revoked."""
+        return await self.revoking(Kind.USER, {user.id}, lambda: self.sessions.delete_all_for_user(user.id))
+
+    async def revoking(self, kind: Kind, ids: Collection[str], end: Callable[[], Awaitable[T]]) -> T:
+        """Record cutoffs for ``ids``, then ``end`` the sessions; ``end``'s result.
+
+        The set and a user's sessions live in different Cluster slots, so no one script can do
+        both. Recording first means a failure leaves the sessions alive and the caller's retry
+        finds them; a session cannot mint a token that escapes the cutoff unless ending it took
+        into a later second, and then the cutoff is recorded again from after the end.
+        """
+        started = self.clock()
+        await self._record(kind, ids, started)
+        outcome = await end()
+        finished = self.clock()
+        if revocations.cutoff(finished) != revocations.cutoff(started):
+            await self._record(kind, ids, finished)
+        return outcome
+
+    async def _record(self, kind: Kind, ids: Collection[str], now: float) -> None:
+        if ids:
+            await self.revocations.record(
+                revocations.revoke(kind, sorted(ids), now, token_ttl=self.token_ttl)
+            )
 
 
 @dataclass(frozen=True)
@@ -183,7 +244,14 @@ class AuthService:
         return self.keys.sign(domain.access_token_claims(request, self.accounts.clock()))
 
     async def logout(self, session: Session) -> None:
-        await self.accounts.sessions.delete(session.user_id, session.handle)
+        """End this session and the tokens it minted."""
+        await self._end_session(session)
+
+    async def _end_session(self, session: Session) -> None:
+        sessions = self.accounts.sessions
+        await self.accounts.revoking(
+            Kind.SESSION, {session.public_handle}, lambda: sessions.delete(session.user_id, session.handle)
+        )
 
     async def sessions_of(self, user: User) -> list[Session]:
         """The user's live sessions, newest first (the store's script drops the dead ones)."""
@@ -199,7 +267,7 @@ class AuthService:
         target = next((session for session in live if session.public_handle == public_handle), None)
         if target is None:
             raise NotFound("no such session")
-        await self.accounts.sessions.delete(user.id, target.handle)
+        await self._end_session(target)
         return target
 
     async def change_own_password(
@@ -257,3 +325,22 @@ def rotate_signing_key(
             return Rotation(kid=None, schedule=schedule, pending=next_kid(schedule, moment))
     kid = rotate_keys(directory, policy, now=moment)
     return Rotation(kid=kid, schedule=read_schedule(directory))
+
+
+async def revoke_compromised_key(
+    directory: Path, kid: str, policy: RotationPolicy, recorder: Recorder, *, now: float | None = None
+) -> Entry:
+    """The key-compromise drill: ``kid`` signs no more and every token it signed is refused; the entry.
+
+    The key is retired first (``keys retire --force``: out of the JWKS, its successor signs), so
+    a key that cannot be retired (the only one) records nothing that would refuse every new
+    token. The entry's cutoff lies ahead of now (see :func:`revocations.revoke_key`). Run again
+    after a failure, it records the entry for a key already gone.
+    """
+    moment = time.time() if now is None else now
+    schedule = read_schedule(directory)
+    if kid in schedule and schedule[kid].state(moment) is not KeyState.REMOVED:
+        retire_key(directory, kid, policy, force=True, now=moment)
+    entry = revocations.revoke_key(kid, moment, token_ttl=policy.token_ttl, jwks_max_age=policy.jwks_max_age)
+    await recorder.record([entry])
+    return entry

@@ -55,6 +55,10 @@ class Settings:
     login_throttle: LoginThrottlePolicy
     token_rate: RateLimit
     edge: EdgeSettings
+    # Seconds between two looks at the revocation set's version in Redis (the propagation floor).
+    revocations_poll_interval: float = 0.1
+    # Long-polls of the revocation feed held at once per worker; past it one is answered at once.
+    revocations_max_waiters: int = 32
 
     @property
     def dev(self) -> bool:
@@ -89,6 +93,11 @@ class Settings:
             )
         audiences = env_list(environ, "TOKEN_AUDIENCES", ("orders",))
         rotation = rotation_policy(environ)
+        edge = EdgeSettings.from_env(environ)
+        max_waiters = env_int(environ, "REVOCATIONS_MAX_WAITERS", 32, minimum=0)
+        if max_waiters >= edge.max_in_flight:
+            # Held long-polls would take every in-flight slot and logins would get 503.
+            raise SettingsError("REVOCATIONS_MAX_WAITERS must be below EDGE_MAX_IN_FLIGHT")
         return cls(
             environment=environment,
             host=env_str(environ, "AUTH_HOST", "127.0.0.1"),
@@ -115,7 +124,9 @@ class Settings:
                 env_int(environ, "TOKEN_RATE_LIMIT", 60, minimum=1),
                 env_int(environ, "TOKEN_RATE_WINDOW_SECONDS", 60, minimum=1, maximum=86400),
             ),
-            edge=EdgeSettings.from_env(environ),
+            edge=edge,
+            revocations_poll_interval=env_float(environ, "REVOCATIONS_POLL_SECONDS", 0.1, minimum=0.01),
+            revocations_max_waiters=max_waiters,
         )
 
 

@@ -20,13 +20,14 @@ import functools
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import ParamSpec, TypeVar
 
 from redis.typing import EncodableT, FieldT
 
 from services.auth.domain import RateLimit, Session, SessionPolicy, User
 from services.auth.redis_client import REDIS_ERRORS, Client
+from services.auth.revocations import Entry, new_epoch
 from shared.core import Conflict, NotFound, ServiceUnavailable, TooManyRequests
 
 logger = logging.getLogger(__name__)
@@ -218,12 +219,14 @@ return revoked
 
 # KEYS: session, index. ARGV: now, idle and absolute timeouts (ms), handle, index TTL (s), the
 # user's session key prefix, "1" to revoke every other session of the user first, then the
-# session's field/value pairs.
+# session's field/value pairs. The reply lists the handles revoked, for their revocation entries.
 _CREATE = (
     _LIFETIME
     + """
+local revoked = {}
 for _, handle in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     if ARGV[7] == '1' then
+        revoked[#revoked + 1] = handle
         redis.call('DEL', ARGV[6] .. handle)
         redis.call('SREM', KEYS[2], handle)
     elseif redis.call('EXISTS', ARGV[6] .. handle) == 0 then
@@ -237,7 +240,7 @@ redis.call('PEXPIRE', KEYS[1], expires - tonumber(ARGV[1]))
 redis.call('SADD', KEYS[2], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[5], 'GT')
 redis.call('EXPIRE', KEYS[2], ARGV[5], 'NX')
-return 1
+return revoked
 """
 )
 
@@ -279,15 +282,16 @@ class SessionStore:
         self._use = client.register_script(_USE)
 
     @_unavailable_on_redis_error
-    async def create(self, session: Session, now: float, *, revoke_others: bool = False) -> None:
+    async def create(self, session: Session, now: float, *, revoke_others: bool = False) -> list[str]:
         """Store a session and index it; with ``revoke_others``, every other session of the user dies.
 
         One script, so the index never names a session that is gone for good, and a password
         change cannot leave behind a session created while it ran. Entries for sessions that
-        expired are pruned here too.
+        expired are pruned here too. Returns the handles ``revoke_others`` ended (each needs a
+        revocation entry, including one created while the change ran).
         """
         fields = [part for pair in _session_fields(session).items() for part in pair]
-        await self._create(
+        revoked = await self._create(
             keys=[_session_key(session.user_id, session.handle), _index_key(session.user_id)],
             args=[
                 _ms(now),
@@ -299,6 +303,7 @@ class SessionStore:
                 *fields,
             ],
         )
+        return [_text(handle) for handle in revoked]
 
     @_unavailable_on_redis_error
     async def live_for_user(self, user_id: str, now: float) -> list[Session]:
@@ -492,3 +497,89 @@ def _user_from_fields(fields: dict[str, str]) -> User | None:
         password_hash=fields["password_hash"],
         disabled=fields.get("disabled") == "1",
     )
+
+
+# The revocation set (services/auth/revocations.py) shares one hash tag, so each script below
+# touches one Cluster slot: ``revocations:{revocations}:meta`` (hash: ``epoch``, ``version``) and
+# ``revocations:{revocations}:entries`` (sorted set: an entry's stored form scored by its
+# ``until``). Expired entries are pruned by score on every write and read, so the set never
+# holds more than the revocations of the last token lifetime.
+_REVOCATION_META = "revocations:{revocations}:meta"
+_REVOCATION_ENTRIES = "revocations:{revocations}:entries"
+
+# Creates the set's identity when either field is missing: a version without its epoch (or the
+# reverse) would let a verifier take a restarted count for a replay, or a replay for news.
+_REVOCATION_EPOCH = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local version = redis.call('HGET', KEYS[1], 'version')
+if not epoch or not version then
+    epoch, version = ARGV[2], '0'
+    redis.call('HSET', KEYS[1], 'epoch', epoch, 'version', version)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+"""
+
+# KEYS: meta, entries. ARGV: now (s), an epoch for a set created here, then member/until pairs.
+# One step: the entries, the pruning and the version a verifier sees move together.
+_RECORD_REVOCATIONS = (
+    _REVOCATION_EPOCH
+    + """
+for i = 3, #ARGV, 2 do redis.call('ZADD', KEYS[2], 'GT', ARGV[i + 1], ARGV[i]) end
+return {epoch, redis.call('HINCRBY', KEYS[1], 'version', 1)}
+"""
+)
+
+# KEYS: meta, entries. ARGV: now (s), an epoch for a set created here.
+_READ_REVOCATIONS = (
+    _REVOCATION_EPOCH
+    + """
+local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+return {epoch, tonumber(redis.call('HGET', KEYS[1], 'version')), entries}
+"""
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RevocationSet:
+    """The set as Redis holds it: its identity, its version and its live entries."""
+
+    epoch: str
+    version: int
+    entries: tuple[Entry, ...]
+
+
+class RevocationStore:
+    """The revocation set in Redis: recorded by the critical operations, read by the feed."""
+
+    def __init__(self, client: Client):
+        self._redis = client
+        self._record = client.register_script(_RECORD_REVOCATIONS)
+        self._read = client.register_script(_READ_REVOCATIONS)
+
+    @_unavailable_on_redis_error
+    async def record(self, entries: Sequence[Entry], now: float) -> tuple[str, int]:
+        """Add ``entries`` and bump the version; the set's (epoch, version) after it."""
+        args: list[EncodableT] = [math.floor(now), new_epoch()]
+        for entry in entries:
+            args += [entry.as_member(), entry.until]
+        epoch, version = await self._record(keys=[_REVOCATION_META, _REVOCATION_ENTRIES], args=args)
+        return _text(epoch), int(version)
+
+    @_unavailable_on_redis_error
+    async def read(self, now: float) -> RevocationSet:
+        """The live set (created empty, with a new epoch, when Redis has none)."""
+        epoch, version, flat = await self._read(
+            keys=[_REVOCATION_META, _REVOCATION_ENTRIES], args=[math.floor(now), new_epoch()]
+        )
+        pairs = zip(flat[::2], flat[1::2], strict=True)
+        found = (Entry.from_member(_text(member), float(until)) for member, until in pairs)
+        entries = tuple(entry for entry in found if entry is not None)
+        return RevocationSet(_text(epoch), int(version), entries)
+
+    @_unavailable_on_redis_error
+    async def probe(self) -> tuple[str, int] | None:
+        """The set's (epoch, version) in one cheap round trip; None when Redis has no set."""
+        epoch, version = await self._redis.hmget(_REVOCATION_META, ["epoch", "version"])
+        if epoch is None or version is None:
+            return None
+        return _text(epoch), int(version)
