@@ -248,7 +248,7 @@ def test_a_key_compromise_drill_refuses_every_token_the_key_signed(
     rotated = cluster.auth_cli("keys", "rotate")
     assert rotated.returncode == 0, rotated.stderr
 
-    drill = cluster.auth_cli("keys", "retire", compromised, "--force")
+    drill = cluster.auth_cli("keys", "revoke", compromised)
     assert drill.returncode == 0, drill.stderr
     wait_until_refused(cluster, revoked)
 
