@@ -29,11 +29,13 @@ pytestmark = pytest.mark.e2e
 # short enough for this module to see one expire while its other tests run.
 TOKEN_TTL = 30
 MAX_LEEWAY = 30
-# After this long without a good refresh a verifier stops trusting its copy of the feed.
+# After this long without a good refresh a verifier stops trusting its copy of the feed; it must
+# exceed a long-poll's wait plus the fetch timeout (3 s), so the wait is short here too.
 MAX_STALE = 6
 ENV = {
     "ACCESS_TOKEN_TTL_SECONDS": str(TOKEN_TTL),
     "REVOCATIONS_MAX_STALE_SECONDS": str(MAX_STALE),
+    "REVOCATIONS_WAIT_SECONDS": "2",
     "TOKEN_RATE_LIMIT": "1000000",
 }
 
