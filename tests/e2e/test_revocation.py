@@ -2,7 +2,12 @@
 
 A token minted before the operation is refused afterwards at the gateway and at orders, whether
 or not a verifier had already verified (and remembered) it; tokens the operation does not cover
-keep working; two auth replicas share the set; and orders and the gateway never talk to Redis.
+keep working; two auth replicas share the set; the set outlives restarts of auth and Redis and
+expires with the tokens it covers; a verifier whose feed is unreachable keeps its last good copy,
+then fails closed; and orders and the gateway never talk to Redis.
+
+One cluster for the whole module (its start is most of the module's cost); the tests that stop
+processes come last.
 """
 
 from __future__ import annotations
@@ -11,14 +16,16 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
 
 from deploy.devcluster import Cluster
 from tests.security.session_helpers import PASSWORD, SessionApi, login, new_user
-from tests.support.cluster import Browser, ClusterFactory, LoggedIn
-from tests.support.http import SESSION_COOKIE, session_cookie, unverified_parts
+from tests.support.cluster import BOB, Browser, ClusterFactory, LoggedIn, Secrets
+from tests.support.http import SESSION_COOKIE, assert_json_error, bearer, session_cookie, unverified_parts
 from tests.support.polling import poll
 from tests.support.revocation import (
     FEED_PATH,
@@ -32,15 +39,22 @@ from tests.support.revocation import (
 
 pytestmark = pytest.mark.e2e
 
+# The contract: a cutoff covers every token its session minted, and lives as long as one of them
+# could (token lifetime + the largest allowed leeway). The shortest lifetime auth allows makes an
+# entry live 60 s, so this module sees one expire while its other tests run.
+TOKEN_TTL = 30
+MAX_LEEWAY = 30
+# After this long without a good refresh a verifier stops trusting its copy of the feed. It must
+# exceed a long-poll's wait plus the fetch timeout (3 s), so the wait is short here too.
+MAX_STALE = 8
 ENV = {
+    "ACCESS_TOKEN_TTL_SECONDS": str(TOKEN_TTL),
+    "REVOCATIONS_MAX_STALE_SECONDS": str(MAX_STALE),
+    "REVOCATIONS_WAIT_SECONDS": "1",
     "KEYS_RELOAD_SECONDS": "0.2",
     "TOKEN_RATE_LIMIT": "1000000",
 }
 NEW_PASSWORD = "another-long-passphrase-2"
-# The contract: a cutoff covers every token its session minted, and lives as long as one of them
-# could (token lifetime + the largest allowed leeway).
-TOKEN_TTL = 300
-MAX_LEEWAY = 30
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +71,34 @@ def redis_watch(cluster: Cluster) -> Iterator[RedisWatch]:
         yield watch
 
 
+@dataclass(frozen=True)
+class Early:
+    """A revocation made as the module starts, for its last tests to see expire."""
+
+    sid: str
+    entry: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def early(cluster: Cluster, redis_watch: RedisWatch, secrets_seen: Secrets) -> Early:
+    with httpx.Client(base_url=cluster.url, timeout=10.0) as client:
+        browser = Browser(cluster, client, secrets_seen)
+        session = browser.login(BOB)
+        sid = str(unverified_parts(browser.token(session))[1]["sid"])
+        assert browser.logout(session).status_code == 200
+    (entry,) = read_feed(cluster.url).entries("session", sid)
+    return Early(sid=sid, entry=entry)
+
+
 @pytest.fixture(autouse=True)
-def _watched(redis_watch: RedisWatch) -> None:
-    """Each test runs under the module's watch."""
+def _watched(early: Early) -> None:
+    """Every test runs after the early revocation and under the module's Redis watch."""
+
+
+@pytest.fixture(scope="module")
+def shared_user(cluster: Cluster) -> str:
+    """A user for the tests that end one session at a time, which never touch another."""
+    return new_user(cluster)
 
 
 def tokens(browser: Browser, session: LoggedIn, count: int = 2) -> list[str]:
@@ -74,10 +113,9 @@ def sid(token: str) -> str:
 
 
 def test_a_logout_refuses_the_sessions_tokens_and_spares_another_session_of_the_user(
-    cluster: Cluster, browser: Browser
+    cluster: Cluster, browser: Browser, shared_user: str
 ) -> None:
-    email = new_user(cluster)
-    leaving, staying = login(browser, email), login(browser, email)
+    leaving, staying = login(browser, shared_user), login(browser, shared_user)
     revoked, kept = tokens(browser, leaving), tokens(browser, staying)
 
     assert browser.logout(leaving).status_code == 200
@@ -86,10 +124,11 @@ def test_a_logout_refuses_the_sessions_tokens_and_spares_another_session_of_the_
     assert_accepted(cluster, *kept, browser.token(staying))
 
 
-def test_revoking_one_session_refuses_its_tokens_only(cluster: Cluster, browser: Browser) -> None:
+def test_revoking_one_session_refuses_its_tokens_only(
+    cluster: Cluster, browser: Browser, shared_user: str
+) -> None:
     api = SessionApi(browser)
-    email = new_user(cluster)
-    phone, laptop = login(browser, email), login(browser, email)
+    phone, laptop = login(browser, shared_user), login(browser, shared_user)
     revoked, kept = tokens(browser, phone), tokens(browser, laptop)
 
     assert api.revoke(laptop, api.current_handle(phone)).status_code == 204
@@ -105,7 +144,7 @@ def test_logging_out_everywhere_refuses_every_session_of_the_user_and_no_one_els
     email = new_user(cluster)
     sessions = [login(browser, email) for _ in range(2)]
     revoked = [token for session in sessions for token in tokens(browser, session)]
-    bystander = tokens(browser, login(browser, new_user(cluster)))
+    bystander = tokens(browser, browser.login(BOB))
 
     assert api.logout_all(sessions[0]).status_code == 204
     wait_until_refused(cluster, revoked)
@@ -144,7 +183,7 @@ def test_an_admin_action_refuses_every_token_of_the_user(
         for session in (login(browser, email), login(browser, email))
         for token in tokens(browser, session)
     ]
-    bystander = tokens(browser, login(browser, new_user(cluster)))
+    bystander = tokens(browser, browser.login(BOB))
 
     assert api.admin(admin, api.user_id(admin, email), action).status_code == 204
     wait_until_refused(cluster, revoked)
@@ -155,9 +194,9 @@ def test_an_admin_action_refuses_every_token_of_the_user(
 
 
 def test_the_feed_is_signed_public_and_carries_the_documented_cutoff(
-    cluster: Cluster, browser: Browser
+    cluster: Cluster, browser: Browser, shared_user: str
 ) -> None:
-    session = login(browser, new_user(cluster))
+    session = login(browser, shared_user)
     token = browser.token(session)
     iat = int(unverified_parts(token)[1]["iat"])
     before_logout = read_feed(cluster.url)
@@ -184,7 +223,7 @@ def test_the_feed_is_signed_public_and_carries_the_documented_cutoff(
 
 
 def test_the_feed_answers_304_to_its_etag_and_holds_a_long_poll_until_a_change(
-    cluster: Cluster, browser: Browser
+    cluster: Cluster, browser: Browser, shared_user: str
 ) -> None:
     first, second = cluster.auth_urls()
     feed = read_feed(first)
@@ -194,7 +233,7 @@ def test_the_feed_answers_304_to_its_etag_and_holds_a_long_poll_until_a_change(
     assert unchanged.content == b""
 
     # A long-poll on the first replica learns of a logout made on the second.
-    session = login(browser, new_user(cluster))
+    session = login(browser, shared_user)
     token = browser.token(session)
     with httpx.Client(timeout=30) as client:
         waiting = client.build_request(
@@ -225,12 +264,11 @@ def test_the_feed_answers_304_to_its_etag_and_holds_a_long_poll_until_a_change(
 
 
 def test_the_typical_delay_from_logout_to_refusal_is_about_a_second(
-    cluster: Cluster, browser: Browser
+    cluster: Cluster, browser: Browser, shared_user: str
 ) -> None:
-    email = new_user(cluster)
     delays = []
     for _ in range(5):
-        session = login(browser, email)
+        session = login(browser, shared_user)
         token = tokens(browser, session, count=1)
         assert browser.logout(session).status_code == 200
         delays.append(wait_until_refused(cluster, token))
@@ -240,9 +278,9 @@ def test_the_typical_delay_from_logout_to_refusal_is_about_a_second(
 
 
 def test_a_key_compromise_drill_refuses_every_token_the_key_signed(
-    cluster: Cluster, browser: Browser
+    cluster: Cluster, browser: Browser, shared_user: str
 ) -> None:
-    session = login(browser, new_user(cluster))
+    session = login(browser, shared_user)
     revoked = tokens(browser, session)
     (compromised,) = {unverified_parts(token)[0]["kid"] for token in revoked}
     rotated = cluster.auth_cli("keys", "rotate")
@@ -264,6 +302,111 @@ def test_a_key_compromise_drill_refuses_every_token_the_key_signed(
     assert feed.entries("key", compromised)
 
 
+def orders_revocations(cluster: Cluster) -> tuple[int, dict[str, Any]]:
+    """Orders' readiness and its revocation check."""
+    response = httpx.get(f"{cluster.service_url('orders')}/readyz", timeout=5)
+    status: dict[str, Any] = response.json()["checks"]["revocations"]
+    return response.status_code, status
+
+
+def revoked_token(cluster: Cluster, browser: Browser, email: str) -> str:
+    """A token whose session has logged out, refused everywhere."""
+    session = login(browser, email)
+    token = browser.token(session)
+    assert_accepted(cluster, token)
+    assert browser.logout(session).status_code == 200
+    wait_until_refused(cluster, [token])
+    return token
+
+
+def restart_verifiers(cluster: Cluster) -> None:
+    """Fresh orders and gateway processes: nothing remembered, the feed read anew."""
+    for name in ("gateway", "orders"):
+        cluster.stop_service(name)
+    cluster.start_service("orders")
+    cluster.start_service("gateway")
+
+
+@pytest.mark.parametrize("restarted", ["auth", "redis"])
+def test_the_set_survives_a_restart(
+    cluster: Cluster, browser: Browser, shared_user: str, restarted: str
+) -> None:
+    token = revoked_token(cluster, browser, shared_user)
+    (entry,) = read_feed(cluster.url).entries("session", str(unverified_parts(token)[1]["sid"]))
+    epoch = read_feed(cluster.url).claims["epoch"]
+
+    cluster.stop_service(restarted)
+    cluster.start_service(restarted)
+
+    # Auth serves the same set (same epoch, so verifiers holding it see no replay or reset) ...
+    feed = poll(
+        lambda: read_feed(cluster.url),
+        within=15,
+        what="the feed again",
+        ignoring=(AssertionError, httpx.HTTPError),
+    )
+    assert feed.claims["epoch"] == epoch
+    assert entry in feed.entries("session", entry["id"])
+    # ... and verifiers that never saw the revocation learn it from there.
+    restart_verifiers(cluster)
+    wait_until_refused(cluster, [token])
+
+
+def test_an_unreachable_feed_keeps_the_last_good_one_then_fails_closed(
+    cluster: Cluster, browser: Browser, client: httpx.Client, shared_user: str
+) -> None:
+    revoked = revoked_token(cluster, browser, shared_user)
+    session = login(browser, shared_user)
+    live = browser.token(session)
+    assert orders_revocations(cluster)[0] == 200
+
+    cluster.stop_service("auth")
+    try:
+        # Within the stale bound: the last good feed still applies, both ways.
+        assert client.get("/api/orders", headers=bearer(live)).status_code == 200
+        assert_json_error(client.get("/api/orders", headers=bearer(revoked)), 401, "invalid_token")
+        direct = httpx.get(f"{cluster.service_url('orders')}/orders", headers=bearer(live), timeout=10)
+        assert direct.status_code == 200
+
+        # Past it: not ready, and 503 for every token rather than accept one revoked meanwhile.
+        poll(lambda: orders_revocations(cluster)[0] == 503, within=MAX_STALE + 10, what="orders not ready")
+        _, status = orders_revocations(cluster)
+        assert status["ready"] is False, status
+        for token in (live, revoked):
+            assert_json_error(
+                httpx.get(f"{cluster.service_url('orders')}/orders", headers=bearer(token)), 503
+            )
+        poll(
+            lambda: client.get("/api/orders", headers=bearer(live)).status_code == 503,
+            within=MAX_STALE + 10,
+            what="the gateway failing closed",
+        )
+    finally:
+        cluster.start_service("auth")
+    poll(lambda: orders_revocations(cluster)[0] == 200, within=15, what="orders ready again")
+    # A new token: the one from before may have outlived its 30 s by now.
+    live = browser.token(session)
+    poll(
+        lambda: client.get("/api/orders", headers=bearer(live)).status_code == 200,
+        within=15,
+        what="the gateway accepting again",
+    )
+    assert_json_error(client.get("/api/orders", headers=bearer(revoked)), 401, "invalid_token")
+
+
+def test_an_entry_leaves_the_feed_once_no_token_it_covers_can_be_valid(
+    cluster: Cluster, early: Early
+) -> None:
+    """Last in the module, so most of the wait has passed in the tests above."""
+    assert early.entry["until"] == early.entry["before"] + TOKEN_TTL + MAX_LEEWAY
+    poll(
+        lambda: not read_feed(cluster.url).entries("session", early.sid),
+        within=TOKEN_TTL + MAX_LEEWAY + 10,
+        what="the early entry to expire",
+        every=0.5,
+    )
+
+
 def test_orders_and_the_gateway_never_opened_a_connection_to_redis(redis_watch: RedisWatch) -> None:
-    """Last in the module: the watch has sampled through every test above."""
+    """Last in the module: the watch has sampled through every test above, restarts included."""
     redis_watch.assert_verifiers_never_connected()
