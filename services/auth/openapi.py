@@ -115,6 +115,10 @@ class _Operation:
     parameters: tuple[dict[str, Any], ...] = ()
     throttled: bool = False
     sets_cookie: bool = False
+    # A success that is not JSON (the revocation feed): its content and headers, and other answers.
+    content: Mapping[str, Any] | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    answers: Mapping[str, Any] = field(default_factory=dict)
 
     def document(self) -> dict[str, Any]:
         operation: dict[str, Any] = {
@@ -129,10 +133,18 @@ class _Operation:
         if self.body is not None:
             content = {"application/json": {"schema": schema_ref(self.body)}}
             operation["requestBody"] = {"required": True, "content": content}
-        operation["responses"] = {**self._success(), **self._refusals()}
+        operation["responses"] = {**self._success(), **self.answers, **self._refusals()}
         return operation
 
     def _success(self) -> dict[str, Any]:
+        if self.content is not None:
+            return {
+                "200": {
+                    "description": self.done,
+                    "content": dict(self.content),
+                    "headers": dict(self.headers),
+                }
+            }
         if self.answer is None:
             return {"204": {"description": self.done}}
         success: dict[str, Any] = {
@@ -164,6 +176,53 @@ def _admin_action(action: str, operation_id: str, summary: str) -> _Operation:
         errors={"403": _ADMIN_ONLY, "404": "No such user."},
         parameters=(_path_parameter("user_id", "The user's stable id."),),
     )  # fmt: skip
+
+
+_FEED_HEADERS = {
+    "ETag": {"description": '`"<epoch>.<version>"` of the set.', "schema": {"type": "string"}},
+    "Cache-Control": {"description": "`public, max-age=1`.", "schema": {"type": "string"}},
+}
+_FEED_PARAMETERS = (
+    {
+        "name": "If-None-Match",
+        "in": "header",
+        "required": False,
+        "description": "The ETag held: `304` while the set is unchanged.",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "Prefer",
+        "in": "header",
+        "required": False,
+        "description": "`wait=N` (RFC 7240) with a matching `If-None-Match`: held until the set changes "
+        "or N seconds (at most 30) pass. Past auth's bound on held requests, answered at once "
+        "without `Preference-Applied`.",
+        "schema": {"type": "string"},
+    },
+)
+_FEED = {
+    "application/revocations+jwt": {
+        "schema": {
+            "type": "string",
+            "description": "A compact JWS (RS256, header `alg`, `kid`, `typ: revocations+jwt`) whose "
+            "payload is `{iss, iat, epoch, version, entries: [{kind, id, before, until}]}`; `kind` is "
+            "`session` (compared with `sid`), `user` (`sub`) or `key` (the header's `kid`), and a token "
+            "is revoked when its `iat` is below `before`. See docs/decisions/0008-revocation-feed.md.",
+        }
+    }
+}
+_FEED_UNCHANGED = {
+    "304": {
+        "description": "Unchanged since the ETag presented (after the wait, if one was held).",
+        "headers": {
+            **_FEED_HEADERS,
+            "Preference-Applied": {
+                "description": "`wait=N` when the request was held.",
+                "schema": {"type": "string"},
+            },
+        },
+    }
+}
 
 
 # One row per route of routes.routes, in the same order.
@@ -229,6 +288,13 @@ OPERATIONS = (
         "get", "/.well-known/openid-configuration", "openid_configuration",
         "Issuer metadata: where the keys are.",
         tag="keys", guard=_PUBLIC, done="The metadata.", answer=api.OpenIDConfiguration,
+    ),
+    _Operation(
+        "get", "/.well-known/revocations.json", "revocations",
+        "Revoked sessions, users and keys as cutoffs, signed; long-poll with `Prefer: wait`.",
+        tag="keys", guard=_PUBLIC, done="The live revocation set, signed by the active key.",
+        content=_FEED, headers=_FEED_HEADERS, answers=_FEED_UNCHANGED, parameters=_FEED_PARAMETERS,
+        errors={"503": "The revocation set cannot be read (Redis is away and this worker holds none)."},
     ),
 )  # fmt: skip
 

@@ -99,6 +99,17 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 "ready": all(verifier.ready for verifier in verifiers.values()),
                 "audiences": {audience: verifier.status() for audience, verifier in verifiers.items()},
             },
+            "revocations": {
+                "ready": all(
+                    verifier.revocations is None or verifier.revocations.ready
+                    for verifier in verifiers.values()
+                ),
+                "audiences": {
+                    audience: verifier.revocations.status()
+                    for audience, verifier in verifiers.items()
+                    if verifier.revocations is not None
+                },
+            },
             # Reported, never a reason to leave rotation: a gateway that went unready whenever auth
             # is down would also take down the routes whose upstreams are fine (and the answers
             # that say auth is down).

@@ -15,13 +15,16 @@ RawHeaders = Sequence[tuple[bytes, bytes]]
 class Route:
     """Requests under ``prefix`` go to ``upstream`` with ``prefix`` replaced by ``upstream_prefix``.
 
-    With an ``audience``, the gateway verifies a bearer token for it before proxying.
+    With an ``audience``, the gateway verifies a bearer token for it before proxying. ``holds``
+    is how long the upstream may hold a request on purpose before answering (a long-poll): the
+    wait for the answer's head is the upstream timeout plus that.
     """
 
     prefix: str
     upstream: str
     upstream_prefix: str
     audience: str | None
+    holds: float = 0.0
 
     @property
     def forwards_cookies(self) -> bool:
@@ -33,8 +36,19 @@ class Route:
         return self.audience is None
 
 
+# The longest auth holds a long-poll of its revocation feed (``Prefer: wait``, capped there).
+REVOCATIONS_HOLD_SECONDS = 30.0
+
 ROUTE_TABLE: tuple[Route, ...] = (
     Route(prefix="/auth", upstream="auth", upstream_prefix="", audience=None),
+    # Before the rest of /.well-known: the one route whose answer may come late by design.
+    Route(
+        prefix="/.well-known/revocations.json",
+        upstream="auth",
+        upstream_prefix="/.well-known/revocations.json",
+        audience=None,
+        holds=REVOCATIONS_HOLD_SECONDS,
+    ),
     Route(prefix="/.well-known", upstream="auth", upstream_prefix="/.well-known", audience=None),
     Route(prefix="/api/orders", upstream="orders", upstream_prefix="/orders", audience="orders"),
 )

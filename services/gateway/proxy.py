@@ -237,6 +237,7 @@ async def send(
     body: bytes | None,
     *,
     retry_after: int,
+    holds: float = 0.0,
 ) -> Reply:
     """Send the request to an origin of ``pool`` and return its reply with the body not yet read.
 
@@ -259,7 +260,7 @@ async def send(
         origin = upstream.origins[member.url]
         headers = framed(headers_for(origin.netloc), method, body)
         try:
-            return await upstream.request(origin, raw_method, target, headers, body)
+            return await upstream.request(origin, raw_method, target, headers, body, holds=holds)
         except PoolExhausted:
             logger.warning(
                 "upstream %s: no free connection within %g s", pool.name, upstream.limits.pool_timeout
@@ -313,6 +314,7 @@ async def exchange(
     response_headers: Callable[[list[tuple[bytes, bytes]]], list[tuple[bytes, bytes]]],
     buffer_bytes: int,
     send_timeout: float,
+    holds: float = 0.0,
 ) -> Response:
     """:func:`send` then :func:`respond`, abandoned upstream as soon as the client disconnects.
 
@@ -322,7 +324,9 @@ async def exchange(
     """
     try:
         async with DisconnectWatch(receive):
-            reply = await send(upstream, pool, method, target, headers_for, body, retry_after=retry_after)
+            reply = await send(
+                upstream, pool, method, target, headers_for, body, retry_after=retry_after, holds=holds
+            )
             return await respond(
                 reply, response_headers(reply.headers), buffer_bytes=buffer_bytes, send_timeout=send_timeout
             )

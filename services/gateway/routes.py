@@ -98,6 +98,7 @@ async def forward(request: Request) -> Response:
         response_headers=response_headers,
         buffer_bytes=request.state.response_buffer_bytes,
         send_timeout=request.state.client_send_timeout,
+        holds=route.holds,
     )
 
 

@@ -101,7 +101,7 @@ class _CoreConnection:
             httpcore.URL(scheme=core.scheme, host=core.host, port=core.port, target=target),
             headers=list(headers),
             content=body,
-            extensions={"timeout": self._timeouts},
+            extensions={"timeout": {**self._timeouts, "read": io_timeout}},
         )
         self._response = await self._connection.handle_async_request(request)
         self.status = self._response.status
@@ -211,9 +211,18 @@ class UpstreamPool:
         return self._idle_count
 
     async def request(
-        self, origin: Origin, method: bytes, target: bytes, headers: RawHeaders, body: bytes | None
+        self,
+        origin: Origin,
+        method: bytes,
+        target: bytes,
+        headers: RawHeaders,
+        body: bytes | None,
+        *,
+        holds: float = 0.0,
     ) -> Reply:
         """Send one request to ``origin`` and return its :class:`Reply` once the head has arrived.
+
+        The head may take the timeout plus ``holds`` (a route whose upstream long-polls).
 
         Raises :class:`PoolExhausted`, or httpcore's errors: ``ConnectError``/``ConnectTimeout``
         (nothing was sent), ``ReadTimeout``/``WriteTimeout``, ``LocalProtocolError`` (refused
@@ -223,7 +232,7 @@ class UpstreamPool:
         connection: UpstreamConnection | None = None
         try:
             connection = await self._connection_for(origin)
-            await connection.request(method, target, headers, body, io_timeout=self.limits.timeout)
+            await connection.request(method, target, headers, body, io_timeout=self.limits.timeout + holds)
         except BaseException:
             # Cancelled (the client left) or failed: the connection may hold half an exchange.
             if connection is not None:

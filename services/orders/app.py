@@ -33,7 +33,12 @@ class State(TypedDict):
 async def _readiness(request: Request) -> dict[str, Any]:
     verifier: TokenVerifier = request.state.verifier
     store: OrderStore = request.state.store
-    return {"jwks": verifier.status(), "database": store.ping()}
+    revocations = verifier.revocations
+    return {
+        "jwks": verifier.status(),
+        "revocations": {"ready": True} if revocations is None else revocations.status(),
+        "database": store.ping(),
+    }
 
 
 def create_app(settings: OrdersSettings) -> Starlette:

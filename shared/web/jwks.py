@@ -16,14 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
+from joserfc.jws import JWSRegistry
 
-from shared.core.tokens import ALGORITHM, loads_strict
+from shared.core.tokens import ALGORITHM, CompactToken, loads_strict
 from shared.web.periodic import Periodic, cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
 MIN_RSA_BITS = 2048
+# The allowlist lives in joserfc's registry too, so nothing but RS256 can ever verify here.
+_RS256 = JWSRegistry(algorithms=[ALGORITHM]).get_alg(ALGORITHM)
 
 
 class JWKSFetchError(Exception):
@@ -83,6 +87,17 @@ def parse_jwks(body: bytes) -> dict[str, RSAKey]:
     if not keys:
         raise JWKSFetchError("JWKS has no usable RS256 keys")
     return keys
+
+
+def signature_matches(token: CompactToken, key: RSAKey) -> bool:
+    """Whether ``key`` made the RS256 signature of a parsed compact JWS (an access token or a feed)."""
+    # The caller has already decoded every part once; jwt.decode would decode them all again
+    # (a quarter of a cold verification), so joserfc's RS256 is given the bytes it signs.
+    try:
+        _RS256.check_key(key)
+        return _RS256.verify(token.signing_input, token.signature, key)
+    except (JoseError, ValueError):
+        return False
 
 
 class JWKSCache:

@@ -47,7 +47,11 @@ def metrics_route(registry: CollectorRegistry) -> Route:
 
 
 class VerifierMetrics(Collector):
-    """The token verifiers' and their JWKS caches' state, labelled by audience."""
+    """The token verifiers', their JWKS caches' and revocation feeds' state, labelled by audience.
+
+    Tokens refused because a revocation covers them are ``tokens_rejected{reason="revoked"}``;
+    the 503s of a stale feed under the fail-closed policy are counted in ``tokens_unverifiable``.
+    """
 
     def __init__(self, verifiers: Mapping[str, TokenVerifier]):
         self._verifiers = dict(verifiers)
@@ -83,7 +87,43 @@ class VerifierMetrics(Collector):
         unavailable = CounterMetricFamily(
             "tokens_unverifiable", "Requests answered 503 because no keys could be had", labels=["audience"]
         )
+        feed_age = GaugeMetricFamily(
+            "revocations_age_seconds",
+            "Seconds since the revocation feed last answered successfully (or since start before that)",
+            labels=["audience"],
+        )
+        feed_entries = GaugeMetricFamily(
+            "revocations_entries", "Live revocation entries held", labels=["audience"]
+        )
+        feed_version = GaugeMetricFamily(
+            "revocations_version", "Version of the revocation feed held", labels=["audience"]
+        )
+        feed_ready = GaugeMetricFamily(
+            "revocations_ready",
+            "1 while the revocation feed is younger than its stale bound",
+            labels=["audience"],
+        )
+        feed_fetches = CounterMetricFamily(
+            "revocations_fetches", "Revocation feed answers by result", labels=["audience", "result"]
+        )
+        feed_failures = CounterMetricFamily(
+            "revocations_refresh_failures",
+            "Failed revocation feed refreshes by reason",
+            labels=["audience", "reason"],
+        )
         for audience, verifier in sorted(self._verifiers.items()):
+            feed = verifier.revocations
+            if feed is not None:
+                feed_age.add_metric([audience], feed.age)
+                feed_entries.add_metric([audience], feed.entry_count)
+                if feed.version is not None:
+                    feed_version.add_metric([audience], feed.version)
+                feed_ready.add_metric([audience], 1.0 if feed.ready else 0.0)
+                feed_fetches.add_metric([audience, "changed"], feed.changed_count)
+                feed_fetches.add_metric([audience, "unchanged"], feed.unchanged_count)
+                feed_fetches.add_metric([audience, "failure"], sum(feed.failures.values()))
+                for reason, count in sorted(feed.failures.items()):
+                    feed_failures.add_metric([audience, reason], count)
             cache = verifier.keys
             if cache.age is not None:
                 age.add_metric([audience], cache.age)
@@ -110,4 +150,10 @@ class VerifierMetrics(Collector):
             remembered,
             rejected,
             unavailable,
+            feed_age,
+            feed_entries,
+            feed_version,
+            feed_ready,
+            feed_fetches,
+            feed_failures,
         )

@@ -4,41 +4,37 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Container, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from joserfc.errors import JoseError
-from joserfc.jwk import RSAKey
-from joserfc.jws import JWSRegistry
 from starlette.requests import Request
 
 from shared.core.errors import InvalidToken, ServiceUnavailable, Unauthorized
-from shared.core.settings import SettingsError, env_float, env_int, env_list, env_str
+from shared.core.settings import SettingsError, env_bool, env_float, env_int, env_list, env_str
 from shared.core.tokens import (
-    ALGORITHM,
     AccessClaims,
-    CompactToken,
     TokenPolicy,
     check_claims,
     parse_token,
     read_claims,
 )
-from shared.web.jwks import JWKSCache, JWKSConfig
+from shared.web.jwks import JWKSCache, JWKSConfig, signature_matches
+from shared.web.revocations import MAX_WAIT_SECONDS, RevocationCache, RevocationConfig
 from shared.web.verified_cache import VerifiedTokens
-
-# The allowlist lives in joserfc's registry too, so nothing but RS256 can ever verify here.
-_RS256 = JWSRegistry(algorithms=[ALGORITHM]).get_alg(ALGORITHM)
 
 
 class TokenVerifier:
     """Checks a compact JWS against :class:`TokenPolicy` and the keys in a :class:`JWKSCache`.
 
     Raises :class:`InvalidToken` (401) for any bad token and :class:`ServiceUnavailable` (503)
-    when no keys can be had, so an outage is never reported as the caller's fault.
+    when no keys can be had, so an outage is never reported as the caller's fault. With a
+    :class:`RevocationCache`, a token a live revocation covers is refused with reason ``revoked``,
+    also when it was verified before the revocation arrived, and a stale feed under the
+    fail-closed policy answers 503 for every token.
     """
 
     def __init__(
@@ -48,9 +44,11 @@ class TokenVerifier:
         *,
         clock: Callable[[], float] = time.time,
         verified: VerifiedTokens | None = None,
+        revocations: RevocationCache | None = None,
     ):
         self.policy = policy
         self._keys = keys
+        self._revocations = revocations
         self._clock = clock
         self._verified = verified if verified is not None else VerifiedTokens()
         self.cache_hits = 0
@@ -62,6 +60,11 @@ class TokenVerifier:
     def keys(self) -> JWKSCache:
         """The key cache, for metrics."""
         return self._keys
+
+    @property
+    def revocations(self) -> RevocationCache | None:
+        """The revocation feed cache, for readiness and metrics; None when the verifier has none."""
+        return self._revocations
 
     @property
     def ready(self) -> bool:
@@ -92,8 +95,20 @@ class TokenVerifier:
 
     async def _verify(self, token: str) -> AccessClaims:
         now = self._clock()
-        remembered = self._verified.get(token, now, self._keys.keys())
+        revocations = self._revocations
+        published: Container[str] = self._keys.keys()
+        if revocations is not None:
+            if revocations.refuses_all:
+                raise ServiceUnavailable("the revocation feed is stale")
+            if revocations.revoked_kids:
+                # A remembered token signed by a revoked key misses, and the full path below refuses it.
+                published = _Unrevoked(published, revocations.revoked_kids)
+        remembered = self._verified.get(token, now, published)
         if remembered is not None:
+            # Checked on every hit rather than purged when a feed arrives: two dict lookups cost
+            # less than walking the memory, and no hit can slip in between feed and purge.
+            if revocations is not None and revocations.covers(remembered):
+                raise InvalidToken("revoked")
             self.cache_hits += 1
             return remembered
         # A token that is not even a well-formed JWS is its holder's fault, keys or not.
@@ -110,9 +125,11 @@ class TokenVerifier:
             if not self._keys.ready:
                 raise ServiceUnavailable("signing keys are unavailable")
             raise InvalidToken("unknown_kid")
-        if not _signature_matches(parsed, key):
+        if not signature_matches(parsed, key):
             raise InvalidToken("signature")
         claims = check_claims(read_claims(parsed), self.policy, now)
+        if revocations is not None and (kid in revocations.revoked_kids or revocations.covers(claims)):
+            raise InvalidToken("revoked")
         # Good until the second check_claims would call it expired.
         self._verified.put(token, kid, claims, expires_at=claims.exp + self.policy.leeway)
         return claims
@@ -130,14 +147,17 @@ class TokenVerifier:
         return await self.verify(token)
 
 
-def _signature_matches(token: CompactToken, key: RSAKey) -> bool:
-    # parse_token has already decoded every part once; jwt.decode would decode them all again
-    # (a quarter of a cold verification), so joserfc's RS256 is given the bytes it signs.
-    try:
-        _RS256.check_key(key)
-        return _RS256.verify(token.signing_input, token.signature, key)
-    except (JoseError, ValueError):
-        return False
+class _Unrevoked:
+    """The published kids minus the revoked ones, as the verified-token memory asks about them."""
+
+    __slots__ = ("_published", "_revoked")
+
+    def __init__(self, published: Container[str], revoked: Container[str]):
+        self._published = published
+        self._revoked = revoked
+
+    def __contains__(self, kid: object) -> bool:
+        return kid in self._published and kid not in self._revoked
 
 
 def bearer_token(request: Request) -> str:
@@ -151,22 +171,53 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
+def _http_urls(name: str, urls: tuple[str, ...]) -> tuple[str, ...]:
+    for url in urls:
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+            raise SettingsError(f"{name} must list http(s) URLs, got {url!r}")
+    return urls
+
+
+def beside(url: str, name: str) -> str:
+    """``url`` with its last path segment replaced by ``name``: the feed sits beside the JWKS."""
+    parts = urlsplit(url)
+    path = parts.path.rpartition("/")[0] + "/" + name
+    return parts._replace(path=path, query="", fragment="").geturl()
+
+
 @dataclass(frozen=True)
 class VerifierSettings:
-    """How a resource service finds and trusts the issuer's keys."""
+    """How a resource service finds and trusts the issuer's keys and learns of revocations."""
 
     issuer: str
     jwks: JWKSConfig
     leeway: int
     verified_cache_size: int = 10_000
+    #: None only for verifiers built in code without a feed; :meth:`from_env` always sets one.
+    revocations: RevocationConfig | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> VerifierSettings:
-        """Read the settings; ``JWKS_URL`` may list several copies of the JWKS, separated by commas."""
-        jwks_urls = env_list(environ, "JWKS_URL", ("http://127.0.0.1:8001/.well-known/jwks.json",))
-        for url in jwks_urls:
-            if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-                raise SettingsError(f"JWKS_URL must list http(s) URLs, got {url!r}")
+        """Read the settings; ``JWKS_URL`` and ``REVOCATIONS_URL`` may list several copies, comma-separated.
+
+        ``REVOCATIONS_URL`` defaults to ``revocations.json`` beside each ``JWKS_URL``.
+        """
+        jwks_urls = _http_urls(
+            "JWKS_URL", env_list(environ, "JWKS_URL", ("http://127.0.0.1:8001/.well-known/jwks.json",))
+        )
+        feed_urls = _http_urls(
+            "REVOCATIONS_URL",
+            env_list(environ, "REVOCATIONS_URL", tuple(beside(url, "revocations.json") for url in jwks_urls)),
+        )
+        max_stale = env_float(environ, "REVOCATIONS_MAX_STALE_SECONDS", 60.0, minimum=1.0)
+        wait = env_int(environ, "REVOCATIONS_WAIT_SECONDS", 20, maximum=MAX_WAIT_SECONDS)
+        timeout = env_float(environ, "REVOCATIONS_TIMEOUT_SECONDS", 3.0, minimum=0.1)
+        if wait + timeout >= max_stale:
+            # A long-poll that is held for its whole wait must not make a healthy feed look stale.
+            raise SettingsError(
+                "REVOCATIONS_MAX_STALE_SECONDS must be more than REVOCATIONS_WAIT_SECONDS + "
+                f"REVOCATIONS_TIMEOUT_SECONDS, got {max_stale:g} <= {wait} + {timeout:g}"
+            )
         return cls(
             issuer=env_str(environ, "TOKEN_ISSUER", "http://localhost:8000"),
             jwks=JWKSConfig(
@@ -181,23 +232,40 @@ class VerifierSettings:
             verified_cache_size=env_int(
                 environ, "VERIFIED_TOKEN_CACHE_SIZE", 10_000, minimum=0, maximum=1_000_000
             ),
+            revocations=RevocationConfig(
+                url=feed_urls[0],
+                fallback_urls=feed_urls[1:],
+                wait=wait,
+                poll_interval=env_float(environ, "REVOCATIONS_POLL_SECONDS", 1.0, minimum=0.1),
+                timeout=timeout,
+                max_bytes=env_int(environ, "REVOCATIONS_MAX_BYTES", 16 * 1024 * 1024, minimum=1024),
+                max_stale=max_stale,
+                fail_closed=env_bool(environ, "REVOCATIONS_FAIL_CLOSED", True),
+            ),
         )
 
 
 @asynccontextmanager
 async def open_verifier(settings: VerifierSettings, audience: str) -> AsyncIterator[TokenVerifier]:
-    """A verifier for ``audience`` whose key cache is loading; closed on exit."""
+    """A verifier for ``audience`` whose key cache and revocation feed are loading; closed on exit."""
     # trust_env=False: whoever set HTTP(S)_PROXY would otherwise choose the keys we trust.
     async with httpx.AsyncClient(
         timeout=settings.jwks.timeout, follow_redirects=False, trust_env=False
     ) as client:
         cache = JWKSCache(settings.jwks, client)
         await cache.start()
+        revocations = None
+        if settings.revocations is not None:
+            revocations = RevocationCache(settings.revocations, settings.issuer, cache, client)
+            await revocations.start()
         try:
             yield TokenVerifier(
                 TokenPolicy(settings.issuer, audience, leeway=settings.leeway),
                 cache,
                 verified=VerifiedTokens(settings.verified_cache_size),
+                revocations=revocations,
             )
         finally:
+            if revocations is not None:
+                await revocations.aclose()
             await cache.aclose()

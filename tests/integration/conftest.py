@@ -37,6 +37,14 @@ TOPOLOGY_RERUNS: dict[str, dict[str, tuple[str, ...]]] = {
         "test_token_uses_past_the_rate_wait_for_the_window_and_leave_the_session_untouched": _EVERYWHERE,
         "test_touch_reports_a_session_revoked_since_it_was_read": _ON_CLUSTER,
     },
+    "test_revocation_store.py": {
+        "test_a_later_cutoff_for_the_same_session_is_kept_beside_the_earlier": _ON_CLUSTER,
+        "test_a_lost_meta_key_starts_a_new_epoch_rather_than_a_lower_version": _ON_CLUSTER,
+        "test_an_empty_set_gets_an_epoch_once_and_version_zero": _EVERYWHERE,
+        "test_concurrent_recordings_each_get_their_own_version": _EVERYWHERE,
+        "test_entries_past_their_end_are_pruned_on_read_and_write": _EVERYWHERE,
+        "test_every_recording_bumps_the_version_by_one_and_keeps_the_epoch": _EVERYWHERE,
+    },
     "test_session_store.py": {
         "test_a_use_slides_the_records_expiry_in_redis_too": _ON_CLUSTER,
         "test_absolute_timeout_wins_over_activity": _ON_CLUSTER,

@@ -16,6 +16,7 @@ from joserfc.jwk import KeySet
 from starlette.testclient import TestClient
 
 from services.auth.app import create_app
+from services.auth.settings import DEMO_PASSWORD
 from tests.integration.test_auth_app import Session, claims_of, settings_for, wait_for_demo_users
 
 FEED = "/.well-known/revocations.json"
@@ -87,3 +88,50 @@ def test_logout_publishes_a_cutoff_for_its_session(client: TestClient) -> None:
     assert entry["id"] == claims["sid"]
     assert claims["iat"] < entry["before"] <= math.floor(after) + 1
     assert entry["until"] == entry["before"] + 300 + 30
+
+
+def entries_by_kind(client: TestClient, kind: str) -> dict[str, dict[str, Any]]:
+    return {entry["id"]: entry for entry in entries_of(client) if entry["kind"] == kind}
+
+
+def test_revoking_one_session_publishes_only_that_sessions_cutoff(client: TestClient) -> None:
+    kept, ended = Session(client), Session(client)
+    ended_sid = claims_of(ended.mint().json()["access_token"])[1]["sid"]
+    kept_sid = claims_of(kept.mint().json()["access_token"])[1]["sid"]
+    response = client.delete(f"/sessions/{ended_sid}", headers=kept.headers())
+    assert response.status_code == 204
+    assert set(entries_by_kind(client, "session")) == {ended_sid}
+    assert kept_sid not in entries_by_kind(client, "session")
+    assert entries_by_kind(client, "user") == {}
+
+
+def test_logging_out_everywhere_publishes_a_cutoff_for_the_user(client: TestClient) -> None:
+    session = Session(client)
+    _, claims = claims_of(session.mint().json()["access_token"])
+    assert client.post("/logout-all", headers=session.headers()).status_code == 204
+    entry = entries_by_kind(client, "user")[claims["sub"]]
+    assert claims["iat"] < entry["before"]
+    assert entries_by_kind(client, "session") == {}
+
+
+def test_a_password_change_cuts_off_every_other_session_but_not_the_renewed_one(client: TestClient) -> None:
+    current, other = Session(client), Session(client)
+    current_sid = claims_of(current.mint().json()["access_token"])[1]["sid"]
+    other_sid = claims_of(other.mint().json()["access_token"])[1]["sid"]
+    change = {"current_password": DEMO_PASSWORD, "new_password": "another-long-passphrase-1"}
+    response = client.post("/password", json=change, headers=current.headers())
+    assert response.status_code == 200, response.text
+    assert set(entries_by_kind(client, "session")) == {other_sid}
+    assert current_sid not in entries_by_kind(client, "session")
+    assert entries_by_kind(client, "user") == {}
+
+
+@pytest.mark.parametrize("action", ["revoke-sessions", "disable"])
+def test_an_admins_revoke_or_disable_publishes_a_cutoff_for_the_user(client: TestClient, action: str) -> None:
+    alice = Session(client)
+    _, claims = claims_of(alice.mint().json()["access_token"])
+    admin = Session(client, "admin@example.com")
+    response = client.post(f"/admin/users/{claims['sub']}/{action}", headers=admin.headers())
+    assert response.status_code == 204
+    assert claims["iat"] < entries_by_kind(client, "user")[claims["sub"]]["before"]
+    assert alice.mint().status_code == 401

@@ -404,7 +404,7 @@ def test_health_and_readiness_need_no_token(client: TestClient) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200
     checks = response.json()["checks"]
-    assert set(checks) == {"jwks", "database"}
+    assert set(checks) == {"jwks", "revocations", "database"}
     assert checks["database"] is True
     assert checks["jwks"]["ready"] is True
     assert checks["jwks"]["keys"] == 1

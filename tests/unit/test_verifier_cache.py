@@ -48,13 +48,13 @@ def key() -> RSAKey:
 def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every token that reached the RS256 signature check, as the signing input it was checked over."""
     seen: list[str] = []
-    real_check = shared.web.verifier._signature_matches
+    real_check = shared.web.verifier.signature_matches
 
     def counting_check(token: CompactToken, key: RSAKey) -> bool:
         seen.append(token.signing_input.decode())
         return real_check(token, key)
 
-    monkeypatch.setattr(shared.web.verifier, "_signature_matches", counting_check)
+    monkeypatch.setattr(shared.web.verifier, "signature_matches", counting_check)
     return seen
 
 

@@ -1,0 +1,331 @@
+"""The revocation feed at the verifier: coverage per kind, verified-token memory, expiry, policy, settings.
+
+Every test runs the real wiring (``open_verifier``: a JWKS cache and a revocation cache on one
+httpx client) against a real HTTP issuer stand-in on loopback that long-polls like auth.
+Attacks on the feed itself (forgeries, replays, redirects, oversized answers) are in
+``tests/security/test_revocation_feed.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from shared.core.errors import InvalidToken, ServiceUnavailable
+from shared.core.settings import SettingsError
+from shared.web.verifier import TokenVerifier, VerifierSettings, open_verifier
+from tests.support.claims import ISSUER, claims
+from tests.support.feeds import FEED_PATH, JWKS_PATH, FeedServer, entry, feed_server
+
+
+@pytest.fixture(scope="module")
+def key() -> RSAKey:
+    return RSAKey.generate_key(2048, parameters={"kid": "key-1"})
+
+
+@pytest.fixture(scope="module")
+def second_key() -> RSAKey:
+    return RSAKey.generate_key(2048, parameters={"kid": "key-2"})
+
+
+@pytest.fixture
+def issuer(key: RSAKey) -> Iterator[tuple[FeedServer, str]]:
+    with feed_server(key) as pair:
+        yield pair
+
+
+def settings_for(url: str, **env: str) -> VerifierSettings:
+    return VerifierSettings.from_env({"JWKS_URL": url + JWKS_PATH, "TOKEN_ISSUER": ISSUER, **env})
+
+
+@asynccontextmanager
+async def verifier_for(url: str, **env: str) -> AsyncIterator[TokenVerifier]:
+    async with open_verifier(settings_for(url, **env), "orders") as verifier:
+        yield verifier
+
+
+def mint(key: RSAKey, *, age: int = 10, **changes: Any) -> str:
+    """A token as auth mints it, issued ``age`` seconds ago."""
+    iat = int(time.time()) - age
+    body = claims(iat=iat, nbf=iat, exp=iat + 300, **changes)
+    return jwt.encode({"alg": "RS256", "kid": key.kid, "typ": "at+jwt"}, body, key, algorithms=["RS256"])
+
+
+async def eventually(probe: Callable[[], object], *, within: float = 5.0, what: str) -> None:
+    """Wait, without blocking the event loop, until ``probe()`` is truthy."""
+    deadline = time.monotonic() + within
+    while not probe():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what} after {within} s")
+        await asyncio.sleep(0.01)
+
+
+async def revoke(server: FeedServer, verifier: TokenVerifier, *entries: dict[str, Any]) -> None:
+    """Record ``entries`` at the issuer and wait until the verifier holds that version."""
+    server.revoke(*entries)
+    feed = verifier.revocations
+    assert feed is not None
+    await eventually(lambda: feed.version == server.version, what=f"feed version {server.version}")
+
+
+async def refused(verifier: TokenVerifier, token: str) -> str:
+    with pytest.raises(InvalidToken) as caught:
+        await verifier.verify(token)
+    return caught.value.reason
+
+
+async def test_a_session_entry_refuses_that_sessions_tokens_issued_before_its_cutoff(
+    issuer: tuple[FeedServer, str], key: RSAKey
+) -> None:
+    server, url = issuer
+    cutoff = int(time.time()) - 5
+    older = mint(key, age=6, sid="sid-1")
+    at_cutoff = mint(key, age=5, sid="sid-1", jti="jti-2")
+    other_session = mint(key, age=6, sid="sid-2", jti="jti-3")
+    async with verifier_for(url) as verifier:
+        await revoke(server, verifier, entry("session", "sid-1", cutoff))
+        assert await refused(verifier, older) == "revoked"
+        # iat < before covers; a token issued in the cutoff second itself was minted after the revocation.
+        assert (await verifier.verify(at_cutoff)).sid == "sid-1"
+        assert (await verifier.verify(other_session)).sid == "sid-2"
+        assert verifier.rejected["revoked"] == 1
+
+
+async def test_a_user_entry_refuses_every_session_of_that_user_and_no_other_user(
+    issuer: tuple[FeedServer, str], key: RSAKey
+) -> None:
+    server, url = issuer
+    async with verifier_for(url) as verifier:
+        await revoke(server, verifier, entry("user", "user-1", int(time.time())))
+        assert await refused(verifier, mint(key, sub="user-1", sid="sid-1")) == "revoked"
+        assert await refused(verifier, mint(key, sub="user-1", sid="sid-9")) == "revoked"
+        assert (await verifier.verify(mint(key, sub="user-2", sid="sid-2"))).sub == "user-2"
+
+
+async def test_a_key_entry_refuses_every_token_that_key_signed_even_with_a_later_iat(
+    issuer: tuple[FeedServer, str], key: RSAKey, second_key: RSAKey
+) -> None:
+    server, url = issuer
+    server.published_keys = [key, second_key]
+    async with verifier_for(url) as verifier:
+        await revoke(server, verifier, entry("key", "key-2", int(time.time()) - 60))
+        # Whoever holds a compromised key can mint tokens with any iat: the cutoff cannot protect.
+        assert await refused(verifier, mint(second_key, age=0)) == "revoked"
+        assert (await verifier.verify(mint(key, age=0))).sub == "user-1"
+
+
+async def test_a_token_already_in_the_verified_memory_is_refused_once_an_entry_covers_it(
+    issuer: tuple[FeedServer, str], key: RSAKey, second_key: RSAKey
+) -> None:
+    server, url = issuer
+    server.published_keys = [key, second_key]
+    by_session, by_key = mint(key, sid="sid-1"), mint(second_key, sid="sid-5")
+    async with verifier_for(url) as verifier:
+        for token in (by_session, by_key, by_session, by_key):
+            await verifier.verify(token)
+        assert verifier.cache_hits == 2
+        await revoke(server, verifier, entry("session", "sid-1", int(time.time())))
+        assert await refused(verifier, by_session) == "revoked"
+        await revoke(server, verifier, entry("key", "key-2", int(time.time())))
+        assert await refused(verifier, by_key) == "revoked"
+        assert verifier.cache_hits == 2
+
+
+async def test_entries_past_until_are_dropped_and_cover_nothing(
+    issuer: tuple[FeedServer, str], key: RSAKey
+) -> None:
+    server, url = issuer
+    now = int(time.time())
+    async with verifier_for(url) as verifier:
+        await revoke(
+            server,
+            verifier,
+            entry("session", "sid-1", now, until=now - 1),
+            entry("user", "user-1", now, until=now - 1),
+            entry("session", "sid-2", now),
+        )
+        feed = verifier.revocations
+        assert feed is not None
+        assert feed.entry_count == 1
+        assert (await verifier.verify(mint(key, sid="sid-1"))).sid == "sid-1"
+        assert await refused(verifier, mint(key, sid="sid-2")) == "revoked"
+
+
+async def test_a_revocation_reaches_the_verifier_by_long_poll_well_within_a_second(
+    issuer: tuple[FeedServer, str], key: RSAKey
+) -> None:
+    server, url = issuer
+    async with verifier_for(url) as verifier:
+        feed = verifier.revocations
+        assert feed is not None
+        await eventually(
+            lambda: any(p.startswith("wait=") for p in server.prefer_headers), what="a long-poll"
+        )
+        started = time.monotonic()
+        await revoke(server, verifier, entry("session", "sid-1", int(time.time()) + 1))
+        # The bound is generous for a loaded machine; scripts/revocation_propagation.py measures it.
+        assert time.monotonic() - started < 1.0
+        assert feed.status()["fetches"] <= 4, "a held long-poll must not turn into a stream of requests"
+
+
+async def test_an_issuer_that_ignores_the_wait_preference_is_polled_on_the_interval(
+    issuer: tuple[FeedServer, str], key: RSAKey
+) -> None:
+    server, url = issuer
+    server.long_poll = False
+    async with verifier_for(url, REVOCATIONS_POLL_SECONDS="0.2") as verifier:
+        feed = verifier.revocations
+        assert feed is not None
+        await revoke(server, verifier, entry("session", "sid-1", int(time.time())))
+        fetches = feed.fetch_count
+        await asyncio.sleep(1.0)
+        # About five polls a second at 0.2 s; a loop that spun would have made hundreds.
+        assert 2 <= feed.fetch_count - fetches <= 8
+        assert await refused(verifier, mint(key, sid="sid-1")) == "revoked"
+
+
+def failing(status: int) -> Callable[[Request], Response]:
+    def answer(request: Request) -> Response:
+        return JSONResponse({"error": "down"}, status_code=status)
+
+    return answer
+
+
+async def test_a_stale_feed_fails_closed_with_503_for_every_token_and_recovers(
+    issuer: tuple[FeedServer, str], key: RSAKey
+) -> None:
+    server, url = issuer
+    policy = {
+        "REVOCATIONS_MAX_STALE_SECONDS": "1.5",
+        "REVOCATIONS_WAIT_SECONDS": "0",
+        "REVOCATIONS_TIMEOUT_SECONDS": "0.5",
+    }
+    token = mint(key)
+    async with verifier_for(url, REVOCATIONS_POLL_SECONDS="0.1", **policy) as verifier:
+        feed = verifier.revocations
+        assert feed is not None
+        await verifier.verify(token)
+        server.override = failing(500)
+        await eventually(lambda: not feed.ready, what="the feed going stale")
+        status = feed.status()
+        assert status["ready"] is False
+        assert "no successful refresh" in status["reason"]
+        assert status["failures"]["status"] >= 1
+        # Even the remembered token: a stale view cannot tell whether it has been revoked since.
+        with pytest.raises(ServiceUnavailable):
+            await verifier.verify(token)
+        assert verifier.unavailable_count == 1
+        server.override = None
+        await eventually(lambda: feed.ready, what="the feed recovering")
+        assert (await verifier.verify(token)).sub == "user-1"
+
+
+async def test_a_stale_feed_keeps_verifying_with_the_last_entries_when_failing_open(
+    issuer: tuple[FeedServer, str], key: RSAKey
+) -> None:
+    server, url = issuer
+    policy = {
+        "REVOCATIONS_MAX_STALE_SECONDS": "1.5",
+        "REVOCATIONS_WAIT_SECONDS": "0",
+        "REVOCATIONS_TIMEOUT_SECONDS": "0.5",
+    }
+    async with verifier_for(
+        url, REVOCATIONS_FAIL_CLOSED="false", REVOCATIONS_POLL_SECONDS="0.1", **policy
+    ) as verifier:
+        feed = verifier.revocations
+        assert feed is not None
+        await revoke(server, verifier, entry("session", "sid-1", int(time.time())))
+        server.override = failing(503)
+        await eventually(lambda: not feed.ready, what="the feed going stale")
+        assert (await verifier.verify(mint(key, sid="sid-2"))).sid == "sid-2"
+        # The last good entries still apply.
+        assert await refused(verifier, mint(key, sid="sid-1")) == "revoked"
+
+
+async def test_a_404_before_any_feed_means_the_issuer_publishes_none_and_is_no_outage(
+    issuer: tuple[FeedServer, str], key: RSAKey
+) -> None:
+    server, url = issuer
+    server.override = failing(404)
+    async with verifier_for(
+        url, REVOCATIONS_MAX_STALE_SECONDS="25", REVOCATIONS_WAIT_SECONDS="1"
+    ) as verifier:
+        feed = verifier.revocations
+        assert feed is not None
+        assert feed.ready
+        assert feed.status()["published"] is False
+        assert (await verifier.verify(mint(key))).sub == "user-1"
+        # Once the issuer starts publishing, the verifier picks the feed up.
+        server.override = None
+        await revoke(server, verifier, entry("session", "sid-1", int(time.time())))
+        assert feed.status()["published"] is True
+        # ...and a feed once published cannot be withdrawn by answering 404.
+        server.override = failing(404)
+        await eventually(lambda: feed.failures["status"] >= 1, what="the 404 counted as a failure")
+        assert await refused(verifier, mint(key, sid="sid-1")) == "revoked"
+
+
+async def test_a_verifier_starting_while_the_feed_is_down_counts_its_staleness_from_start(
+    issuer: tuple[FeedServer, str], key: RSAKey
+) -> None:
+    server, url = issuer
+    server.override = failing(500)
+    policy = {
+        "REVOCATIONS_MAX_STALE_SECONDS": "1.5",
+        "REVOCATIONS_WAIT_SECONDS": "0",
+        "REVOCATIONS_TIMEOUT_SECONDS": "0.5",
+    }
+    async with verifier_for(url, REVOCATIONS_POLL_SECONDS="0.1", **policy) as verifier:
+        feed = verifier.revocations
+        assert feed is not None
+        assert feed.ready
+        assert feed.version is None
+        await verifier.verify(mint(key))
+        await eventually(lambda: not feed.ready, what="the never-loaded feed going stale")
+        with pytest.raises(ServiceUnavailable):
+            await verifier.verify(mint(key, jti="jti-2"))
+
+
+def test_the_feed_url_defaults_to_revocations_json_beside_each_jwks_url() -> None:
+    settings = VerifierSettings.from_env(
+        {"JWKS_URL": "http://auth-1:8001/.well-known/jwks.json,https://auth-2/keys/jwks.json?x=1"}
+    )
+    assert settings.revocations is not None
+    assert settings.revocations.urls == (
+        "http://auth-1:8001/.well-known/revocations.json",
+        "https://auth-2/keys/revocations.json",
+    )
+    assert settings.revocations.fail_closed is True
+    explicit = VerifierSettings.from_env({"REVOCATIONS_URL": "http://feed:1/r.json"})
+    assert explicit.revocations is not None
+    assert explicit.revocations.urls == ("http://feed:1/r.json",)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"REVOCATIONS_URL": "file:///etc/passwd"}, "REVOCATIONS_URL"),
+        ({"REVOCATIONS_WAIT_SECONDS": "31"}, "REVOCATIONS_WAIT_SECONDS"),
+        ({"REVOCATIONS_MAX_STALE_SECONDS": "20"}, "REVOCATIONS_MAX_STALE_SECONDS"),
+        ({"REVOCATIONS_FAIL_CLOSED": "maybe"}, "REVOCATIONS_FAIL_CLOSED"),
+        ({"REVOCATIONS_MAX_BYTES": "10"}, "REVOCATIONS_MAX_BYTES"),
+    ],
+)
+def test_bad_revocation_settings_fail_fast_naming_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        VerifierSettings.from_env(env)
+
+
+def test_the_feed_endpoint_of_the_stand_in_is_where_the_default_points() -> None:
+    config = settings_for("http://h").revocations
+    assert config is not None
+    assert config.url == "http://h" + FEED_PATH
