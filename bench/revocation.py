@@ -427,7 +427,11 @@ def markdown_rows(data: dict[str, Any]) -> list[str]:
     for name, delta in s["rss_delta_bytes"].items():
         lines.append(f"| {name} RSS growth with {s['entries']:,} entries | {delta / 1e6:.1f} MB | | |")
     for name, ms in s["refresh_cpu_ms"].items():
-        what = "wall time, one more entry to every verifier holding it" if name == "wall" else f"{name} CPU"
+        what = (
+            "wall time from recording one more entry to both verifiers holding it"
+            if name == "wall"
+            else f"{name} CPU"
+        )
         lines.append(f"| feed refresh at {s['entries']:,} entries: {what} | {ms:.0f} ms | | |")
     lines.append(f"| full feed GET at auth, {s['entries']:,} entries | {s['feed_get_ms']:.0f} ms | | |")
     return lines
