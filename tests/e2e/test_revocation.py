@@ -55,6 +55,8 @@ ENV = {
     "TOKEN_RATE_LIMIT": "1000000",
 }
 NEW_PASSWORD = "another-long-passphrase-2"
+CACHE_HITS = 'tokens_verified_from_cache_total{audience="orders"}'
+REFUSED_AS_REVOKED = 'tokens_rejected_total{audience="orders",reason="revoked"}'
 
 
 @pytest.fixture(scope="module")
@@ -112,14 +114,28 @@ def sid(token: str) -> str:
     return str(unverified_parts(token)[1]["sid"])
 
 
+def orders_metric(cluster: Cluster, sample: str) -> float:
+    """One sample of orders' metrics, e.g. ``tokens_rejected_total{audience="orders",reason="revoked"}``."""
+    text = httpx.get(f"{cluster.service_url('orders')}/metrics", timeout=10).text
+    found = [line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(sample + " ")]
+    return float(found[0]) if found else 0.0
+
+
 def test_a_logout_refuses_the_sessions_tokens_and_spares_another_session_of_the_user(
     cluster: Cluster, browser: Browser, shared_user: str
 ) -> None:
     leaving, staying = login(browser, shared_user), login(browser, shared_user)
     revoked, kept = tokens(browser, leaving), tokens(browser, staying)
+    # The first token is in orders' verified-token memory: a second use is a hit.
+    hits = orders_metric(cluster, CACHE_HITS)
+    assert_accepted(cluster, revoked[0])
+    assert orders_metric(cluster, CACHE_HITS) > hits
+    refused = orders_metric(cluster, REFUSED_AS_REVOKED)
 
     assert browser.logout(leaving).status_code == 200
     wait_until_refused(cluster, revoked)
+
+    assert orders_metric(cluster, REFUSED_AS_REVOKED) >= refused + len(revoked)
 
     assert_accepted(cluster, *kept, browser.token(staying))
 
