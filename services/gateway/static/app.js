@@ -178,6 +178,7 @@ async function tryOldToken() {
 // Right after the session ends: try the kept token until the revocation reaches the verifiers,
 // so the page shows how long that took.
 async function watchOldToken() {
+  if (state.oldToken === null) return;
   state.endedAt = performance.now();
   state.watching = true;
   const token = state.oldToken;
