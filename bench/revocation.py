@@ -247,21 +247,26 @@ def _verification_rounds(cluster: Cluster, options: Options, work_dir: Path) -> 
     return rounds
 
 
-def record_entries(cluster: Cluster, count: int) -> None:
-    """``count`` session revocations recorded as auth records them, straight into its Redis store."""
+def record_entries(cluster: Cluster, count: int) -> int:
+    """``count`` session revocations recorded as auth records them, straight into its Redis store.
 
-    async def fill() -> None:
+    Returns the set's version after the last of them: a verifier holding that version holds them.
+    """
+
+    async def fill() -> int:
         client = connect(cluster.service_url("redis"), 10.0)
         store = RevocationStore(client)
+        version = 0
         try:
             for start in range(0, count, RECORD_BATCH):
                 now = time.time()
                 ids = [uuid.uuid4().hex for _ in range(min(RECORD_BATCH, count - start))]
-                await store.record(revoke(Kind.SESSION, ids, now, token_ttl=TOKEN_TTL), now)
+                _, version = await store.record(revoke(Kind.SESSION, ids, now, token_ttl=TOKEN_TTL), now)
         finally:
             await client.aclose()
+        return version
 
-    asyncio.run(fill())
+    return asyncio.run(fill())
 
 
 def verifier_gauge(cluster: Cluster, service: str, name: str) -> float:
@@ -279,16 +284,14 @@ def wait_for(condition: Callable[[], bool], within: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def _held_everywhere(cluster: Cluster, at_least: float) -> Callable[[], bool]:
+def _holding(cluster: Cluster, version: float) -> Callable[[], bool]:
+    """Whether both verifiers hold the feed at ``version`` or later.
+
+    By version, not by entry count: entries of earlier phases expire while a later one runs.
+    """
     return lambda: all(
-        verifier_gauge(cluster, service, "revocations_entries") >= at_least
+        verifier_gauge(cluster, service, "revocations_version") >= version
         for service in ("orders", "gateway")
-    )
-
-
-def _past_version(cluster: Cluster, version: float) -> Callable[[], bool]:
-    return lambda: all(
-        verifier_gauge(cluster, service, "revocations_version") > version for service in ("orders", "gateway")
     )
 
 
@@ -297,8 +300,8 @@ def cost(cluster: Cluster, options: Options, work_dir: Path) -> dict[str, Any]:
     logger.info("cost: %d rounds without, then with %d entries", options.rounds, options.cost_entries)
     few = _verification_rounds(cluster, options, work_dir)
     held = verifier_gauge(cluster, "orders", "revocations_entries")
-    record_entries(cluster, options.cost_entries)
-    wait_for(_held_everywhere(cluster, held + options.cost_entries), 30, "the verifiers holding the entries")
+    version = record_entries(cluster, options.cost_entries)
+    wait_for(_holding(cluster, version), 30, "the verifiers holding the entries")
     many = _verification_rounds(cluster, options, work_dir)
 
     def ratio(rounds: list[dict[str, float]], kind: str) -> float:
@@ -338,11 +341,8 @@ def scale(cluster: Cluster, options: Options) -> dict[str, Any]:
     pids = {name: cluster.pid(name) for name in ("orders", "gateway", *cluster.auth_replicas)}
     assert all(pid is not None for pid in pids.values()), pids
     before = {name: rss_bytes(pid) for name, pid in pids.items() if pid is not None}
-    held = verifier_gauge(cluster, "orders", "revocations_entries")
-    record_entries(cluster, options.scale_entries)
-    wait_for(
-        _held_everywhere(cluster, held + options.scale_entries), 120, "the verifiers holding 100,000 entries"
-    )
+    version = record_entries(cluster, options.scale_entries)
+    wait_for(_holding(cluster, version), 120, "the verifiers holding 100,000 entries")
     after = {name: rss_bytes(pid) for name, pid in pids.items() if pid is not None}
     feed = httpx.get(f"{cluster.url}{FEED_PATH}", timeout=30)
     feed.raise_for_status()
@@ -351,11 +351,10 @@ def scale(cluster: Cluster, options: Options) -> dict[str, Any]:
     # One more entry changes the feed: every verifier fetches, verifies and installs it whole.
     refresh: dict[str, list[float]] = {name: [] for name in pids}
     for _ in range(options.refreshes):
-        version = verifier_gauge(cluster, "orders", "revocations_version")
         cpu = {name: cpu_seconds(pid) for name, pid in pids.items() if pid is not None}
         started = time.monotonic()
-        record_entries(cluster, 1)
-        wait_for(_past_version(cluster, version), 30, "the verifiers refreshing")
+        version = record_entries(cluster, 1)
+        wait_for(_holding(cluster, version), 30, "the verifiers refreshing")
         seen = time.monotonic() - started
         # The CPU counters tick at 100 Hz: let the last tick land.
         time.sleep(0.05)
@@ -385,11 +384,17 @@ def scale(cluster: Cluster, options: Options) -> dict[str, Any]:
 def run_all(cluster: Cluster, work_dir: Path, options: Options | None = None) -> dict[str, Any]:
     """Propagation, then cost, then scale (which leaves 100,000 live entries behind for minutes)."""
     options = options or Options()
-    return {
-        "propagation": propagation(cluster, options),
-        "cost": cost(cluster, options, work_dir),
-        "scale": scale(cluster, options),
-    }
+    found: dict[str, Any] = {}
+    phases: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        ("propagation", lambda: propagation(cluster, options)),
+        ("cost", lambda: cost(cluster, options, work_dir)),
+        ("scale", lambda: scale(cluster, options)),
+    ]
+    for name, phase in phases:
+        found[name] = phase()
+        # Logged as it lands: a later phase that fails loses none of the minutes before it.
+        logger.info("%s: %s", name, json.dumps(found[name], sort_keys=True))
+    return found
 
 
 def markdown_rows(data: dict[str, Any]) -> list[str]:
