@@ -110,6 +110,11 @@ class RevocationFeed:
         # A failure is counted and logged once by refresh; the loop goes on with the last feed.
         with contextlib.suppress(ServiceUnavailable):
             await self.refresh()
+        # A cancellation swallowed on the way (the Redis client can turn one that races its own
+        # deadline into an error) must still end the loop, or shutdown waits for it for ever.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
 
     async def refresh(self) -> None:
         """Publish the set again if its version or the signing key changed since the last look."""

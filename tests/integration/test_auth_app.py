@@ -246,7 +246,11 @@ def test_jwks_publishes_public_members_only_with_caching(client: TestClient) -> 
     for key in response.json()["keys"]:
         assert set(key) == {"kty", "n", "e", "kid", "alg", "use"}
     metadata = client.get("/.well-known/openid-configuration").json()
-    assert metadata == {"issuer": ORIGIN, "jwks_uri": f"{ORIGIN}/.well-known/jwks.json"}
+    assert metadata == {
+        "issuer": ORIGIN,
+        "jwks_uri": f"{ORIGIN}/.well-known/jwks.json",
+        "revocations_uri": f"{ORIGIN}/.well-known/revocations.json",
+    }
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The revocation feed over HTTP with a real Redis: the signed set, conditional GETs, long-polls, recording."""
+"""The revocation feed over HTTP with a real Redis: the signed set, conditional GETs, long-polls, records."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,11 @@ from joserfc import jws
 from joserfc.jwk import KeySet
 from starlette.testclient import TestClient
 
+from deploy.redis_server import RedisServer
 from services.auth.app import create_app
 from services.auth.settings import DEMO_PASSWORD
 from tests.integration.test_auth_app import Session, claims_of, settings_for, wait_for_demo_users
+from tests.support.polling import poll
 
 FEED = "/.well-known/revocations.json"
 
@@ -135,3 +138,111 @@ def test_an_admins_revoke_or_disable_publishes_a_cutoff_for_the_user(client: Tes
     assert response.status_code == 204
     assert claims["iat"] < entries_by_kind(client, "user")[claims["sub"]]["before"]
     assert alice.mint().status_code == 401
+
+
+def metric(client: TestClient, name: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+def held_long_polls(client: TestClient, count: int) -> None:
+    poll(
+        lambda: metric(client, "auth_revocation_waiters") == count, within=10, what=f"{count} held long-polls"
+    )
+
+
+def test_a_long_poll_wakes_when_another_instance_records(redis_url: str, keys_dir: Path) -> None:
+    # Two instances sharing Redis, as AUTH_REPLICAS=2 runs them: one holds the wait, one logs out.
+    with (
+        TestClient(create_app(settings_for(redis_url, keys_dir)), base_url="http://localhost:8001") as one,
+        TestClient(create_app(settings_for(redis_url, keys_dir)), base_url="http://localhost:8001") as other,
+    ):
+        wait_for_demo_users(one)
+        wait_for_demo_users(other)
+        session = Session(other)
+        sid = claims_of(session.mint().json()["access_token"])[1]["sid"]
+        etag = one.get(FEED).headers["etag"]
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(one.get, FEED, headers={"If-None-Match": etag, "Prefer": "wait=20"})
+            held_long_polls(one, 1)
+            assert other.post("/logout", headers=session.headers()).status_code == 200
+            logged_out = time.monotonic()
+            response = held.result(timeout=20)
+            woke = time.monotonic()
+    assert response.status_code == 200
+    assert response.headers["preference-applied"] == "wait=20"
+    assert response.headers["etag"] != etag
+    assert [entry["id"] for entry in feed_of(other, response)[1]["entries"]] == [sid]
+    # The other instance polls the version every 100 ms; generous for a loaded machine.
+    assert woke - logged_out < 2.0
+
+
+def test_a_long_poll_with_no_change_ends_in_304_after_the_wait(client: TestClient) -> None:
+    etag = client.get(FEED).headers["etag"]
+    started = time.monotonic()
+    response = client.get(FEED, headers={"If-None-Match": etag, "Prefer": "wait=1"})
+    assert response.status_code == 304
+    assert response.headers["preference-applied"] == "wait=1"
+    assert response.headers["etag"] == etag
+    assert 0.9 <= time.monotonic() - started < 5
+
+
+def test_past_the_bound_a_long_poll_is_answered_at_once_not_held(redis_url: str, keys_dir: Path) -> None:
+    settings = settings_for(redis_url, keys_dir, REVOCATIONS_MAX_WAITERS="1")
+    with TestClient(create_app(settings), base_url="http://localhost:8001") as client:
+        wait_for_demo_users(client)
+        etag = client.get(FEED).headers["etag"]
+        wait = {"If-None-Match": etag, "Prefer": "wait=10"}
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(client.get, FEED, headers=wait)
+            held_long_polls(client, 1)
+            started = time.monotonic()
+            refused = client.get(FEED, headers=wait)
+            assert time.monotonic() - started < 2
+            assert refused.status_code == 304
+            # No Preference-Applied: the client knows it was not held and waits max-age.
+            assert "preference-applied" not in refused.headers
+            assert metric(client, "auth_revocation_waits_declined_total") == 1
+            session = Session(client)
+            assert client.post("/logout", headers=session.headers()).status_code == 200
+            assert held.result(timeout=10).status_code == 200
+
+
+def test_the_set_survives_an_auth_restart(redis_url: str, keys_dir: Path) -> None:
+    settings = settings_for(redis_url, keys_dir)
+    with TestClient(create_app(settings), base_url="http://localhost:8001") as first:
+        wait_for_demo_users(first)
+        session = Session(first)
+        assert first.post("/logout-all", headers=session.headers()).status_code == 204
+        before = first.get(FEED)
+    with TestClient(create_app(settings), base_url="http://localhost:8001") as second:
+        after = second.get(FEED)
+        assert after.headers["etag"] == before.headers["etag"]
+        assert feed_of(second, after)[1]["entries"] == feed_of(second, before)[1]["entries"] != []
+
+
+def test_auth_records_again_what_a_redis_restart_without_its_data_forgot(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    with RedisServer(tmp_path / "redis", persist=False) as server:
+        settings = settings_for(server.url, keys_dir)
+        with TestClient(create_app(settings), base_url="http://localhost:8001") as client:
+            wait_for_demo_users(client)
+            session = Session(client)
+            sid = claims_of(session.mint().json()["access_token"])[1]["sid"]
+            assert client.post("/logout", headers=session.headers()).status_code == 200
+            _, held = feed_of(client, client.get(FEED))
+            server.stop()
+            server.start()
+
+            def restored() -> dict[str, Any] | None:
+                _, payload = feed_of(client, client.get(FEED))
+                return payload if payload["epoch"] != held["epoch"] else None
+
+            payload = poll(restored, within=15, what="the feed under a new epoch")
+            assert payload["entries"] == held["entries"]
+            assert [entry["id"] for entry in payload["entries"]] == [sid]
+            assert payload["version"] >= 1
+            assert metric(client, "auth_revocation_republished_total") == 1

@@ -19,7 +19,10 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.testclient import TestClient
 
+from services.gateway.app import create_app as create_gateway
+from services.gateway.settings import GatewaySettings
 from shared.core.errors import InvalidToken, ServiceUnavailable
 from shared.core.settings import SettingsError
 from shared.web.verifier import TokenVerifier, VerifierSettings, open_verifier
@@ -158,6 +161,18 @@ async def test_entries_past_until_are_dropped_and_cover_nothing(
         assert feed.entry_count == 1
         assert (await verifier.verify(mint(key, sid="sid-1"))).sid == "sid-1"
         assert await refused(verifier, mint(key, sid="sid-2")) == "revoked"
+
+
+async def test_a_feed_of_thousands_of_entries_is_checked_in_a_thread_and_applies(
+    issuer: tuple[FeedServer, str], key: RSAKey
+) -> None:
+    server, url = issuer
+    now = int(time.time())
+    async with verifier_for(url) as verifier:
+        await revoke(server, verifier, *(entry("session", f"sid-{i}", now) for i in range(3000)))
+        assert len(server.body) > 64 * 1024, "the feed must be over the inline bound to take the thread path"
+        assert await refused(verifier, mint(key, sid="sid-2999")) == "revoked"
+        assert (await verifier.verify(mint(key, sid="sid-3000"))).sid == "sid-3000"
 
 
 async def test_a_revocation_reaches_the_verifier_by_long_poll_well_within_a_second(
@@ -329,3 +344,23 @@ def test_the_feed_endpoint_of_the_stand_in_is_where_the_default_points() -> None
     config = settings_for("http://h").revocations
     assert config is not None
     assert config.url == "http://h" + FEED_PATH
+
+
+def test_the_gateway_refuses_a_revoked_token_before_proxying_and_reports_the_feed(
+    issuer: tuple[FeedServer, str], key: RSAKey
+) -> None:
+    server, url = issuer
+    server.revoke(entry("session", "sid-1", int(time.time())))
+    # Both upstreams point at the stand-in: a refused token must never reach one.
+    settings = GatewaySettings.from_env(
+        {"AUTH_URL": url, "ORDERS_URL": url, "JWKS_URL": url + JWKS_PATH, "TOKEN_ISSUER": ISSUER}
+    )
+    with TestClient(create_gateway(settings)) as client:
+        answer = client.get("/api/orders", headers={"Authorization": f"Bearer {mint(key, sid='sid-1')}"})
+        assert answer.status_code == 401
+        assert answer.json()["error"] == "invalid_token"
+        assert server.hits("/orders") == 0
+        checks = client.get("/readyz").json()["checks"]
+        assert checks["revocations"]["ready"] is True
+        assert checks["revocations"]["audiences"]["orders"]["version"] == server.version
+        assert 'revocations_entries{audience="orders"} 1.0' in client.get("/metrics").text
