@@ -464,6 +464,9 @@ def markdown_rows(data: dict[str, Any]) -> list[str]:
         )
         lines.append(f"| feed refresh at {s['entries']:,} entries: {what} | {ms:.0f} ms | | |")
     lines.append(f"| full feed GET at auth, {s['entries']:,} entries | {s['feed_get_ms']:.0f} ms | | |")
+    for service, reasons in s.get("failures", {}).items():
+        shown = ", ".join(f"{reason} {count:.0f}" for reason, count in reasons.items()) or "none"
+        lines.append(f"| {service}: failed feed refreshes during the run, by reason | {shown} | | |")
     return lines
 
 
