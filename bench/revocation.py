@@ -298,7 +298,12 @@ def _holding(cluster: Cluster, version: float) -> Callable[[], bool]:
 
 
 def cost(cluster: Cluster, options: Options, work_dir: Path) -> dict[str, Any]:
-    """Warm and cold verification beside few entries, then beside ``cost_entries`` more, same run."""
+    """Warm and cold verification beside few entries, then beside ``cost_entries`` more, same run.
+
+    Not interleaved: a recorded entry cannot be withdrawn, only outlived (5.5 minutes). Each side
+    is a ratio to ``/healthz`` measured in the same round, and every round is kept in the results,
+    so drift of the machine between the two sides shows as spread rather than as a difference.
+    """
     logger.info("cost: %d rounds without, then with %d entries", options.rounds, options.cost_entries)
     few = _verification_rounds(cluster, options, work_dir)
     held = verifier_gauge(cluster, "orders", "revocations_entries")
