@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from joserfc import jwt
+from joserfc import jws, jwt
 from joserfc.jwk import RSAKey
 
 from services.auth.key_schedule import (
@@ -76,10 +76,16 @@ class Keyring:
             if kid in self.keys and times.state(now) is not KeyState.REMOVED
         )
 
-    def sign(self, claims: dict[str, Any], now: float, *, typ: str = TOKEN_TYPE) -> str:
+    def sign(self, claims: dict[str, Any], now: float) -> str:
+        kid = self.active_kid(now)
+        header = {"alg": ALGORITHM, "kid": kid, "typ": TOKEN_TYPE}
+        return jwt.encode(header, claims, self.keys[kid], algorithms=[ALGORITHM])
+
+    def sign_payload(self, payload: bytes, now: float, *, typ: str) -> tuple[str, str]:
+        """A compact JWS of an encoded payload and another ``typ`` (the revocation feed), and its kid."""
         kid = self.active_kid(now)
         header = {"alg": ALGORITHM, "kid": kid, "typ": typ}
-        return jwt.encode(header, claims, self.keys[kid], algorithms=[ALGORITHM])
+        return jws.serialize_compact(header, payload, self.keys[kid], algorithms=[ALGORITHM]), kid
 
     def jwks(self, now: float) -> dict[str, list[dict[str, Any]]]:
         """The public JWKS: only kty, n, e, kid, alg and use, never a private member."""
@@ -364,9 +370,9 @@ class KeyStore:
         self.tokens_signed += 1
         return token
 
-    def sign_document(self, claims: dict[str, Any], *, typ: str) -> str:
+    def sign_payload(self, payload: bytes, *, typ: str) -> tuple[str, str]:
         """A JWS of another ``typ`` than an access token (the revocation feed), not counted as a token."""
-        return self.keyring.sign(claims, self._clock(), typ=typ)
+        return self.keyring.sign_payload(payload, self._clock(), typ=typ)
 
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
         return self.keyring.jwks(self._clock())

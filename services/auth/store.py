@@ -555,6 +555,8 @@ class RevocationStore:
         self._redis = client
         self._record = client.register_script(_RECORD_REVOCATIONS)
         self._read = client.register_script(_READ_REVOCATIONS)
+        # The entries of the last read by their stored form: a new version is parsed only where new.
+        self._parsed: dict[tuple[bytes | str, bytes | str], Entry] = {}
 
     @_unavailable_on_redis_error
     async def record(self, entries: Sequence[Entry], now: float) -> tuple[str, int]:
@@ -571,10 +573,13 @@ class RevocationStore:
         epoch, version, flat = await self._read(
             keys=[_REVOCATION_META, _REVOCATION_ENTRIES], args=[math.floor(now), new_epoch()]
         )
-        pairs = zip(flat[::2], flat[1::2], strict=True)
-        found = (Entry.from_member(_text(member), float(until)) for member, until in pairs)
-        entries = tuple(entry for entry in found if entry is not None)
-        return RevocationSet(_text(epoch), int(version), entries)
+        parsed = {}
+        for stored in zip(flat[::2], flat[1::2], strict=True):
+            entry = self._parsed.get(stored) or Entry.from_member(_text(stored[0]), float(stored[1]))
+            if entry is not None:
+                parsed[stored] = entry
+        self._parsed = parsed
+        return RevocationSet(_text(epoch), int(version), tuple(parsed.values()))
 
     @_unavailable_on_redis_error
     async def probe(self) -> tuple[str, int] | None:

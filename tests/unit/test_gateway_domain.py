@@ -8,7 +8,7 @@ from services.gateway import domain
 from services.gateway.domain import ROUTE_TABLE, Route
 from shared.core import BadRequest, NotFound
 
-AUTH, WELL_KNOWN, ORDERS = ROUTE_TABLE
+AUTH, REVOCATIONS, WELL_KNOWN, ORDERS = ROUTE_TABLE
 
 
 def header_names(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
@@ -292,3 +292,10 @@ def test_a_query_with_raw_non_ascii_or_control_bytes_is_rejected(query: bytes) -
     with pytest.raises(BadRequest) as caught:
         domain.request_target(domain.resolve("/auth/login"), query)
     assert caught.value.code == "invalid_query"
+
+
+def test_the_revocation_feed_is_routed_to_auth_with_room_for_its_long_poll() -> None:
+    target = domain.resolve("/.well-known/revocations.json")
+    assert (target.route.upstream, target.path) == ("auth", "/.well-known/revocations.json")
+    assert target.route.holds == 30
+    assert domain.resolve("/.well-known/jwks.json").route.holds == 0

@@ -109,6 +109,11 @@ def fake_auth(jwks: dict[str, Any], seen: Seen) -> Starlette:
 
         return StreamingResponse(chunks(), media_type="application/octet-stream")
 
+    async def held(request: Request) -> Response:
+        # An answer that comes late on purpose, as a long-poll's does.
+        await asyncio.sleep(float(request.query_params["hold"]))
+        return JSONResponse({"held": True})
+
     async def echo(request: Request) -> Response:
         response = echo_response(await record(request, seen), request)
         response.set_cookie("__Host-session", "s3cr3t", secure=True, httponly=True, samesite="strict")
@@ -121,6 +126,8 @@ def fake_auth(jwks: dict[str, Any], seen: Seen) -> Starlette:
             Route("/.well-known/jwks.json", jwks_endpoint),
             Route("/large", large),
             Route("/endless", endless),
+            Route("/held", held),
+            Route("/.well-known/revocations.json", held),
             Route("/{path:path}", echo, methods=ALL_METHODS),
         ]
     )
@@ -839,3 +846,13 @@ def test_a_client_that_hangs_up_while_waiting_cancels_the_upstream_request(
             what="the exchange counted as abandoned",
         )
         assert metric(client, 'gateway_upstream_connections{state="in_use",upstream="orders"}') == 0
+
+
+def test_the_revocation_feeds_long_poll_may_outlast_the_upstream_timeout(client: httpx.Client) -> None:
+    response = client.get("/.well-known/revocations.json?hold=2", timeout=10)
+    assert response.status_code == 200
+    assert response.json() == {"held": True}
+
+
+def test_any_other_route_is_still_cut_at_the_upstream_timeout(client: httpx.Client) -> None:
+    assert_error(client.get("/auth/held?hold=2", timeout=10), 504, "gateway_timeout")

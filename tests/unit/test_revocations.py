@@ -9,6 +9,7 @@ Attacks on the feed itself (forgeries, replays, redirects, oversized answers) ar
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -364,3 +365,19 @@ def test_the_gateway_refuses_a_revoked_token_before_proxying_and_reports_the_fee
         assert checks["revocations"]["ready"] is True
         assert checks["revocations"]["audiences"]["orders"]["version"] == server.version
         assert 'revocations_entries{audience="orders"} 1.0' in client.get("/metrics").text
+
+
+async def test_a_dead_feed_url_is_skipped_for_the_next_one_listed(
+    issuer: tuple[FeedServer, str], key: RSAKey
+) -> None:
+    server, url = issuer
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}{FEED_PATH}"
+    async with verifier_for(url, REVOCATIONS_URL=f"{dead},{url}{FEED_PATH}") as verifier:
+        await revoke(server, verifier, entry("session", "sid-1", int(time.time())))
+        assert await refused(verifier, mint(key, sid="sid-1")) == "revoked"
+        feed = verifier.revocations
+        assert feed is not None
+        # The answering URL is asked first from then on: one failure in all, at start-up.
+        assert feed.failures["network"] <= 1
