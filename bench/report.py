@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import revocation
+
 SCENARIOS = (
     ("health", "1. orders `/healthz`, no token (framework ceiling)"),
     ("verify_warm", "2. orders `/whoami`, token verified, warm (client reuses its token)"),
@@ -182,6 +184,8 @@ def markdown(data: dict[str, Any]) -> str:
         f"* Errors across all scenarios: {sum(s['errors'] for s in scenarios.values())}.",
         "",
     ]
+    if "revocation" in data:
+        lines += [*revocation.markdown_rows(data["revocation"]), ""]
     return "\n".join(lines)
 
 

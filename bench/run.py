@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import redis
 
-from bench import cpu, nginx, report, rsa, wrk
+from bench import cpu, nginx, report, revocation, rsa, wrk
 from bench.wrk import Load, WrkResult
 from deploy.devcluster import Cluster, ClusterConfig
 from services.auth import domain
@@ -315,6 +315,8 @@ def run_all(cluster: Cluster, options: Options, work_dir: Path) -> dict[str, Any
         results["verify_warm_2_workers"] = bench.measure(f"{orders}/whoami", "header", _bearer(token))
     with _workers(cluster, "auth", 2):
         results["mint_2_workers"] = bench.measure(f"{auth}/token", "lines", mint_load)
+    # Last: it leaves 100,000 live revocation entries behind for minutes.
+    revocations = revocation.run_all(cluster, work_dir)
 
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -338,6 +340,7 @@ def run_all(cluster: Cluster, options: Options, work_dir: Path) -> dict[str, Any
         "proxy_rounds": [{name: run.rps for name, run in each.items()} for each in proxy_rounds],
         "sizes": sizes,
         "redis_memory": memory,
+        "revocation": revocations,
     }
 
 

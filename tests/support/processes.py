@@ -1,8 +1,12 @@
-"""Process trees read from Linux ``/proc``: what a test must find stopped after it stops a service."""
+"""Processes read from Linux ``/proc``: a process tree, and the TCP peers a process talks to."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# The state column of /proc/net/tcp: 0A is LISTEN.
+_TCP_LISTEN = "0A"
 
 
 def descendants(pid: int) -> set[int]:
@@ -18,3 +22,35 @@ def descendants(pid: int) -> set[int]:
             pending.extend(kids - found)
             found |= kids
     return found
+
+
+def tcp_remote_ports(pid: int) -> set[int]:
+    """The remote ports of every TCP socket ``pid`` holds open (connected or connecting), IPv4 and IPv6.
+
+    ``/proc/<pid>/net/tcp`` lists the whole network namespace, so a socket is the process's own
+    only when its inode is among the process's file descriptors. A process that exits meanwhile
+    holds nothing.
+    """
+    inodes: set[str] = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    except OSError:
+        return set()
+    ports: set[int] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # A listening socket's remote end is port 0; it connects to nothing.
+            if fields[9] in inodes and fields[3] != _TCP_LISTEN:
+                ports.add(int(fields[2].rsplit(":", 1)[1], 16))
+    return ports

@@ -18,11 +18,18 @@ const state = {
   timer: null,
   // The query of the next page of orders (`?cursor=...&limit=...`), or null on the last page.
   ordersNext: null,
-  // The last access token of a session that has ended, kept to show what logout does not revoke.
+  // The last access token of a session that has ended, kept to show that logout revokes it too.
   oldToken: null,
   oldClaims: null,
   oldTimer: null,
+  // When the session ended (performance.now()), and whether the page is still watching for the
+  // kept token's refusal.
+  endedAt: null,
+  watching: false,
 };
+// After logout the page tries the kept token this often until it is refused, for at most this long.
+const WATCH_EVERY_MS = 100;
+const WATCH_FOR_MS = 10000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -133,29 +140,53 @@ function forgetOldToken() {
   clearInterval(state.oldTimer);
   state.oldToken = null;
   state.oldClaims = null;
+  state.watching = false;
   $("after-logout").hidden = true;
 }
 
+function sinceEnded() {
+  return state.endedAt === null ? "" : ` ${((performance.now() - state.endedAt) / 1000).toFixed(1)} s after logout`;
+}
+
 // The old token against orders, as any client holding it could send it: the answer says
-// whether the gateway and orders still accept it.
+// whether the gateway and orders still accept it. Returns whether it was refused.
 async function tryOldToken() {
+  const token = state.oldToken;
+  if (token === null) return false;
   const result = $("old-token-result");
   const response = await fetch("/api/orders", {
-    headers: { Authorization: `Bearer ${state.oldToken}` },
+    headers: { Authorization: `Bearer ${token}` },
     credentials: "omit",
     cache: "no-store",
   });
   const body = await response.json().catch(() => null);
+  // A later logout may have replaced the kept token while this one was in flight.
+  if (token !== state.oldToken) return false;
   const verdict = response.ok ? "accepted" : "refused";
   result.classList.toggle("error", !response.ok);
   result.dataset.verdict = verdict;
   if (response.ok) {
     const count = body && Array.isArray(body.orders) ? body.orders.length : 0;
-    result.textContent = `Accepted: ${response.status}, ${count} order(s) listed with a token whose session is gone.`;
+    result.textContent = `Accepted${sinceEnded()}: ${response.status}, ${count} order(s) listed with a token whose session is gone.`;
   } else {
     const reason = body && body.error ? ` ${body.error}: ${body.detail}` : "";
-    result.textContent = `Refused: ${response.status}${reason}`;
+    result.textContent = `Refused${sinceEnded()}: ${response.status}${reason}`;
   }
+  return !response.ok;
+}
+
+// Right after the session ends: try the kept token until the revocation reaches the verifiers,
+// so the page shows how long that took.
+async function watchOldToken() {
+  if (state.oldToken === null) return;
+  state.endedAt = performance.now();
+  state.watching = true;
+  const token = state.oldToken;
+  while (state.watching && token === state.oldToken && performance.now() - state.endedAt < WATCH_FOR_MS) {
+    if (await tryOldToken()) break;
+    await new Promise((resolve) => setTimeout(resolve, WATCH_EVERY_MS));
+  }
+  if (token === state.oldToken) state.watching = false;
 }
 
 function showLoggedIn(user, csrfToken) {
@@ -265,6 +296,7 @@ async function revokeSession(session) {
   if (session.current) {
     keepOldToken();
     showLoggedOut("This session was revoked: log in again.");
+    watchOldToken().catch(report);
   } else {
     await loadSessions();
     say("Session revoked.");
@@ -314,11 +346,21 @@ async function logOut() {
   await api("POST", "/auth/logout", { csrf: true });
   keepOldToken();
   showLoggedOut("Logged out: the session is gone, and no new token can be minted.");
+  await watchOldToken();
+}
+
+// Every session of this user ends, in every browser: each one's tokens are refused too.
+async function logOutEverywhere() {
+  await api("POST", "/auth/logout-all", { csrf: true });
+  keepOldToken();
+  showLoggedOut("Logged out everywhere: every session of yours is gone, in every browser.");
+  await watchOldToken();
 }
 
 async function start() {
   $("login-form").addEventListener("submit", (event) => logIn(event).catch(report));
   $("logout").addEventListener("click", () => logOut().catch(report));
+  $("logout-all").addEventListener("click", () => logOutEverywhere().catch(report));
   $("mint").addEventListener("click", () => mintToken().then(() => say("Token minted.")).catch(report));
   $("refresh-orders").addEventListener("click", () => loadOrders().catch(report));
   $("more-orders").addEventListener("click", () => loadMoreOrders().catch(report));
