@@ -358,7 +358,8 @@ class RevocationCache:
             answer = await self.refresh(wait=self.config.wait if self._set is not None else 0)
             if answer is None:
                 delay = min(self.config.retry_interval * 2 ** (self._failures_in_a_row - 1), _MAX_BACKOFF)
-            elif answer.long_polled:
+            elif answer.long_polled or answer.outcome == "changed":
+                # A changed feed comes back at once, held or not: the next ask is the one held.
                 delay = _LONG_POLL_FLOOR - (self._clock() - started)
             else:
                 delay = self.config.poll_interval - (self._clock() - started)

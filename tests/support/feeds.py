@@ -121,10 +121,13 @@ class FeedServer:
             asked = request.headers.get("if-none-match")
             wait = int(prefer.partition("=")[2]) if prefer.startswith("wait=") and self.long_poll else 0
             deadline = time.monotonic() + min(wait, 30)
+            asked_held = asked == self.etag
             # Polled, not awaited on an event: the test changes the state from another thread.
             while asked == self.etag and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
-            applied = {"Preference-Applied": f"wait={wait}"} if wait else {}
+            # As auth does: the preference is applied only to a request that was held, so a feed
+            # already changed when asked comes back at once without Preference-Applied.
+            applied = {"Preference-Applied": f"wait={wait}"} if wait and asked_held else {}
             if asked == self.etag:
                 return Response(status_code=304, headers={"ETag": self.etag, **applied})
             return Response(

@@ -193,6 +193,26 @@ async def test_a_revocation_reaches_the_verifier_by_long_poll_well_within_a_seco
         assert feed.status()["fetches"] <= 4, "a held long-poll must not turn into a stream of requests"
 
 
+async def test_a_feed_that_changed_before_the_ask_is_followed_at_once_by_a_held_ask(
+    issuer: tuple[FeedServer, str], key: RSAKey
+) -> None:
+    server, url = issuer
+    # A long refresh interval: only the long-poll path can deliver the changes in time.
+    async with verifier_for(url, REVOCATIONS_REFRESH_SECONDS="30") as verifier:
+        feed = verifier.revocations
+        assert feed is not None
+        now = int(time.time()) + 1
+        for number in range(20):
+            # Changes faster than one round trip: some asks find the feed already changed and are
+            # answered at once, unheld; the verifier must not then wait out the refresh interval.
+            server.revoke(entry("session", f"sid-{number}", now))
+            await asyncio.sleep(0.002)
+        started = time.monotonic()
+        await eventually(lambda: feed.version == server.version, what=f"feed version {server.version}")
+        assert time.monotonic() - started < 5.0
+        assert await refused(verifier, mint(key, sid="sid-19")) == "revoked"
+
+
 async def test_an_issuer_that_ignores_the_wait_preference_is_polled_on_the_interval(
     issuer: tuple[FeedServer, str], key: RSAKey
 ) -> None:
