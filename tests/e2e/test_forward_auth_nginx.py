@@ -207,10 +207,6 @@ def test_the_upstream_itself_checks_nothing(stack: Stack) -> None:
     assert response.text == PAGE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the revocation feed lands on another branch; remove this mark once it is merged",
-)
 def test_a_revoked_token_stops_reaching_the_upstream_within_seconds(stack: Stack) -> None:
     browser = stack.browser
     session = browser.login(ALICE)
