@@ -49,10 +49,11 @@ class Defaults:
     idle_timeout: int
     absolute_timeout: int
     verified_cache_size: int
+    feed_max_stale: float
 
     @property
     def revocation_window(self) -> int:
-        """The longest a minted token outlives a logout: its lifetime, then the verifiers' leeway."""
+        """The longest a minted token lives with no cutoff covering it: its lifetime, then the leeway."""
         return self.token_ttl + self.leeway
 
 
@@ -70,6 +71,7 @@ def defaults() -> Defaults:
         idle_timeout=auth.session_idle_timeout,
         absolute_timeout=auth.session_absolute_timeout,
         verified_cache_size=verifier.verified_cache_size,
+        feed_max_stale=verifier.revocations.max_stale if verifier.revocations else 0.0,
     )
 
 
@@ -156,9 +158,11 @@ def _table(f: Figures) -> str:
             "at once: the next request finds no session",
             f"none before `exp`: a token lives its {c.token_ttl} s plus {c.leeway} s leeway, "
             "and without a session a client needs longer tokens or a refresh token",
-            f"no new token at once; a minted one lives at most {c.revocation_window} s "
-            f"({c.token_ttl} s + {c.leeway} s leeway); a withdrawn key is dropped within "
-            f"the JWKS max-age, {c.jwks_max_age} s",
+            "no new token at once; a minted one is refused once the signed revocation feed "
+            "reaches the verifiers by long-poll (under a second, measured by `make bench`); "
+            f"a verifier that cannot reach the feed for {count(c.feed_max_stale)} s fails closed; "
+            f"a token no cutoff covers lives at most {c.revocation_window} s "
+            f"({c.token_ttl} s + {c.leeway} s leeway)",
         ),
         (
             "Payload size",
@@ -212,14 +216,15 @@ def _revocation(f: Figures) -> str:
             "| event | sessions | JWT alone | hybrid |",
             "|---|---|---|---|",
             "| logout, logout everywhere, password change, admin revoke | at once | "
-            f"not before `exp` + leeway | new tokens at once; minted ones at most {c.revocation_window} s |",
+            "not before `exp` + leeway | new tokens at once; minted ones once the revocation feed "
+            "reaches the verifiers (under a second) |",
             f"| session idle | after {count(c.idle_timeout)} s | no idea of idle | "
             f"after {count(c.idle_timeout)} s, then at most {c.revocation_window} s |",
             f"| session lifetime | at most {count(c.absolute_timeout)} s | the token's `exp` | "
             f"at most {count(c.absolute_timeout)} s, then at most {c.revocation_window} s |",
-            "| signing key compromised (`keys retire KID --force`) | not applicable | "
-            f"not before every verifier refetches | within the JWKS max-age, {c.jwks_max_age} s; "
-            f"a verifier cut off from auth keeps it up to {count(c.max_stale)} s |",
+            "| signing key compromised (`keys revoke KID`) | not applicable | "
+            "not before every verifier refetches | its tokens once the revocation feed reaches the "
+            f"verifiers; the key leaves their JWKS within the max-age, {c.jwks_max_age} s |",
             "",
         ]
     )

@@ -57,6 +57,7 @@ def allowed_numbers(data: dict[str, Any]) -> set[str]:
         auth.session_absolute_timeout,
         # The revocation window: a token's lifetime, then the leeway verifiers grant past exp.
         rotation.token_ttl + verifier.leeway,
+        verifier.revocations.max_stale if verifier.revocations else 0.0,
     ]
     derived = [item.value for item in report.ratios(data)]
     allowed: set[str] = set()
