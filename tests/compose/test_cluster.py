@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.http import assert_json_error, session_cookie
+from tests.support.polling import poll
 
 from .conftest import (
     ADMIN,
@@ -75,6 +76,22 @@ def test_login_token_orders_logout_then_no_more_tokens(gateway: Gateway) -> None
     assert logout.status_code == 200, logout.text
     assert_json_error(after_logout, 401)
     assert_json_error(gateway.orders("not-a-token"), 401)
+
+
+def test_a_token_minted_before_logout_is_refused_once_the_revocation_feed_arrives(gateway: Gateway) -> None:
+    session = gateway.login(ALICE)
+    token = gateway.token(session)
+    assert gateway.orders(token).status_code == 200
+    assert gateway.logout(session).status_code == 200
+
+    # The containers carry the feed with no setting: REVOCATIONS_URL defaults to beside JWKS_URL.
+    refused = poll(
+        lambda: gateway.orders(token),
+        until=lambda response: response.status_code == 401,
+        within=10,
+        what="the pre-logout token refused at the gateway",
+    )
+    assert refused.json()["error"] == "invalid_token"
 
 
 def test_auth_records_the_client_the_gateway_saw_not_the_gateway(
