@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from argon2 import PasswordHasher
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
@@ -22,6 +21,7 @@ from services.auth.domain import validate_new_account
 from services.auth.key_store import load_keys
 from services.auth.redis_client import connect
 from services.auth.store import UserStore
+from tests.support.hashing import cheap_hasher
 from tests.support.http import SESSION_COOKIE, bearer, session_cookie
 from tests.support.polling import poll
 
@@ -31,10 +31,10 @@ BOB = "bob@example.com"
 BOB_PASSWORD = "bob-has-a-long-passphrase-too"
 
 # The accounts tests add carry a cheap argon2 hash. Auth verifies a password with the parameters
-# stored in its hash, so logging in to these accounts costs microseconds instead of ~100 ms and
+# stored in its hash, so logging in to these accounts costs a millisecond instead of ~100 ms and
 # 64 MiB of a shared core each time; no test of them measures that cost. The demo users, which
 # auth seeds itself, and every password a service hashes (a change, a reset) keep the real cost.
-TEST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+TEST_HASHER = cheap_hasher()
 
 #: What the ``cluster_factory`` fixture gives: ``start(name, env=None, *, auth_replicas=1)``.
 ClusterFactory = Callable[..., AbstractContextManager[Cluster]]
