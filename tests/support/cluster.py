@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import json
 import time
@@ -167,7 +168,8 @@ def wait_for_log_line(
 
 
 def add_user(cluster: Cluster, email: str, password: str, role: str = "user") -> None:
-    """An account in the cluster's Redis, stored as ``services.auth users add`` stores it.
+    """An account in the cluster's Redis, checked and stored as ``services.auth users add`` does,
+    with a hash at :data:`TEST_HASHER`'s cost.
 
     In this process rather than by running the command line: a new interpreter importing auth
     took about 2 s of a loaded 2-core machine per account, and the security tier makes dozens.
@@ -183,7 +185,9 @@ def add_user(cluster: Cluster, email: str, password: str, role: str = "user") ->
         finally:
             await client.aclose()
 
-    asyncio.run(create())
+    # A loop of its own in a thread of its own, so that an async test may call this too.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as thread:
+        thread.submit(asyncio.run, create()).result()
 
 
 @functools.cache
