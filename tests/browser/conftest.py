@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from deploy.devcluster import Cluster, ClusterConfig
+from services.auth.key_store import init_keys
 from tests.support.cluster import ALICE
 from tests.support.http import SESSION_COOKIE
 from tests.support.polling import poll
@@ -66,7 +67,9 @@ def cluster(chromium: Browser, tmp_path_factory: pytest.TempPathFactory) -> Iter
     # 0.5 s default and fail a login with 503 ("the session store is unavailable", seen in CI).
     # Nothing here tests Redis timeouts; the e2e and compose tiers do, at the default.
     env = {"REDIS_TIMEOUT_SECONDS": "3"}
-    with Cluster(ClusterConfig.on_free_ports(tmp_path_factory.mktemp("browser-cluster"), env)) as started:
+    cluster = Cluster(ClusterConfig.on_free_ports(tmp_path_factory.mktemp("browser-cluster"), env))
+    init_keys(cluster.keys_dir)  # in this process, as cluster_factory does
+    with cluster as started:
         yield started
 
 

@@ -7,14 +7,18 @@ once per topology listed there, on a Redis Cluster and behind Sentinel as well.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from argon2 import PasswordHasher
 
 from deploy.redis_server import RedisServer
 from deploy.redis_topologies import LocalCluster, LocalSentinel
+from services.auth import passwords
+from tests.support.hashing import CHEAP_ARGON2
 
 # The store tests that run again on the other topologies, by module and name. Between them they
 # reach every Lua script, the same-slot MULTI/EXEC of ``SessionStore.delete`` and the scans.
@@ -141,3 +145,22 @@ def keys_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "keys"
     init_keys(directory)
     return directory
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "argon2_cost: auth apps made in process hash passwords at production cost"
+    )
+
+
+@pytest.fixture(autouse=True)
+def cheap_argon2(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Auth apps made in process hash at a cheap argon2 cost, unless the test is marked ``argon2_cost``.
+
+    Each app seeds two demo users and a dummy hash, and each login verifies one: at production
+    cost that was half of this tier's time on a loaded machine. A test of the cost itself (that
+    unknown emails take as long as wrong passwords) keeps it. The command line runs in a process
+    of its own and always hashes at production cost.
+    """
+    if request.node.get_closest_marker("argon2_cost") is None:
+        monkeypatch.setattr(passwords, "PasswordHasher", functools.partial(PasswordHasher, **CHEAP_ARGON2))

@@ -107,6 +107,7 @@ def test_login_sets_a_host_only_secure_httponly_strict_cookie(client: TestClient
     assert "password_hash" not in json.dumps(body)
 
 
+@pytest.mark.argon2_cost
 def test_wrong_password_and_unknown_email_look_the_same(client: TestClient) -> None:
     wrong = login(client, password="not-the-password")
     unknown = login(client, email="nobody@example.com")

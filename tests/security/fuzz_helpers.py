@@ -27,6 +27,7 @@ from services.gateway.settings import OPENAPI_MAX_BYTES, GatewaySettings
 from services.orders import routes as orders_routes
 from shared.core import NotFound
 from shared.web import build_app
+from tests.support.cluster import add_user
 from tests.support.servers import ServerThread
 
 SESSION_COOKIE = "__Host-session"
@@ -208,6 +209,5 @@ def create_user(cluster: Cluster, role: str) -> tuple[str, str]:
     """A new account of ``role`` that only the fuzz tier uses, created as an operator would."""
     email = f"fuzz-{role}-{secrets.token_hex(4)}@example.com"
     password = secrets.token_urlsafe(24)
-    result = cluster.auth_cli("users", "add", email, "--role", role, stdin=password + "\n")
-    assert result.returncode == 0, result.stderr
+    add_user(cluster, email, password, role)
     return email, password

@@ -11,17 +11,17 @@ from typing import Any
 import httpx
 
 from deploy.devcluster import Cluster, ClusterConfig
-from tests.support.cluster import Browser, LoggedIn
+from services.auth.key_store import init_keys
+from tests.support.cluster import Browser, LoggedIn, add_user
 from tests.support.http import SESSION_COOKIE, session_cookie
 
 PASSWORD = "a-long-test-passphrase-0"
 
 
 def new_user(cluster: Cluster, role: str = "user", password: str = PASSWORD) -> str:
-    """A fresh account created as an operator would; its email."""
+    """A fresh account, added as an operator would; its email."""
     email = f"user-{uuid.uuid4().hex[:12]}@example.com"
-    result = cluster.auth_cli("users", "add", email, "--role", role, stdin=password + "\n")
-    assert result.returncode == 0, result.stderr
+    add_user(cluster, email, password, role)
     return email
 
 
@@ -101,6 +101,7 @@ def cleared_cookie(response: httpx.Response) -> bool:
 def dedicated_cluster(state_dir: Path, env: Mapping[str, str]) -> Iterator[Cluster]:
     """A cluster of its own with ``env`` for auth (throttle limits, say), always stopped."""
     cluster = Cluster(ClusterConfig.on_free_ports(state_dir, env))
+    init_keys(cluster.keys_dir)  # in this process, as cluster_factory does
     try:
         cluster.start()
         yield cluster

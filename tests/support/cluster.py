@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
 import json
 import time
 import uuid
@@ -15,7 +18,11 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from deploy.devcluster import Cluster
+from services.auth.domain import validate_new_account
 from services.auth.key_store import load_keys
+from services.auth.redis_client import connect
+from services.auth.store import UserStore
+from tests.support.hashing import cheap_hasher
 from tests.support.http import SESSION_COOKIE, bearer, session_cookie
 from tests.support.polling import poll
 
@@ -23,6 +30,12 @@ ALICE = "alice@example.com"
 ADMIN = "admin@example.com"
 BOB = "bob@example.com"
 BOB_PASSWORD = "bob-has-a-long-passphrase-too"
+
+# The accounts tests add carry a cheap argon2 hash. Auth verifies a password with the parameters
+# stored in its hash, so logging in to these accounts costs a millisecond instead of ~100 ms and
+# 64 MiB of a shared core each time; no test of them measures that cost. The demo users, which
+# auth seeds itself, and every password a service hashes (a change, a reset) keep the real cost.
+TEST_HASHER = cheap_hasher()
 
 #: What the ``cluster_factory`` fixture gives: ``start(name, env=None, *, auth_replicas=1)``.
 ClusterFactory = Callable[..., AbstractContextManager[Cluster]]
@@ -154,7 +167,35 @@ def wait_for_log_line(
     return poll(first_match, within=timeout, what=f"a matching log line from {service}")
 
 
+def add_user(cluster: Cluster, email: str, password: str, role: str = "user") -> None:
+    """An account in the cluster's Redis, checked and stored as ``services.auth users add`` does,
+    with a hash at :data:`TEST_HASHER`'s cost.
+
+    In this process rather than by running the command line: a new interpreter importing auth
+    took about 2 s of a loaded 2-core machine per account, and the security tier makes dozens.
+    ``tests/integration/test_auth_cli.py`` runs the command itself, and the browser tier logs in
+    to accounts it made, end to end.
+    """
+    email = validate_new_account(email, role, password)
+
+    async def create() -> None:
+        client = connect(cluster.service_url("redis"), 2.0)
+        try:
+            await UserStore(client).create(email, role, _cheap_hash(password))
+        finally:
+            await client.aclose()
+
+    # A loop of its own in a thread of its own, so that an async test may call this too.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as thread:
+        thread.submit(asyncio.run, create()).result()
+
+
+@functools.cache
+def _cheap_hash(password: str) -> str:
+    # One hash per password: many accounts share a test password, and no test compares salts.
+    return TEST_HASHER.hash(password)
+
+
 def create_bob(cluster: Cluster) -> None:
-    """A second ordinary user, created the way an operator would."""
-    result = cluster.auth_cli("users", "add", BOB, "--role", "user", stdin=BOB_PASSWORD + "\n")
-    assert result.returncode == 0, result.stderr
+    """A second ordinary user, added as an operator would."""
+    add_user(cluster, BOB, BOB_PASSWORD)

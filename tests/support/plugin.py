@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from deploy.devcluster import Cluster, ClusterConfig
+from services.auth.key_store import init_keys
 from tests.support.cluster import Browser, ClusterFactory, Secrets, create_bob
 
 
@@ -23,6 +24,9 @@ def cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> ClusterFactory:
     def start(name: str, env: dict[str, str] | None = None, *, auth_replicas: int = 1) -> Iterator[Cluster]:
         state_dir = tmp_path_factory.mktemp(name)
         cluster = Cluster(ClusterConfig.on_free_ports(state_dir, env, auth_replicas=auth_replicas))
+        # The signing key made here, by the function `services.auth keys init` calls, spares a
+        # new interpreter per cluster; `make run`'s own first start is tested in test_devcluster.py.
+        init_keys(cluster.keys_dir)
         try:
             cluster.start()
             create_bob(cluster)
