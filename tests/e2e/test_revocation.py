@@ -32,6 +32,7 @@ from tests.support.revocation import (
     REFUSED_WITHIN,
     RedisWatch,
     assert_accepted,
+    feed_listing,
     read_feed,
     wait_until_refused,
     watching_redis_connections,
@@ -88,7 +89,7 @@ def early(cluster: Cluster, redis_watch: RedisWatch, secrets_seen: Secrets) -> E
         session = browser.login(BOB)
         sid = str(unverified_parts(browser.token(session))[1]["sid"])
         assert browser.logout(session).status_code == 200
-    (entry,) = read_feed(cluster.url).entries("session", sid)
+    (entry,) = feed_listing(cluster.url, "session", sid).entries("session", sid)
     return Early(sid=sid, entry=entry)
 
 
@@ -222,7 +223,7 @@ def test_the_feed_is_signed_public_and_carries_the_documented_cutoff(
 
     # Through the gateway (as the discovery document names it) and from either replica.
     for base in (cluster.url, *cluster.auth_urls()):
-        feed = read_feed(base)
+        feed = feed_listing(base, "session", sid(token))
         assert feed.claims["iss"] == cluster.public_origin
         assert feed.claims["epoch"] == before_logout.claims["epoch"]
         assert feed.claims["version"] > before_logout.claims["version"]
@@ -348,7 +349,8 @@ def test_the_set_survives_a_restart(
     cluster: Cluster, browser: Browser, shared_user: str, restarted: str
 ) -> None:
     token = revoked_token(cluster, browser, shared_user)
-    (entry,) = read_feed(cluster.url).entries("session", str(unverified_parts(token)[1]["sid"]))
+    handle = str(unverified_parts(token)[1]["sid"])
+    (entry,) = feed_listing(cluster.url, "session", handle).entries("session", handle)
     epoch = read_feed(cluster.url).claims["epoch"]
 
     cluster.stop_service(restarted)

@@ -16,7 +16,7 @@ ROUNDS = 100
 
 def _open(path: str, barrier: Barrier) -> None:
     barrier.wait()
-    _connect(Path(path)).close()
+    _connect(Path(path), None).close()
 
 
 def test_workers_setting_up_a_new_database_together_all_start(tmp_path: Path) -> None:

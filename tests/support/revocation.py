@@ -60,6 +60,21 @@ def read_feed(base_url: str, *, jwks_base_url: str | None = None, timeout: float
     return Feed(kid=header["kid"], claims=claims, etag=response.headers["etag"], size=len(response.content))
 
 
+def feed_listing(base_url: str, kind: str, identifier: str, *, within: float = 5.0) -> Feed:
+    """The feed at ``base_url`` once it lists an entry for ``identifier``.
+
+    With two auth replicas an operation lands on either and the other learns of it on its next
+    look at Redis (every 100 ms), so the first read after an operation may come from one that has
+    not looked yet.
+    """
+    return poll(
+        lambda: read_feed(base_url),
+        until=lambda feed: feed.entries(kind, identifier),
+        within=within,
+        what=f"a {kind} entry for {identifier} in the feed at {base_url}",
+    )
+
+
 def answers(cluster: Cluster, token: str, client: httpx.Client) -> dict[str, httpx.Response]:
     """What the gateway (``GET /api/orders``) and orders itself (``GET /orders``) answer ``token``."""
     return {

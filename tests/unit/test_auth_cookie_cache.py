@@ -19,7 +19,9 @@ class CountingSigner(Signer):
 
 def _context() -> AuthContext:
     signer = CountingSigner("secret", salt="session-cookie")
-    return AuthContext(settings=cast(Any, None), service=cast(Any, None), cookie_signer=signer)
+    return AuthContext(
+        settings=cast(Any, None), service=cast(Any, None), cookie_signer=signer, feed=cast(Any, None)
+    )
 
 
 def test_a_cookie_sent_again_is_not_checked_again_and_reads_the_same() -> None:

@@ -121,6 +121,12 @@ def fake_auth(jwks: dict[str, Any], seen: Seen) -> Starlette:
         await asyncio.sleep(float(request.query_params["hold"]))
         return JSONResponse({"held": True})
 
+    async def revocation_feed(request: Request) -> Response:
+        # No feed for the gateway's own verifier; a held answer when a test asks for one.
+        if "hold" in request.query_params:
+            return await held(request)
+        return await no_revocation_feed(request)
+
     async def echo(request: Request) -> Response:
         response = echo_response(await record(request, seen), request)
         response.set_cookie("__Host-session", "s3cr3t", secure=True, httponly=True, samesite="strict")
@@ -131,11 +137,10 @@ def fake_auth(jwks: dict[str, Any], seen: Seen) -> Starlette:
     return Starlette(
         routes=[
             Route("/.well-known/jwks.json", jwks_endpoint),
-            Route("/.well-known/revocations.json", no_revocation_feed),
+            Route("/.well-known/revocations.json", revocation_feed),
             Route("/large", large),
             Route("/endless", endless),
             Route("/held", held),
-            Route("/.well-known/revocations.json", held),
             Route("/{path:path}", echo, methods=ALL_METHODS),
         ]
     )

@@ -43,6 +43,11 @@ class Replica:
         async def jwks_endpoint(request: Request) -> Response:
             return JSONResponse(jwks)
 
+        async def no_revocation_feed(request: Request) -> Response:
+            # As an auth without the feed answers; unrecorded, so the gateway's verifier polling
+            # it never counts as a request the gateway proxied.
+            return JSONResponse({"error": "not_found"}, status_code=404)
+
         async def echo(request: Request) -> Response:
             self.served.append((request.method, request.url.path))
             return JSONResponse({"replica": self.name})
@@ -51,6 +56,7 @@ class Replica:
             routes=[
                 Route("/readyz", readyz),
                 Route("/.well-known/jwks.json", jwks_endpoint),
+                Route("/.well-known/revocations.json", no_revocation_feed),
                 Route("/{path:path}", echo, methods=ALL_METHODS),
             ]
         )
