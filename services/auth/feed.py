@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ class Published:
     body: bytes
 
     @property
+    def first_end(self) -> float:
+        """When the first of its entries ends (infinity for none): the feed is signed again then."""
+        return min((entry.until for entry in self.entries), default=math.inf)
+
+    @property
     def etag(self) -> str:
         return revocations.etag(self.epoch, self.version)
 
@@ -72,6 +78,7 @@ class RevocationFeed:
         self.max_waiters = max_waiters
         self._poller = Periodic(self._poll, poll_interval, name="revocation-feed-poll", immediately=True)
         self._published: Published | None = None
+        self._first_end = math.inf
         self._changed = asyncio.Event()
         self._refreshing = asyncio.Lock()
         self._nudges: set[asyncio.Task[None]] = set()
@@ -154,7 +161,9 @@ class RevocationFeed:
         held = self._published
         probe = await self._store.probe()
         if held is not None and probe == (held.epoch, held.version):
-            if self._signing_kid() != held.kid:
+            # Signed again without what has ended, under the same version: a verifier drops an
+            # ended entry itself, so what it holds under that ETag means the same.
+            if self._signing_kid() != held.kid or self._clock() >= self._first_end:
                 await self._publish(RevocationSet(held.epoch, held.version, held.entries))
             return
         current = await self._store.read(self._clock())
@@ -203,6 +212,7 @@ class RevocationFeed:
         body, kid = await asyncio.to_thread(self._sign, claims)
         self.signed += 1
         self._published = Published(current.epoch, current.version, entries, kid, body)
+        self._first_end = self._published.first_end
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
