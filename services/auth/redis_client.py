@@ -19,7 +19,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 from urllib.parse import unquote, urlsplit
@@ -407,3 +407,44 @@ def _nodes(hosts: str, scheme: str) -> tuple[tuple[str, int], ...]:
             raise ValueError(f"{scheme}:// needs host:port[,host:port...], with a port on every host")
         nodes.append((match["ipv6"] or match["host"], port))
     return tuple(nodes)
+
+
+Send: TypeAlias = Callable[..., Awaitable[Any]]
+# How to name what one call sends (the command, PIPELINE), from that call's arguments.
+Namer: TypeAlias = Callable[..., str]
+
+
+def around_sends(client: Client, wrap: Callable[[Send, Namer], Send]) -> Client:
+    """``client`` with each way it sends to Redis passed through ``wrap``, for tracing and health.
+
+    The ways are every command (``execute_command``), every pipeline's ``execute`` and the
+    session link's packed call, which bypasses ``execute_command``. ``wrap`` also gets a namer
+    for what a call sends: the command's name or ``PIPELINE``, never a key or a value.
+    """
+    client.execute_command = wrap(client.execute_command, _command_name)  # type: ignore[method-assign,assignment]
+    new_pipeline = client.pipeline
+
+    def pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = new_pipeline(*args, **kwargs)
+        pipe.execute = wrap(pipe.execute, _pipeline_name)  # type: ignore[method-assign,assignment]
+        return pipe
+
+    client.pipeline = pipeline  # type: ignore[method-assign]
+    link = client.link if isinstance(client, _Linked) else None
+    if link is not None:
+        link.call = wrap(link.call, packed_name)  # type: ignore[method-assign,assignment]
+    return client
+
+
+def _command_name(*args: Any, **options: Any) -> str:
+    return str(args[0]).upper() if args else "UNKNOWN"
+
+
+def _pipeline_name(*args: Any, **kwargs: Any) -> str:
+    return "PIPELINE"
+
+
+def packed_name(command: bytes) -> str:
+    """The command's name from its RESP array (``*N``, ``$len``, name): never a key or a value."""
+    parts = command.split(b"\r\n", 3)
+    return parts[2].decode("ascii", "replace").upper() if len(parts) > 2 else "UNKNOWN"

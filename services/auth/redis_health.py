@@ -15,7 +15,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from redis.exceptions import NoScriptError
 
-from services.auth.redis_client import REDIS_ERRORS, Client
+from services.auth.redis_client import REDIS_ERRORS, Client, around_sends
 
 
 class RedisHealth(Collector):
@@ -45,20 +45,7 @@ class RedisHealth(Collector):
 
 def watched(client: Client, health: RedisHealth) -> Client:
     """``client`` with the outcome of each of its commands and pipelines noted in ``health``."""
-    client.execute_command = _watched(client.execute_command, health)  # type: ignore[method-assign,assignment]
-    new_pipeline = client.pipeline
-
-    def pipeline(*args: Any, **kwargs: Any) -> Any:
-        pipe = new_pipeline(*args, **kwargs)
-        pipe.execute = _watched(pipe.execute, health)  # type: ignore[method-assign,assignment]
-        return pipe
-
-    client.pipeline = pipeline  # type: ignore[method-assign]
-    link = getattr(client, "link", None)
-    if link is not None:
-        # The session script runs on its own pipelined socket, past execute_command.
-        link.call = _watched(link.call, health)
-    return client
+    return around_sends(client, lambda send, name: _watched(send, health))
 
 
 def _watched(execute: Callable[..., Awaitable[Any]], health: RedisHealth) -> Callable[..., Awaitable[Any]]:

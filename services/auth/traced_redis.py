@@ -8,70 +8,25 @@ in the same process (a test's, the CLI's) stays untouched, and with tracing off 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias
+from typing import Any
 
-from services.auth.redis_client import Client
+from services.auth.redis_client import Client, Namer, Send, around_sends
 from shared.web import Tracing
 
 _SYSTEM = {"db.system.name": "redis"}
-
-Call: TypeAlias = Callable[..., Awaitable[Any]]
 
 
 def traced(client: Client, tracing: Tracing) -> Client:
     """``client`` with its commands and pipelines traced by ``tracing``; unchanged when tracing is off."""
     if not tracing.enabled:
         return client
-    client.execute_command = _traced_command(client.execute_command, tracing)  # type: ignore[method-assign,assignment]
-    new_pipeline = client.pipeline
 
-    def pipeline(*args: Any, **kwargs: Any) -> Any:
-        pipe = new_pipeline(*args, **kwargs)
-        pipe.execute = _traced_pipeline(pipe.execute, tracing)  # type: ignore[method-assign,assignment]
-        return pipe
+    def wrap(send: Send, name: Namer) -> Send:
+        async def traced_send(*args: Any, **kwargs: Any) -> Any:
+            command = name(*args, **kwargs)
+            with tracing.span(f"redis {command}", {**_SYSTEM, "db.operation.name": command}, kind="client"):
+                return await send(*args, **kwargs)
 
-    client.pipeline = pipeline  # type: ignore[method-assign]
-    link = getattr(client, "link", None)
-    if link is not None:
-        # The session script bypasses execute_command on its own pipelined socket.
-        link.call = _traced_packed(link.call, tracing)
-    return client
+        return traced_send
 
-
-def _traced_packed(
-    call: Callable[[bytes], Awaitable[Any]], tracing: Tracing
-) -> Callable[[bytes], Awaitable[Any]]:
-    async def traced_call(command: bytes) -> Any:
-        name = _packed_name(command)
-        with tracing.span(f"redis {name}", {**_SYSTEM, "db.operation.name": name}, kind="client"):
-            return await call(command)
-
-    return traced_call
-
-
-def _packed_name(command: bytes) -> str:
-    """The command's name from its RESP array (``*N``, ``$len``, name): never a key or a value."""
-    parts = command.split(b"\r\n", 3)
-    return parts[2].decode("ascii", "replace").upper() if len(parts) > 2 else "UNKNOWN"
-
-
-def _traced_command(
-    execute: Callable[..., Awaitable[Any]], tracing: Tracing
-) -> Callable[..., Awaitable[Any]]:
-    async def execute_command(*args: Any, **options: Any) -> Any:
-        command = str(args[0]).upper() if args else "UNKNOWN"
-        with tracing.span(f"redis {command}", {**_SYSTEM, "db.operation.name": command}, kind="client"):
-            return await execute(*args, **options)
-
-    return execute_command
-
-
-def _traced_pipeline(
-    execute: Callable[..., Awaitable[Any]], tracing: Tracing
-) -> Callable[..., Awaitable[Any]]:
-    async def execute_pipeline(*args: Any, **kwargs: Any) -> Any:
-        with tracing.span("redis PIPELINE", {**_SYSTEM, "db.operation.name": "PIPELINE"}, kind="client"):
-            return await execute(*args, **kwargs)
-
-    return execute_pipeline
+    return around_sends(client, wrap)
