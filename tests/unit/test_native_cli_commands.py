@@ -6,9 +6,12 @@ The real routes are exercised by tests/e2e/test_native_cli.py; here the network 
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import io
 import json
 import re
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ from clients.cli import state
 from clients.cli.main import ExitCode, main, read_password
 from clients.cli.state import StateFile
 
+CLIENT = Path(__file__).resolve().parents[2] / "clients" / "cli"
 EMAIL = "alice@example.com"
 PASSWORD = "correct-horse-battery-staple"
 
@@ -475,3 +479,25 @@ def test_a_429_shows_when_to_retry(cli: Cli, gateway: FakeGateway) -> None:
 
     assert run.code == ExitCode.REFUSED
     assert "429 too_many_requests: slow down (retry after 12 s)" in run.err
+
+
+def test_the_help_lists_every_exit_code() -> None:
+    out = io.StringIO()
+    with pytest.raises(SystemExit), contextlib.redirect_stdout(out):
+        main(["--help"])
+
+    for code in ExitCode:
+        assert re.search(rf"\b{code.value} [a-z]", out.getvalue().split("exit codes:")[1]), code
+
+
+@pytest.mark.parametrize("path", sorted(CLIENT.glob("*.py")), ids=lambda path: path.name)
+def test_the_client_imports_only_httpx_the_standard_library_and_itself(path: Path) -> None:
+    # A reader can lift clients/cli into an app of their own: nothing of the services comes along.
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.partition(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.partition(".")[0])
+
+    assert imported - sys.stdlib_module_names <= {"httpx", "clients"}
