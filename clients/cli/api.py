@@ -100,6 +100,10 @@ class GatewayApi:
             follow_redirects=False,
             headers={"User-Agent": USER_AGENT},
             transport=transport,
+            # Plain http goes to loopback only: a proxy from the environment (HTTP_PROXY) would
+            # read the handle in the clear on its way to a server on this very machine. Over
+            # https a proxy sees a tunnel, and the environment's proxies and CA bundle apply.
+            trust_env=urlsplit(base_url).scheme == "https",
         )
 
     def __enter__(self) -> GatewayApi:

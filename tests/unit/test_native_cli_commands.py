@@ -19,10 +19,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from clients.cli import state
+from clients.cli.api import GatewayApi
 from clients.cli.main import ExitCode, main, read_password
 from clients.cli.state import StateFile
+from tests.support.servers import ServerThread
 
 CLIENT = Path(__file__).resolve().parents[2] / "clients" / "cli"
 EMAIL = "alice@example.com"
@@ -501,3 +507,24 @@ def test_the_client_imports_only_httpx_the_standard_library_and_itself(path: Pat
             imported.add(node.module.partition(".")[0])
 
     assert imported - sys.stdlib_module_names <= {"httpx", "clients"}
+
+
+def test_a_proxy_from_the_environment_never_sees_a_handle_sent_over_plain_http(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A real server and a real connection: httpx ignores proxies when a transport is given.
+    async def native_login(request: Request) -> JSONResponse:
+        user = {"id": "7", "email": EMAIL, "role": "user"}
+        return JSONResponse({"user": user, "refresh_handle": "handle"})
+
+    app = Starlette(routes=[Route("/auth/native/login", native_login, methods=["POST"])])
+    # Nothing listens on the discard port: a request sent to this "proxy" fails to connect.
+    for variable in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    for variable in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+
+    with ServerThread(app) as server, GatewayApi(server.url) as api:
+        logged_in = api.login(EMAIL, PASSWORD)
+
+    assert logged_in.refresh_handle == "handle"
