@@ -315,7 +315,7 @@ class AuthService:
             grace=settings.native_refresh_grace,
             token_budget=settings.token_rate,
         )
-        refreshed = await self._accepted(handle, outcome)
+        refreshed = await self._accepted(handle, outcome, throttle_key)
         if refreshed.sealed is not None:
             successor = domain.unseal_successor(handle.secret, refreshed.sealed)
         request = domain.TokenRequest(
@@ -325,9 +325,7 @@ class AuthService:
             session=refreshed.session,
             ttl=settings.access_token_ttl,
         )
-        # Signed before the refund's await, so a logout either wins or comes after the token.
         access_token = self.keys.sign(domain.access_token_claims(request, self.accounts.clock()))
-        await self.accounts.throttles.refund((throttle_key,))
         return Minted(access_token, domain.refresh_handle(handle.session_id, successor))
 
     async def native_logout(self, presented: str, *, ip: str) -> None:
@@ -340,23 +338,30 @@ class AuthService:
             grace=self.settings.native_refresh_grace,
             token_budget=self.settings.token_rate,
         )
-        refreshed = await self._accepted(handle, outcome)
-        await self.accounts.throttles.refund((throttle_key,))
+        refreshed = await self._accepted(handle, outcome, throttle_key)
         await self._end_session(refreshed.session)
 
     async def _read_handle(self, presented: str, ip: str) -> tuple[RefreshHandle, str]:
-        """The handle presented, read after spending one failure of the client's budget (429)."""
+        """The handle presented and the key of the client's failure budget; 429 when it is spent."""
         key = domain.refresh_throttle_key(ip)
-        retry_after = await self.accounts.throttles.reserve(key, self.settings.refresh_failures)
+        retry_after = await self.accounts.throttles.failure_wait(key, self.settings.refresh_failures)
         if retry_after:
             raise TooManyRequests("too many failed refreshes; try again later", retry_after=retry_after)
         handle = domain.read_refresh_handle(presented)
         if handle is None:
+            await self.accounts.throttles.count_failure(key, self.settings.refresh_failures)
             raise _invalid_grant()
         return handle, key
 
-    async def _accepted(self, handle: RefreshHandle, outcome: Refreshed | Refusal) -> Refreshed:
-        """The session a refresh reached, or the refusal; a reused handle revokes its session first."""
+    async def _accepted(
+        self, handle: RefreshHandle, outcome: Refreshed | Refusal, throttle_key: str
+    ) -> Refreshed:
+        """The session a refresh reached, or the refusal (counted against the client's budget).
+
+        A reused handle revokes its whole session first.
+        """
+        if isinstance(outcome, Refusal):
+            await self.accounts.throttles.count_failure(throttle_key, self.settings.refresh_failures)
         if outcome is Refusal.REUSED:
             ref = handle.session
             sessions = self.accounts.sessions

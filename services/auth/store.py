@@ -544,12 +544,17 @@ end
 return 0
 """
 
-# KEYS: one budget's counter. ARGV: its limit and window. Spent in advance like the login budgets.
-_RESERVE = """
+# KEYS: one budget's counter. ARGV: its limit. The wait (ms) before it has room, 0 when it has.
+_FAILURE_WAIT = """
 if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
     return math.max(redis.call('PTTL', KEYS[1]), 1)
 end
-if redis.call('INCR', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+# KEYS: one budget's counter. ARGV: its window (s).
+_COUNT_FAILURE = """
+if redis.call('INCR', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return 0
 """
 
@@ -566,7 +571,8 @@ class ThrottleStore:
 
     def __init__(self, client: Client):
         self._reserve_login = client.register_script(_RESERVE_LOGIN)
-        self._reserve = client.register_script(_RESERVE)
+        self._failure_wait = client.register_script(_FAILURE_WAIT)
+        self._count_failure = client.register_script(_COUNT_FAILURE)
         self._refund = client.register_script(_REFUND)
 
     @_unavailable_on_redis_error
@@ -581,10 +587,20 @@ class ThrottleStore:
         return -(-wait_ms // 1000)
 
     @_unavailable_on_redis_error
-    async def reserve(self, key: str, limit: RateLimit) -> int:
-        """Spend one failure from one budget in advance; else the seconds until a retry can pass."""
-        wait_ms = int(await self._reserve(keys=[key], args=[limit.limit, limit.window]))
+    async def failure_wait(self, key: str, limit: RateLimit) -> int:
+        """The seconds until the failure budget ``key`` has room again; 0 when it has room now.
+
+        Unlike the login budgets nothing is spent in advance: parallel failures can overshoot
+        the budget by the number in flight, which against a 256-bit secret buys nothing, while
+        a success costs no write and a crowd of honest clients behind one address is never
+        refused for each other's refreshes.
+        """
+        wait_ms = int(await self._failure_wait(keys=[key], args=[limit.limit]))
         return -(-wait_ms // 1000)
+
+    @_unavailable_on_redis_error
+    async def count_failure(self, key: str, limit: RateLimit) -> None:
+        await self._count_failure(keys=[key], args=[limit.window])
 
     @_unavailable_on_redis_error
     async def refund(self, keys: tuple[str, ...]) -> None:

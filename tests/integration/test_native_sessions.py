@@ -280,6 +280,10 @@ def test_cookies_and_query_strings_never_reach_native_routes(client: TestClient)
     assert handle not in in_url.text
     # Nothing above spent or rotated the handle.
     assert refresh(client, handle).status_code == 200
+    # A browser's cookie value (its session id and signature) is no handle, and revokes nothing.
+    cookie_as_handle = refresh(client, browser.cookie)
+    assert (cookie_as_handle.status_code, error_of(cookie_as_handle)) == (401, "invalid_grant")
+    assert client.get("/me", headers=cookie).status_code == 200
 
 
 def test_a_handle_never_works_on_a_cookie_route(client: TestClient, redis_url: str, keys_dir: Path) -> None:
