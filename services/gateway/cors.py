@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.web.responses import error_response
+from shared.web import error_response, name_route
 
 RawHeaders = Sequence[tuple[bytes, bytes]]
 
@@ -145,20 +145,27 @@ class CorsMiddleware:
     def __init__(self, app: ASGIApp, *, policy: CorsPolicy, prefixes: Iterable[str]):
         self.app = app
         self.policy = policy
-        encoded = tuple(prefix.encode("ascii") for prefix in prefixes)
-        self._prefixes = frozenset(encoded)
-        self._under = tuple(prefix + b"/" for prefix in encoded)
+        self._encoded = tuple(prefix.encode("ascii") for prefix in prefixes)
+        self._prefixes = frozenset(self._encoded)
+        self._under = tuple(prefix + b"/" for prefix in self._encoded)
 
     def is_api_path(self, raw_path: bytes) -> bool:
         """True when ``raw_path`` is a prefix or lies under one, by whole segments as routes match."""
         return raw_path in self._prefixes or raw_path.startswith(self._under)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.is_api_path(scope.get("raw_path") or scope["path"].encode()):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        if not self.is_api_path(raw_path):
             await self.app(scope, receive, send)
             return
         origin, asks_method = cors_request(scope["headers"])
         if origin is not None and asks_method and scope["method"] == "OPTIONS":
+            # Counted and traced under its route's prefix, as the proxied requests are.
+            prefix = next(p for p in self._encoded if raw_path == p or raw_path.startswith(p + b"/"))
+            name_route(scope, prefix.decode("ascii"))
             await self._preflight(origin, scope, receive, send)
             return
         added = self.policy.response_headers(origin)

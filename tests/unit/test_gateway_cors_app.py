@@ -161,6 +161,13 @@ def test_a_preflight_from_an_allowed_origin_is_approved_for_the_token_and_json_o
     assert len(upstream_seen) == seen
 
 
+def test_a_preflight_is_counted_under_its_routes_prefix(client: httpx.Client) -> None:
+    client.options("/api/orders/7", headers=preflight(APP))
+
+    metrics = client.get("/metrics").text
+    assert 'http_requests_total{method="OPTIONS",route="/api/orders",status="204"}' in metrics
+
+
 def test_a_preflight_asking_for_the_csrf_header_or_a_cookie_gets_no_approval_for_them(
     client: httpx.Client,
 ) -> None:
