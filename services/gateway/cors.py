@@ -87,9 +87,6 @@ class CorsPolicy:
             (b"vary", PREFLIGHT_VARY),
         ]
 
-    def allows(self, origin: bytes) -> bool:
-        return origin in self.origins
-
     def preflight_headers(self, origin: bytes) -> list[tuple[bytes, bytes]] | None:
         """The headers approving a preflight from ``origin``, or None when it is not allowed.
 
