@@ -191,7 +191,7 @@ class Me(msgspec.Struct, frozen=True):
 
     user: PublicUser
     # A reloaded single-page app gets its CSRF token back here; only same-origin code can read
-    # this response, since the gateway approves no CORS request.
+    # this response, since the gateway approves no CORS request to /auth/*.
     csrf_token: str
     session: SessionTimes
 

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 
-from services.gateway import balancer, domain, health, proxy, routes
+from services.gateway import balancer, cors, domain, health, proxy, routes
 from services.gateway.assets import PAGE_FILE, Asset, asset
 from services.gateway.descriptions import PublicDescription, open_public_description
 from services.gateway.metrics import UpstreamMetrics
@@ -132,6 +133,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
     )
     return build_app(
         mounted,
+        middleware=cors_middleware(settings),
         lifespan=lifespan,
         readiness=readiness,
         metrics=registry,
@@ -139,6 +141,17 @@ def create_app(settings: GatewaySettings) -> Starlette:
         edge=settings.edge,
         tracing=tracing,
     )
+
+
+def cors_middleware(settings: GatewaySettings) -> list[Middleware]:
+    """CORS for the routes with an audience, when ``CORS_ALLOWED_ORIGINS`` names an origin; else nothing."""
+    if not settings.cors_allowed_origins:
+        return []
+    policy = cors.CorsPolicy(
+        settings.cors_allowed_origins, methods=routes.PROXIED_METHODS, max_age=settings.cors_max_age
+    )
+    prefixes = [route.prefix for route in settings.routes if route.audience is not None]
+    return [Middleware(cors.CorsMiddleware, policy=policy, prefixes=prefixes)]
 
 
 def app_from_env() -> Starlette:

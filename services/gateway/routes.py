@@ -142,7 +142,9 @@ async def forward_auth_verdict(request: Request) -> Response:
     return await forward_auth.verdict(request, verifiers[audience] if audience in audiences else None)
 
 
-# No OPTIONS: the gateway never approves a CORS preflight, which is what makes X-CSRF-Token work.
+# No OPTIONS: the route table approves no CORS preflight, which is what makes X-CSRF-Token work on
+# /auth/*. Only the routes with an audience answer one, and only when CORS_ALLOWED_ORIGINS names an
+# origin: services.gateway.cors answers it before routing, so it never gets here.
 PROXIED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 FORWARD_AUTH_METHODS = (*PROXIED_METHODS, "OPTIONS")
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from services.gateway import configured_routes
+from services.gateway import configured_routes, cors
 from services.gateway.domain import ROUTE_TABLE, Route, audiences, upstream_names
 from shared.core import (
     ProxyNetwork,
@@ -63,6 +63,18 @@ def _forward_auth_allowed_from(environ: Mapping[str, str]) -> tuple[ProxyNetwork
         )
     except ValueError as exc:
         raise SettingsError(f"FORWARD_AUTH_ALLOWED_FROM: {exc}") from None
+
+
+# How long a browser may keep a preflight answer unless CORS_MAX_AGE_SECONDS says otherwise.
+CORS_MAX_AGE_SECONDS = 600
+
+
+def _cors_allowed_origins(environ: Mapping[str, str]) -> tuple[str, ...]:
+    try:
+        origins = tuple(cors.parse_origin(value) for value in env_list(environ, "CORS_ALLOWED_ORIGINS", ()))
+    except ValueError as exc:
+        raise SettingsError(f"CORS_ALLOWED_ORIGINS: {exc}") from None
+    return tuple(dict.fromkeys(origins))
 
 
 # Where each upstream listens when nothing says otherwise: the ports of a local ``make run``. A new
@@ -124,6 +136,10 @@ class GatewaySettings:
     # answers (the proxies that ask it; anyone else gets what the route table would answer).
     forward_auth_audiences: tuple[str, ...] = ()
     forward_auth_allowed_from: tuple[ProxyNetwork, ...] = parse_trusted_proxies(FORWARD_AUTH_ALLOWED_FROM)
+    # Other origins whose pages may call the routes with an audience (none: CORS is off), and how
+    # long their browsers may keep a preflight's answer.
+    cors_allowed_origins: tuple[str, ...] = ()
+    cors_max_age: int = CORS_MAX_AGE_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], table: Sequence[Route] = ROUTE_TABLE) -> GatewaySettings:
@@ -179,6 +195,14 @@ class GatewaySettings:
             routes=routes,
             forward_auth_audiences=_forward_auth_audiences(environ),
             forward_auth_allowed_from=_forward_auth_allowed_from(environ),
+            cors_allowed_origins=_cors_allowed_origins(environ),
+            cors_max_age=env_int(
+                environ,
+                "CORS_MAX_AGE_SECONDS",
+                CORS_MAX_AGE_SECONDS,
+                minimum=0,
+                maximum=cors.MAX_AGE_CAP_SECONDS,
+            ),
         )
 
     def audiences(self) -> tuple[str, ...]:

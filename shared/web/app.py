@@ -38,6 +38,7 @@ def build_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     edge: EdgeSettings | None = None,
     tracing: Tracing | None = None,
+    middleware: Sequence[Middleware] = (),
 ) -> Starlette:
     """A Starlette app with the shared defaults around the service's own ``routes``.
 
@@ -46,7 +47,9 @@ def build_app(
     counted and timed there by method, route template and status. ``edge`` gives the
     header and body-deadline limits the app enforces itself (defaults if not given). ``tracing``,
     when given, runs around the service's lifespan and puts a server span around every request
-    (outermost, so the access line carries the trace id); off, it adds nothing.
+    (outermost, so the access line carries the trace id); off, it adds nothing. ``middleware`` is the
+    service's own, innermost: a request the limits refuse never reaches it, and what it answers is
+    logged, counted and traced like any other answer.
     """
     limits = edge or EdgeSettings()
     registry = new_registry() if metrics is None else metrics
@@ -65,6 +68,7 @@ def build_app(
                 max_header_bytes=limits.max_header_bytes,
                 body_timeout=limits.body_timeout,
             ),
+            *middleware,
         ],
     )
     # A slash redirect would carry the service's internal address back through the gateway.

@@ -6,6 +6,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -141,19 +142,26 @@ class Server:
         assert response.status_code in (200, 401), response.text
         return response.status_code == 200
 
-    def orders(self) -> list[dict[str, Any]]:
-        """The user's orders, read with a token the test mints itself from the session."""
+    def token(self) -> str:
+        """An access token for orders, minted from the session as the demo page mints one."""
         csrf_token = self.me().json()["csrf_token"]
         headers = {
             "Cookie": f"{SESSION_COOKIE}={self.cookie}",
             "Origin": self.cluster.public_origin,
             "X-CSRF-Token": csrf_token,
         }
-        with httpx.Client(base_url=self.cluster.url, timeout=10) as client:
-            minted = client.post("/auth/token", json={"audience": "orders"}, headers=headers)
-            assert minted.status_code == 200, minted.text
-            token = minted.json()["access_token"]
-            listed = client.get("/api/orders", headers={"Authorization": f"Bearer {token}"})
+        minted = httpx.post(
+            f"{self.cluster.url}/auth/token", json={"audience": "orders"}, headers=headers, timeout=10
+        )
+        assert minted.status_code == 200, minted.text
+        token: str = minted.json()["access_token"]
+        return token
+
+    def orders(self) -> list[dict[str, Any]]:
+        """The user's orders, read with a token the test mints itself from the session."""
+        listed = httpx.get(
+            f"{self.cluster.url}/api/orders", headers={"Authorization": f"Bearer {self.token()}"}, timeout=10
+        )
         assert listed.status_code == 200, listed.text
         orders: list[dict[str, Any]] = listed.json()["orders"]
         return orders
@@ -189,8 +197,9 @@ class AttackerSite:
         return f"http://{host}:{self.port}{path}"
 
 
-@pytest.fixture
-def attacker_site() -> Iterator[AttackerSite]:
+@contextmanager
+def serve_pages() -> Iterator[AttackerSite]:
+    """A :class:`AttackerSite` on a free port of 127.0.0.1 (reached as localhost or 127.0.0.1), until exit."""
     pages: dict[str, bytes] = {}
     set_cookie: dict[str, str] = {}
     cookies_received: list[str] = []
@@ -229,3 +238,9 @@ def attacker_site() -> Iterator[AttackerSite]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def attacker_site() -> Iterator[AttackerSite]:
+    with serve_pages() as site:
+        yield site

@@ -179,3 +179,21 @@ def test_bad_paths_and_methods_get_a_json_4xx(
     response = client.request(method, httpx.URL(client.base_url).copy_with(raw_path=path.encode()))
 
     assert_json_error(response, status)
+
+
+@pytest.mark.parametrize("path", ["/api/orders", "/auth/token"])
+def test_with_cors_off_a_preflight_from_another_origin_is_refused_as_before(
+    client: httpx.Client, path: str
+) -> None:
+    # CORS_ALLOWED_ORIGINS is unset by default: no route approves another origin's preflight.
+    preflight = {
+        "Origin": "http://localhost:5173",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+
+    response = client.options(path, headers=preflight)
+
+    assert_json_error(response, 405)
+    assert not [name for name in response.headers if name.lower().startswith("access-control-")]
+    assert "vary" not in response.headers
