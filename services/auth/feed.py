@@ -233,9 +233,7 @@ class RevocationFeed:
         finally:
             self.waiters -= 1
 
-    async def changed_from(
-        self, etag: str, wait: float, *until: asyncio.Future[None] | None
-    ) -> Published:
+    async def changed_from(self, etag: str, wait: float, *until: asyncio.Future[None] | None) -> Published:
         """The feed once its ETag differs from ``etag``, or the same feed after ``wait`` seconds
         or as soon as one of ``until`` completes (the server shutting down, the client gone)."""
         published = await self.current()
