@@ -115,6 +115,8 @@ class FeedServer:
         self._lock = threading.Lock()
         self._hits: Counter[str] = Counter()
         self.prefer_headers: list[str] = []
+        #: Set as the server stops: a held long-poll answers at once instead of holding the stop.
+        self.closing = False
         self._sign()
 
     def _sign(self) -> None:
@@ -173,7 +175,7 @@ class FeedServer:
             deadline = time.monotonic() + min(wait, 30)
             asked_held = asked == self.etag
             # Polled, not awaited on an event: the test changes the state from another thread.
-            while asked == self.etag and time.monotonic() < deadline:  # noqa: ASYNC110
+            while asked == self.etag and time.monotonic() < deadline and not self.closing:  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
             # As auth does: the preference is applied only to a request that was held, so a feed
             # already changed when asked comes back at once without Preference-Applied.
@@ -204,4 +206,8 @@ def feed_server(key: RSAKey, **options: Any) -> Iterator[tuple[FeedServer, str]]
     """A running :class:`FeedServer` and its base URL."""
     server = FeedServer(key, **options)
     with ServerThread(server.app()) as thread:
-        yield server, thread.url
+        try:
+            yield server, thread.url
+        finally:
+            # uvicorn would wait up to its graceful timeout (2 s) for a verifier's held long-poll.
+            server.closing = True
