@@ -431,8 +431,13 @@ class Cluster:
         ``auth`` with replicas starts each one that is not running.
         """
         if len(members := self._members(name)) > 1:
+            # The replicas share only Redis and the key directory: started together, they are
+            # ready in about the time one takes to import and start.
             for member in members:
-                self.start_service(member, wait=wait)
+                self.start_service(member, wait=False)
+            if wait:
+                for member in members:
+                    self._wait_until_ready(member)
             return
         if self.running(name):
             return

@@ -233,18 +233,17 @@ class RevocationFeed:
         finally:
             self.waiters -= 1
 
-    async def changed_from(
-        self, etag: str, wait: float, draining: asyncio.Future[None] | None = None
-    ) -> Published:
+    async def changed_from(self, etag: str, wait: float, *until: asyncio.Future[None] | None) -> Published:
         """The feed once its ETag differs from ``etag``, or the same feed after ``wait`` seconds
-        or as soon as ``draining`` completes (the server is shutting down)."""
+        or as soon as one of ``until`` completes (the server shutting down, the client gone)."""
         published = await self.current()
         deadline = asyncio.get_running_loop().time() + wait
+        ends = {future for future in until if future is not None}
         while published.etag == etag:
-            if draining is not None and draining.done():
+            if any(future.done() for future in ends):
                 return published
             changed = asyncio.ensure_future(self._changed.wait())
-            waited: set[asyncio.Future[Any]] = {changed} if draining is None else {changed, draining}
+            waited: set[asyncio.Future[Any]] = {changed, *ends}
             try:
                 await asyncio.wait(
                     waited,

@@ -142,6 +142,10 @@ def connect(url: str, timeout: float, *, max_connections: int = 100) -> Client:
                 **{key: options[key] for key in ("socket_timeout", "socket_connect_timeout")},
                 "username": topology.username,
                 "password": topology.password,
+                # redis-py's own default retries a refused or unauthenticated sentinel three times
+                # with backoff of up to 7 s, so a request took ~20 s to fail with every sentinel
+                # away or a wrong password: one quick retry per sentinel, like every other link.
+                "retry": retry,
             },
         )
         client: redis.Redis = sentinel.master_for(

@@ -19,7 +19,7 @@ from services.auth.openapi import build_openapi
 from services.auth.service import AdminAction, AuthService, NewSession
 from services.auth.settings import Settings
 from shared.core import BadRequest, client_ip, validate_as
-from shared.web import draining_future, openapi_route, read_json_object
+from shared.web import disconnect_future, draining_future, openapi_route, read_json_object
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -338,7 +338,12 @@ async def revocation_feed(request: Request) -> Response:
             # Past the bound, a plain conditional GET: no Preference-Applied, so the client knows
             # it was not held and asks again after max-age.
             return _feed_response(published, 304, {})
-        published = await feed.changed_from(published.etag, wait, draining_future(request.scope))
+        # A verifier that stopped (or was killed) mid-poll leaves its connection closed: without
+        # the disconnect the hold would run its full wait, keep one of the bounded waiter slots,
+        # and delay a shutdown by the graceful timeout, since uvicorn drains only open connections.
+        published = await feed.changed_from(
+            published.etag, wait, draining_future(request.scope), disconnect_future(request.scope)
+        )
     status = 304 if revocations.not_modified(if_none_match, published.etag) else 200
     return _feed_response(published, status, {"Preference-Applied": f"wait={wait}"})
 

@@ -13,9 +13,10 @@ import httpx
 import pytest
 
 from deploy.devcluster import Cluster
-from tests.support.cluster import ALICE, Browser, ClusterFactory, Secrets, sign_with_key
+from tests.support.cluster import ALICE, BOB, Browser, ClusterFactory, Secrets, sign_with_key
 from tests.support.http import bearer, unverified_parts
 from tests.support.polling import poll
+from tests.support.revocation import feed_listing, read_feed
 
 pytestmark = pytest.mark.e2e
 
@@ -33,12 +34,37 @@ FAST_ROTATION = {
 }
 # How long the client keeps a token and uses it again: most of its 30 s life.
 TOKEN_REUSE_SECONDS = 25.0
+# A revocation entry lives as long as a token it covers could: its lifetime + the largest leeway
+# a verifier may allow (30 s, whatever this cluster's own leeway).
+ENTRY_LIFETIME = 30 + 30
 
 
 @pytest.fixture(scope="module")
 def cluster(cluster_factory: ClusterFactory) -> Iterator[Cluster]:
     with cluster_factory("rotation", FAST_ROTATION) as started:
         yield started
+
+
+@dataclass(frozen=True)
+class Early:
+    """A revocation made as the module starts, for its last test to see expire."""
+
+    sid: str
+    entry: dict[str, Any]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def early(cluster: Cluster, secrets_seen: Secrets) -> Early:
+    # Here rather than in test_revocation.py: this cluster's tokens live the shortest time auth
+    # allows too, and the rotations below take most of the entry's minute, which that module,
+    # about half a minute long, would spend waiting.
+    with httpx.Client(base_url=cluster.url, timeout=10.0) as client:
+        browser = Browser(cluster, client, secrets_seen)
+        session = browser.login(BOB)
+        sid = str(unverified_parts(browser.token(session))[1]["sid"])
+        assert browser.logout(session).status_code == 200
+    (entry,) = feed_listing(cluster.url, "session", sid).entries("session", sid)
+    return Early(sid=sid, entry=entry)
 
 
 def published_kids(cluster: Cluster) -> set[str]:
@@ -193,3 +219,16 @@ def test_a_brand_new_key_is_accepted_after_exactly_one_refetch(
     again = httpx.get(f"{cluster.service_url('orders')}/orders", headers=bearer(token), timeout=10)
     assert again.status_code == 200
     assert metric(cluster, "orders", "jwks_unknown_kid_refetches_total", labels) == refetches + 1
+
+
+def test_a_revocation_entry_leaves_the_feed_once_no_token_it_covers_can_be_valid(
+    cluster: Cluster, early: Early
+) -> None:
+    """Last in the module, so most of the entry's minute has passed in the tests above."""
+    assert early.entry["until"] == early.entry["before"] + ENTRY_LIFETIME
+    poll(
+        lambda: not read_feed(cluster.url).entries("session", early.sid),
+        within=ENTRY_LIFETIME + 10,
+        what="the early entry to expire",
+        every=0.5,
+    )

@@ -2,9 +2,9 @@
 
 A token minted before the operation is refused afterwards at the gateway and at orders, whether
 or not a verifier had already verified (and remembered) it; tokens the operation does not cover
-keep working; two auth replicas share the set; the set outlives restarts of auth and Redis and
-expires with the tokens it covers; a verifier whose feed is unreachable keeps its last good copy,
-then fails closed; and orders and the gateway never talk to Redis.
+keep working; two auth replicas share the set; the set outlives restarts of auth and Redis (and
+expires with the tokens it covers: test_key_rotation.py); a verifier whose feed is unreachable
+keeps its last good copy, then fails closed; and orders and the gateway never talk to Redis.
 
 One cluster for the whole module (its start is most of the module's cost); the tests that stop
 processes come last.
@@ -16,7 +16,6 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -24,7 +23,7 @@ import pytest
 
 from deploy.devcluster import Cluster
 from tests.security.session_helpers import PASSWORD, SessionApi, login, new_user
-from tests.support.cluster import BOB, Browser, ClusterFactory, LoggedIn, Secrets
+from tests.support.cluster import BOB, Browser, ClusterFactory, LoggedIn
 from tests.support.http import SESSION_COOKIE, assert_json_error, bearer, session_cookie, unverified_parts
 from tests.support.polling import poll
 from tests.support.revocation import (
@@ -42,7 +41,8 @@ pytestmark = pytest.mark.e2e
 
 # The contract: a cutoff covers every token its session minted, and lives as long as one of them
 # could (token lifetime + the largest allowed leeway). The shortest lifetime auth allows makes an
-# entry live 60 s, so this module sees one expire while its other tests run.
+# entry live 60 s; test_key_rotation.py, whose cluster has that lifetime too and runs most of a
+# minute anyway, sees one expire.
 TOKEN_TTL = 30
 MAX_LEEWAY = 30
 # After this long without a good refresh a verifier stops trusting its copy of the feed. It must
@@ -74,28 +74,9 @@ def redis_watch(cluster: Cluster) -> Iterator[RedisWatch]:
         yield watch
 
 
-@dataclass(frozen=True)
-class Early:
-    """A revocation made as the module starts, for its last tests to see expire."""
-
-    sid: str
-    entry: dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def early(cluster: Cluster, redis_watch: RedisWatch, secrets_seen: Secrets) -> Early:
-    with httpx.Client(base_url=cluster.url, timeout=10.0) as client:
-        browser = Browser(cluster, client, secrets_seen)
-        session = browser.login(BOB)
-        sid = str(unverified_parts(browser.token(session))[1]["sid"])
-        assert browser.logout(session).status_code == 200
-    (entry,) = feed_listing(cluster.url, "session", sid).entries("session", sid)
-    return Early(sid=sid, entry=entry)
-
-
 @pytest.fixture(autouse=True)
-def _watched(early: Early) -> None:
-    """Every test runs after the early revocation and under the module's Redis watch."""
+def _watched(redis_watch: RedisWatch) -> None:
+    """Every test runs under the module's Redis watch."""
 
 
 @pytest.fixture(scope="module")
@@ -410,19 +391,6 @@ def test_an_unreachable_feed_keeps_the_last_good_one_then_fails_closed(
         what="the gateway accepting again",
     )
     assert_json_error(client.get("/api/orders", headers=bearer(revoked)), 401, "invalid_token")
-
-
-def test_an_entry_leaves_the_feed_once_no_token_it_covers_can_be_valid(
-    cluster: Cluster, early: Early
-) -> None:
-    """Last in the module, so most of the wait has passed in the tests above."""
-    assert early.entry["until"] == early.entry["before"] + TOKEN_TTL + MAX_LEEWAY
-    poll(
-        lambda: not read_feed(cluster.url).entries("session", early.sid),
-        within=TOKEN_TTL + MAX_LEEWAY + 10,
-        what="the early entry to expire",
-        every=0.5,
-    )
 
 
 def test_orders_and_the_gateway_never_opened_a_connection_to_redis(redis_watch: RedisWatch) -> None:

@@ -9,6 +9,7 @@ upstream timeout by the wait the route allows, and no more.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Iterator
 
@@ -16,7 +17,8 @@ import httpx
 import pytest
 
 from deploy.devcluster import Cluster
-from tests.support.cluster import BOB, Browser, ClusterFactory, Secrets
+from tests.support.cluster import BOB, Browser, ClusterFactory, Secrets, new_request_id, wait_for_log_line
+from tests.support.polling import poll
 
 pytestmark = pytest.mark.e2e
 
@@ -94,3 +96,45 @@ async def _flood(
         logout = await asyncio.to_thread(browser.logout, session)
         held = await asyncio.wait_for(asyncio.gather(*(task for task in polls if task not in early)), 10)
     return list(held), answered, logout.status_code, login_seconds
+
+
+def _held_at(auth: str) -> float:
+    """Auth's gauge of the long-polls it holds now, the verifiers' own included."""
+    text = httpx.get(f"{auth}/metrics", timeout=10).text
+    (value,) = [line.split()[1] for line in text.splitlines() if line.startswith("auth_revocation_waiters ")]
+    return float(value)
+
+
+def test_long_polls_whose_clients_left_give_their_slots_back_at_once(polled_cluster: Cluster) -> None:
+    # An attacker (or a verifier killed mid-poll) that fills the bounded slots and drops its
+    # connections must not keep them for the whole wait; the held requests also held up auth's
+    # shutdown by uvicorn's graceful timeout, which drains open connections only.
+    auth = polled_cluster.service_url("auth")
+    host, port = auth.removeprefix("http://").split(":")
+    etag = httpx.get(f"{auth}{FEED}", timeout=10).headers["etag"]
+    request_ids = [new_request_id() for _ in range(MAX_WAITERS)]
+    dropped = [socket.create_connection((host, int(port)), timeout=10) for _ in request_ids]
+    try:
+        for connection, request_id in zip(dropped, request_ids, strict=True):
+            connection.sendall(
+                f"GET {FEED} HTTP/1.1\r\nHost: {host}\r\nIf-None-Match: {etag}\r\n"
+                f"Prefer: wait=20\r\nX-Request-ID: {request_id}\r\n\r\n".encode()
+            )
+        # Full: the verifiers hold at most two, so at least two of these are held.
+        poll(lambda: _held_at(auth) == MAX_WAITERS, within=10, what="every slot held")
+    finally:
+        for connection in dropped:
+            connection.close()
+
+    # Each one ends well within the 20 s it asked for (auth logs a request as it ends).
+    for request_id in request_ids:
+        ended = wait_for_log_line(
+            polled_cluster,
+            "auth",
+            lambda line, wanted=request_id: line.get("request_id") == wanted,
+            timeout=3,
+        )
+        assert ended["duration_ms"] < 5000, ended
+    response = httpx.get(f"{auth}{FEED}", headers={"If-None-Match": etag, "Prefer": "wait=1"}, timeout=10)
+    assert response.status_code == 304
+    assert response.headers["preference-applied"] == "wait=1"

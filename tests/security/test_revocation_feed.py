@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from joserfc.jwk import RSAKey
@@ -28,19 +27,17 @@ from shared.core.errors import InvalidToken
 from shared.web.revocations import RevocationCache
 from shared.web.verifier import TokenVerifier, VerifierSettings, open_verifier
 from tests.support.claims import ISSUER, b64
-from tests.support.feeds import JWKS_PATH, MEDIA_TYPE, FeedServer, entry, feed_server, sign_feed
+from tests.support.feeds import (
+    JWKS_PATH,
+    MEDIA_TYPE,
+    FeedServer,
+    entry,
+    eventually,
+    feed_server,
+    mint,
+    sign_feed,
+)
 from tests.support.polling import poll
-from tests.unit.test_revocations import eventually, mint
-
-
-@pytest.fixture(scope="module")
-def key() -> RSAKey:
-    return RSAKey.generate_key(2048, parameters={"kid": "key-1"})
-
-
-@pytest.fixture(scope="module")
-def second_key() -> RSAKey:
-    return RSAKey.generate_key(2048, parameters={"kid": "key-2"})
 
 
 @pytest.fixture(scope="module")
@@ -80,18 +77,6 @@ async def still_guarding(verifier: TokenVerifier, feed: RevocationCache, key: RS
     assert (await verifier.verify(mint(key, sid="sid-2"))).sid == "sid-2"
 
 
-def payload(server: FeedServer, **changes: Any) -> dict[str, Any]:
-    """The next feed as the issuer would sign it, with ``changes``."""
-    return {
-        "iss": server.issuer,
-        "iat": int(time.time()),
-        "epoch": server.epoch,
-        "version": server.version + 1,
-        "entries": [],
-        **changes,
-    }
-
-
 async def attacked(server: FeedServer, feed: RevocationCache, body: str, reason: str) -> None:
     """Serve ``body`` as the next feed and wait until the verifier has refused it for ``reason``."""
     before = feed.failures[reason]
@@ -107,12 +92,12 @@ def unsigned(feed: str) -> str:
 
 FORGERIES: dict[str, Callable[[FeedServer, RSAKey, RSAKey], str]] = {
     # Signed by a key that claims the published kid: an empty feed would un-revoke everyone.
-    "signature": lambda server, key, impostor: sign_feed(impostor, payload(server)),
-    "type": lambda server, key, impostor: sign_feed(key, payload(server), typ="at+jwt"),
-    "header": lambda server, key, impostor: sign_feed(key, payload(server), jku="http://127.0.0.1:9/k"),
-    "algorithm": lambda server, key, impostor: unsigned(sign_feed(key, payload(server))),
-    "issuer": lambda server, key, impostor: sign_feed(key, payload(server, iss="http://attacker")),
-    "malformed": lambda server, key, impostor: sign_feed(key, payload(server, version="3")),
+    "signature": lambda server, key, impostor: sign_feed(impostor, server.next_payload()),
+    "type": lambda server, key, impostor: sign_feed(key, server.next_payload(), typ="at+jwt"),
+    "header": lambda server, key, impostor: sign_feed(key, server.next_payload(), jku="http://127.0.0.1:9/k"),
+    "algorithm": lambda server, key, impostor: unsigned(sign_feed(key, server.next_payload())),
+    "issuer": lambda server, key, impostor: sign_feed(key, server.next_payload(iss="http://attacker")),
+    "malformed": lambda server, key, impostor: sign_feed(key, server.next_payload(version="3")),
 }
 
 
@@ -125,7 +110,7 @@ async def test_a_forged_or_mislabelled_feed_is_refused_and_the_good_one_kept(
         body = FORGERIES[reason](server, key, impostor_key)
         if reason == "algorithm":
             # joserfc refuses to sign with "none"; the header is swapped onto a real signature.
-            good = sign_feed(key, payload(server))
+            good = sign_feed(key, server.next_payload())
             body = (
                 "eyJhbGciOiJub25lIiwia2lkIjoia2V5LTEiLCJ0eXAiOiJyZXZvY2F0aW9ucytqd3QifQ."
                 + good.split(".", 1)[1]
@@ -140,7 +125,7 @@ async def test_a_feed_signed_by_a_key_it_does_not_know_is_refused(
     server, url = issuer
     stranger = RSAKey.generate_key(2048, parameters={"kid": "key-9"})
     async with guarded(server, url) as (verifier, feed):
-        await attacked(server, feed, sign_feed(stranger, payload(server)), "unknown_kid")
+        await attacked(server, feed, sign_feed(stranger, server.next_payload()), "unknown_kid")
         await still_guarding(verifier, feed, key)
 
 
@@ -150,13 +135,13 @@ async def test_a_feed_signed_by_a_revoked_key_is_refused_even_when_it_carries_th
     server, url = issuer
     async with guarded(server, url) as (verifier, feed):
         # The held feed does not revoke key-2 yet: the new one names its own signer.
-        revoked_signer = payload(server, entries=[entry("key", "key-2", int(time.time()))])
+        revoked_signer = server.next_payload(entries=[entry("key", "key-2", int(time.time()))])
         await attacked(server, feed, sign_feed(second_key, revoked_signer), "revoked_kid")
         await still_guarding(verifier, feed, key)
         # Once the held feed revokes key-2, key-2 cannot sign the next one either.
         server.revoke(entry("key", "key-2", int(time.time())))
         await eventually(lambda: feed.version == 3, what="the key revocation")
-        await attacked(server, feed, sign_feed(second_key, payload(server)), "revoked_kid")
+        await attacked(server, feed, sign_feed(second_key, server.next_payload()), "revoked_kid")
         assert feed.version == 3
 
 
@@ -164,13 +149,13 @@ async def test_a_replayed_older_feed_is_refused(issuer: tuple[FeedServer, str], 
     server, url = issuer
     async with guarded(server, url) as (verifier, feed):
         # Version 1 of the same epoch, genuinely signed: it lacks the sid-1 revocation.
-        await attacked(server, feed, sign_feed(key, payload(server, version=1)), "replay")
+        await attacked(server, feed, sign_feed(key, server.next_payload(version=1)), "replay")
         await still_guarding(verifier, feed, key)
         # Another epoch (the set recreated) must be newer than the one held.
-        older_epoch = payload(server, epoch="another", version=99, iat=int(time.time()) - 3600)
+        older_epoch = server.next_payload(epoch="another", version=99, iat=int(time.time()) - 3600)
         await attacked(server, feed, sign_feed(key, older_epoch), "replay")
         await still_guarding(verifier, feed, key)
-        newer_epoch = payload(server, epoch="another", version=1, iat=int(time.time()) + 1)
+        newer_epoch = server.next_payload(epoch="another", version=1, iat=int(time.time()) + 1)
         server.publish(sign_feed(key, newer_epoch), '"another.1"')
         await eventually(lambda: feed.version == 1, what="the newer epoch")
 

@@ -9,6 +9,7 @@ on a free loopback port (see :class:`tests.support.servers.ServerThread`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
@@ -18,14 +19,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from joserfc import jws
+import pytest
+from joserfc import jws, jwt
 from joserfc.jwk import RSAKey
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support.claims import ISSUER
+from tests.support.claims import ISSUER, claims
 from tests.support.servers import ServerThread
 
 FEED_PATH = "/.well-known/revocations.json"
@@ -36,6 +38,42 @@ LEEWAY = 30
 
 #: Replaces the feed endpoint's answer for a test: gets the request, returns the response.
 Override = Callable[[Request], Response]
+
+
+@functools.cache
+def issuer_key(kid: str) -> RSAKey:
+    """The stand-in issuer's RSA key named ``kid``, made once per run: 2048-bit generation costs
+    about 0.1 s of a core, and no test changes a key. A test that needs a different key under a
+    kid already taken (an impostor) generates its own."""
+    return RSAKey.generate_key(2048, parameters={"kid": kid})
+
+
+@pytest.fixture(scope="session")
+def key() -> RSAKey:
+    """The issuer's key ``key-1``, which :func:`feed_server` publishes; a module may define its own."""
+    return issuer_key("key-1")
+
+
+@pytest.fixture(scope="session")
+def second_key() -> RSAKey:
+    """Another key of the issuer, ``key-2``, for tests that publish or revoke a second one."""
+    return issuer_key("key-2")
+
+
+def mint(key: RSAKey, *, age: int = 10, **changes: Any) -> str:
+    """A token as auth mints it, issued ``age`` seconds ago."""
+    iat = int(time.time()) - age
+    body = claims(iat=iat, nbf=iat, exp=iat + 300, **changes)
+    return jwt.encode({"alg": "RS256", "kid": key.kid, "typ": "at+jwt"}, body, key, algorithms=["RS256"])
+
+
+async def eventually(probe: Callable[[], object], *, within: float = 5.0, what: str) -> None:
+    """Wait, without blocking the event loop, until ``probe()`` is truthy."""
+    deadline = time.monotonic() + within
+    while not probe():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what} after {within} s")
+        await asyncio.sleep(0.01)
 
 
 def public_jwk(key: RSAKey) -> dict[str, Any]:
@@ -77,6 +115,8 @@ class FeedServer:
         self._lock = threading.Lock()
         self._hits: Counter[str] = Counter()
         self.prefer_headers: list[str] = []
+        #: Set as the server stops: a held long-poll answers at once instead of holding the stop.
+        self.closing = False
         self._sign()
 
     def _sign(self) -> None:
@@ -89,6 +129,18 @@ class FeedServer:
         }
         self.body = sign_feed(self.key, payload)
         self.etag = f'"{self.epoch}.{self.version}"'
+
+    def next_payload(self, **changes: Any) -> dict[str, Any]:
+        """The next feed as this issuer would sign it (no entries), with ``changes``: for a test
+        that signs and :meth:`publish` es a feed itself."""
+        return {
+            "iss": self.issuer,
+            "iat": int(time.time()),
+            "epoch": self.epoch,
+            "version": self.version + 1,
+            "entries": [],
+            **changes,
+        }
 
     def revoke(self, *entries: dict[str, Any]) -> None:
         """Record entries as auth does: version + 1, then the new feed is served (and long-polls wake)."""
@@ -123,7 +175,7 @@ class FeedServer:
             deadline = time.monotonic() + min(wait, 30)
             asked_held = asked == self.etag
             # Polled, not awaited on an event: the test changes the state from another thread.
-            while asked == self.etag and time.monotonic() < deadline:  # noqa: ASYNC110
+            while asked == self.etag and time.monotonic() < deadline and not self.closing:  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
             # As auth does: the preference is applied only to a request that was held, so a feed
             # already changed when asked comes back at once without Preference-Applied.
@@ -154,4 +206,8 @@ def feed_server(key: RSAKey, **options: Any) -> Iterator[tuple[FeedServer, str]]
     """A running :class:`FeedServer` and its base URL."""
     server = FeedServer(key, **options)
     with ServerThread(server.app()) as thread:
-        yield server, thread.url
+        try:
+            yield server, thread.url
+        finally:
+            # uvicorn would wait up to its graceful timeout (2 s) for a verifier's held long-poll.
+            server.closing = True

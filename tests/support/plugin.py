@@ -11,6 +11,10 @@ import pytest
 from deploy.devcluster import Cluster, ClusterConfig
 from services.auth.key_store import init_keys
 from tests.support.cluster import Browser, ClusterFactory, Secrets, create_bob
+from tests.support.feeds import key, second_key
+
+# The stand-in issuer's keys, made once per run for every module that serves or verifies its feed.
+__all__ = ["key", "second_key"]
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from joserfc import jwt
 from joserfc.jwk import RSAKey
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,18 +26,8 @@ from services.gateway.settings import GatewaySettings
 from shared.core.errors import InvalidToken, ServiceUnavailable
 from shared.core.settings import SettingsError
 from shared.web.verifier import TokenVerifier, VerifierSettings, open_verifier
-from tests.support.claims import ISSUER, claims
-from tests.support.feeds import FEED_PATH, JWKS_PATH, FeedServer, entry, feed_server
-
-
-@pytest.fixture(scope="module")
-def key() -> RSAKey:
-    return RSAKey.generate_key(2048, parameters={"kid": "key-1"})
-
-
-@pytest.fixture(scope="module")
-def second_key() -> RSAKey:
-    return RSAKey.generate_key(2048, parameters={"kid": "key-2"})
+from tests.support.claims import ISSUER
+from tests.support.feeds import FEED_PATH, JWKS_PATH, FeedServer, entry, eventually, feed_server, mint
 
 
 @pytest.fixture
@@ -55,22 +44,6 @@ def settings_for(url: str, **env: str) -> VerifierSettings:
 async def verifier_for(url: str, **env: str) -> AsyncIterator[TokenVerifier]:
     async with open_verifier(settings_for(url, **env), "orders") as verifier:
         yield verifier
-
-
-def mint(key: RSAKey, *, age: int = 10, **changes: Any) -> str:
-    """A token as auth mints it, issued ``age`` seconds ago."""
-    iat = int(time.time()) - age
-    body = claims(iat=iat, nbf=iat, exp=iat + 300, **changes)
-    return jwt.encode({"alg": "RS256", "kid": key.kid, "typ": "at+jwt"}, body, key, algorithms=["RS256"])
-
-
-async def eventually(probe: Callable[[], object], *, within: float = 5.0, what: str) -> None:
-    """Wait, without blocking the event loop, until ``probe()`` is truthy."""
-    deadline = time.monotonic() + within
-    while not probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what} after {within} s")
-        await asyncio.sleep(0.01)
 
 
 async def revoke(server: FeedServer, verifier: TokenVerifier, *entries: dict[str, Any]) -> None:
