@@ -14,6 +14,7 @@ through the gateway every client is 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,12 +37,14 @@ from tests.support.native import (
 from tests.support.polling import poll
 from tests.support.revocation import wait_until_refused
 
-FAILURE_LIMIT, FAILURE_WINDOW, LOGIN_LIMIT = 5, 8, 3
+FAILURE_LIMIT, FAILURE_WINDOW, LOGIN_LIMIT, TOKEN_LIMIT = 5, 8, 3, 4
 LIMITS = {
     "REFRESH_FAILURE_LIMIT": str(FAILURE_LIMIT),
     "REFRESH_FAILURE_WINDOW_SECONDS": str(FAILURE_WINDOW),
     "LOGIN_ACCOUNT_IP_LIMIT": str(LOGIN_LIMIT),
-    "TOKEN_RATE_LIMIT": "1000000",
+    # No test here mints more than twice with one session but the one that spends this budget.
+    "TOKEN_RATE_LIMIT": str(TOKEN_LIMIT),
+    "TOKEN_RATE_WINDOW_SECONDS": "60",
 }
 ONE_MEGABYTE = 1024 * 1024
 _next_address = iter(range(1, 250))
@@ -149,6 +152,23 @@ def test_a_detected_theft_spends_the_guessing_budget_too(
         thief.mint(thief.mint(first).handle)
         assert_refused(thief.refresh(first), 401, "refresh_reused", first)
     retry_after(thief.refresh(random_handle()))
+
+
+def test_the_token_budget_holds_for_a_native_session_and_spends_no_guessing_budget(
+    cluster: Cluster, auth: httpx.Client, handles: Handles
+) -> None:
+    client = client_at(auth, handles)
+    handle = client.login(new_user(cluster), PASSWORD)
+    for _ in range(TOKEN_LIMIT):
+        handle = client.mint(handle).handle
+    for _ in range(FAILURE_LIMIT + 1):
+        refused = client.refresh(handle)
+        assert_refused(refused, 429, "too_many_requests", handle)
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+    # Refused without a rotation and without suspicion: the handle is still the session's current
+    # one (not reused), and a busy session is no guess, so the address may still refresh others.
+    assert_refused(client.refresh(handle), 429, "too_many_requests", handle)
+    client.mint(client.login(new_user(cluster), PASSWORD))
 
 
 @pytest.mark.parametrize("route", ["login", "token", "logout"])
@@ -264,6 +284,7 @@ MALFORMED_STRINGS = [
     pytest.param("\x00" * 130, 401, id="NUL bytes"),
     pytest.param("a\r\nX-Injected: 1", 401, id="CRLF"),
     pytest.param("%2e%2e%2f" * 20, 401, id="percent-encoded"),
+    pytest.param("\ud800" * 10, 401, id="lone surrogates"),
     pytest.param("", 422, id="empty"),
     pytest.param("A" * 4096, 422, id="4 kB"),
     pytest.param("A" * 60_000, 422, id="60 kB (under the body limit)"),
@@ -273,12 +294,17 @@ MALFORMED_STRINGS = [
 @pytest.mark.parametrize(("value", "status"), MALFORMED_STRINGS)
 @pytest.mark.parametrize("route", ["token", "logout"])
 def test_a_malformed_handle_string_gets_a_clean_4xx(
-    auth: httpx.Client, handles: Handles, route: str, value: str, status: int
+    auth: httpx.Client, route: str, value: str, status: int
 ) -> None:
-    client = client_at(auth, handles)
-    response = client.refresh(value) if route == "token" else client.logout(value)
-    body = assert_json_error(response, status, "invalid_grant" if status == 401 else None)
-    assert set(body) == {"error", "detail"}, body
+    body = {"refresh_handle": value, **({"audience": "orders"} if route == "token" else {})}
+    # Encoded here, escaping to ASCII: a lone surrogate has no UTF-8 form to send otherwise.
+    response = auth.post(
+        f"{AUTH_PREFIX}/{route}",
+        content=json.dumps(body),
+        headers={"Content-Type": "application/json", "X-Forwarded-For": fresh_address()},
+    )
+    error = assert_json_error(response, status, "invalid_grant" if status == 401 else None)
+    assert set(error) == {"error", "detail"}, error
     if len(value.strip()) >= 8:
         assert value not in response.text
 
@@ -292,7 +318,6 @@ def test_a_malformed_handle_string_gets_a_clean_4xx(
         pytest.param(b'{"refresh_handle": {"a": "b"}, "audience": "orders"}', 422, id="object"),
         pytest.param(b'{"refresh_handle": true, "audience": "orders"}', 422, id="boolean"),
         pytest.param(b'{"refresh_handle": "x", "audience": "orders", "extra": 1}', 422, id="unknown member"),
-        pytest.param(b'{"refresh_handle": "\\ud800", "audience": "orders"}', 400, id="lone surrogate"),
         pytest.param(
             b'{"refresh_handle": "x", "refresh_handle": "y", "audience": "orders"}', 400, id="twice"
         ),
@@ -334,7 +359,13 @@ def test_native_login_is_throttled_like_the_cookie_login(
     client_at(auth, handles).login(email, PASSWORD)
 
 
-def test_no_service_logged_a_refresh_handle(cluster: Cluster, handles: Handles) -> None:
-    # Last in the module: handles went into bodies, query strings and Authorization headers above.
+def test_no_service_logged_a_refresh_handle(
+    cluster: Cluster, gateway: NativeClient, handles: Handles
+) -> None:
+    # Last in the module: handles went into bodies, query strings and Authorization headers above,
+    # and once more here, so that there is something to look for when this test runs alone.
+    handle = gateway.login(new_user(cluster), PASSWORD)
+    gateway.client.post(f"/auth/native/token?refresh_handle={handle}")
+    gateway.client.get("/api/orders", headers=bearer(handle))
     assert_logged_nowhere(cluster, handles.secrets(), ("auth", "gateway", "orders"))
     assert_not_echoed(httpx.get(f"{cluster.service_url('auth')}/metrics", timeout=10), *handles.values)

@@ -52,7 +52,9 @@ def assert_not_echoed(response: httpx.Response, *handles: str) -> None:
             assert secret not in everything, "the response echoes a presented handle's secret"
 
 
-def assert_refused(response: httpx.Response, status: int, code: str, *presented: str) -> dict[str, Any]:
+def assert_refused(
+    response: httpx.Response, status: int, code: str | None, *presented: str
+) -> dict[str, Any]:
     """The shared error shape with ``status`` and ``code``, echoing none of the presented handles."""
     body = assert_json_error(response, status, code)
     assert set(body) == {"error", "detail"}, body
