@@ -60,12 +60,40 @@ class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
         self.email = domain.normalize_email(self.email)
 
 
+Audience = Annotated[
+    str, msgspec.Meta(description="One of the services auth mints tokens for.", examples=["orders"])
+]
+
+
 class MintRequest(msgspec.Struct, forbid_unknown_fields=True):
     """The body of `POST /token`: the one service the access token is for."""
 
-    audience: Annotated[
-        str, msgspec.Meta(description="One of the services auth mints tokens for.", examples=["orders"])
-    ]
+    audience: Audience
+
+
+# Room for a handle (about 120 characters) and no more: a longer string is refused unread.
+RefreshHandle = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=256,
+        description="Opaque and secret: keep it like a password, never put it in a URL or a log.",
+        extra_json_schema={"format": "password"},
+    ),
+]
+
+
+class NativeMintRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of `POST /native/token`: the current refresh handle and the one service the token is for."""
+
+    refresh_handle: RefreshHandle
+    audience: Audience
+
+
+class NativeLogoutRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of `POST /native/logout`: the current refresh handle."""
+
+    refresh_handle: RefreshHandle
 
 
 class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
@@ -116,6 +144,13 @@ class LoginResponse(msgspec.Struct, frozen=True):
     csrf_token: str
 
 
+class NativeLoginResponse(msgspec.Struct, frozen=True):
+    """Who logged in, and the first refresh handle of their native session (no cookie is set)."""
+
+    user: PublicUser
+    refresh_handle: RefreshHandle
+
+
 class CsrfToken(msgspec.Struct, frozen=True):
     """The session's new CSRF token."""
 
@@ -128,6 +163,15 @@ class TokenResponse(msgspec.Struct, frozen=True):
     access_token: Annotated[str, msgspec.Meta(description="An RS256 `at+jwt` (RFC 9068).")]
     token_type: Literal["Bearer"]
     expires_in: Annotated[int, msgspec.Meta(ge=1)]
+
+
+class NativeTokenResponse(msgspec.Struct, frozen=True):
+    """A fresh access token and the refresh handle to present next time; the one presented is spent."""
+
+    access_token: Annotated[str, msgspec.Meta(description="An RS256 `at+jwt` (RFC 9068).")]
+    token_type: Literal["Bearer"]
+    expires_in: Annotated[int, msgspec.Meta(ge=1)]
+    refresh_handle: RefreshHandle
 
 
 class LogoutResponse(msgspec.Struct, frozen=True):
@@ -167,6 +211,10 @@ class SessionInfo(msgspec.Struct, frozen=True):
     user_agent: str
     ip: str
     current: bool
+    kind: Annotated[
+        Literal["browser", "native"],
+        msgspec.Meta(description="`native`: held by an app through a refresh handle, not a cookie."),
+    ]
 
     @classmethod
     def of(cls, session: domain.Session, current_handle: str) -> SessionInfo:
@@ -177,6 +225,7 @@ class SessionInfo(msgspec.Struct, frozen=True):
             user_agent=session.user_agent,
             ip=session.ip,
             current=session.handle == current_handle,
+            kind="native" if session.native else "browser",
         )
 
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypedDict
 
 from itsdangerous import Signer
+from prometheus_client import Counter
 from starlette.applications import Starlette
 from starlette.requests import Request
 
@@ -46,6 +47,11 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     """The auth application. Keys load and Redis connects when the lifespan starts."""
     registry = new_registry()
     tracing = Tracing(settings.tracing, "auth")
+    reuses = Counter(
+        "auth_refresh_reuse",
+        "Rotated-away refresh handles presented again; each revoked its native session",
+        registry=registry,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
@@ -74,7 +80,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             feed_metrics = RevocationFeedMetrics(feed)
             registry.register(feed_metrics)
             stack.callback(registry.unregister, feed_metrics)
-            context = _wire(settings, keys, client, feed, clock)
+            context = _wire(settings, keys, client, feed, clock, on_refresh_reuse=reuses.inc)
             seeding = None
             if settings.dev:
                 accounts = context.service.accounts
@@ -107,7 +113,13 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
 
 
 def _wire(
-    settings: Settings, keys: KeyStore, client: Client, feed: RevocationFeed, clock: Callable[[], float]
+    settings: Settings,
+    keys: KeyStore,
+    client: Client,
+    feed: RevocationFeed,
+    clock: Callable[[], float],
+    *,
+    on_refresh_reuse: Callable[[], None],
 ) -> AuthContext:
     """The stores, the use cases and the cookie signer over one Redis client."""
     policy = domain.SessionPolicy(
@@ -124,7 +136,9 @@ def _wire(
     )
     return AuthContext(
         settings=settings,
-        service=AuthService(accounts=accounts, settings=settings, keys=keys),
+        service=AuthService(
+            accounts=accounts, settings=settings, keys=keys, on_refresh_reuse=on_refresh_reuse
+        ),
         cookie_signer=Signer(settings.session_secret.value, salt="session-cookie"),
         feed=feed,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import hmac
 import ipaddress
 import re
 import secrets
@@ -59,6 +60,8 @@ class Session:
     # When the store will end the session unless it is used again, as the store computed it on
     # the use that returned this record; None on a record that did not come from a use.
     expires_at: float | None = None
+    # Held by a native client through a refresh handle rather than by a browser through a cookie.
+    native: bool = False
 
     @property
     def public_handle(self) -> str:
@@ -108,8 +111,11 @@ def session_handle(session_id: str) -> str:
     SHA-256 in unpadded base64url: 43 characters where hex needs 64, in the session's key and
     again in the user's index, for every session.
     """
-    digest = hashlib.sha256(session_id.encode()).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return _b64(hashlib.sha256(session_id.encode()).digest())
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 # Checked in order: Chromium-based browsers also say "Chrome/" and "Safari/", Chrome says "Safari/".
@@ -159,6 +165,13 @@ def new_session(session_id: str, user: User, now: float, *, user_agent: str, ip:
         csrf_token=secrets.token_urlsafe(32),
         user_agent=user_agent_label(user_agent),
         ip=ip[:64],
+    )
+
+
+def new_native_session(session_id: str, user: User, now: float, *, user_agent: str, ip: str) -> Session:
+    """A session for a native client: no CSRF token, since no browser will ever send it a cookie."""
+    return dataclasses.replace(
+        new_session(session_id, user, now, user_agent=user_agent, ip=ip), csrf_token="", native=True
     )
 
 
@@ -240,6 +253,11 @@ class LoginThrottlePolicy:
         return self.per_ip, self.per_account_ip, self.per_account
 
 
+def refresh_throttle_key(ip: str) -> str:
+    """The Redis key of one client address's budget of failed refreshes (guessing handles)."""
+    return f"throttle:{{refresh}}:ip:{throttled_address(ip)}"
+
+
 @dataclass(frozen=True)
 class SessionRef:
     """Where a session is stored: its owner and its handle, both derived from the cookie's id."""
@@ -252,6 +270,72 @@ def session_ref(session_id: str) -> SessionRef | None:
     """The session a session id names, or None when the id does not have the shape of one."""
     owner = session_owner(session_id)
     return None if owner is None else SessionRef(owner, session_handle(session_id))
+
+
+REFRESH_SECRET_BYTES = 32
+_REFRESH_SECRET = re.compile(r"[A-Za-z0-9_-]{43}")
+_SUCCESSOR_PAD = b"hybrid-auth refresh successor"
+
+
+@dataclass(frozen=True)
+class RefreshHandle:
+    """A native client's credential, read: the session it names and the secret that proves it.
+
+    On the wire it is ``<session id>.<secret>``. The session id (owner and 256 random bits) is
+    fixed for the session's life and never stored, like a cookie's; the secret changes on every
+    use. Presenting the right session id with a secret that is not the current one therefore
+    proves the caller once held a handle of this session: that is how a rotated-away handle is
+    recognised at any age without storing every one of them.
+    """
+
+    session_id: str
+    session: SessionRef
+    secret: str
+
+    @property
+    def digest(self) -> str:
+        """What the store keeps of the secret: a Redis dump never yields a handle."""
+        return refresh_digest(self.secret)
+
+
+def new_refresh_secret() -> str:
+    return secrets.token_urlsafe(REFRESH_SECRET_BYTES)
+
+
+def refresh_handle(session_id: str, secret: str) -> str:
+    """The handle a native client holds: the session's id and its current secret."""
+    return f"{session_id}.{secret}"
+
+
+def read_refresh_handle(text: str) -> RefreshHandle | None:
+    """The session and secret a handle names, or None when it does not have the shape of one."""
+    session_id, dot, secret = text.rpartition(".")
+    if not dot or not _REFRESH_SECRET.fullmatch(secret):
+        return None
+    ref = session_ref(session_id)
+    return None if ref is None else RefreshHandle(session_id, ref, secret)
+
+
+def refresh_digest(secret: str) -> str:
+    return _b64(hashlib.sha256(secret.encode()).digest())
+
+
+def _successor_pad(previous: str) -> bytes:
+    # A one-time pad only the holder of ``previous`` can compute: HMAC is a PRF keyed by the
+    # secret, and each secret seals exactly one successor. The store keeps only SHA-256 of
+    # ``previous``, from which the pad cannot be computed.
+    return hmac.new(previous.encode(), _SUCCESSOR_PAD, hashlib.sha256).digest()
+
+
+def seal_successor(previous: str, successor: str) -> str:
+    """``successor`` sealed so that only a holder of ``previous`` can read it back (the grace retry)."""
+    raw = base64.urlsafe_b64decode(successor + "=")
+    return _b64(bytes(a ^ b for a, b in zip(raw, _successor_pad(previous), strict=True)))
+
+
+def unseal_successor(previous: str, sealed: str) -> str:
+    """The successor secret :func:`seal_successor` sealed under ``previous``."""
+    return seal_successor(previous, sealed)
 
 
 @dataclass(frozen=True)
@@ -273,12 +357,7 @@ def read_session_cookie(
 ) -> SessionCookie:
     """Read the session cookie ``name`` across all ``Cookie`` headers; ``unsign`` checks a value's
     signature and returns the session id, or None when the signature is wrong."""
-    values = [
-        value.strip()
-        for header in cookie_headers
-        for key, separator, value in (pair.partition("=") for pair in header.split(";"))
-        if separator and key.strip() == name
-    ]
+    values = cookie_values(cookie_headers, name)
     presented = tuple(
         ref
         for value in values
@@ -286,6 +365,16 @@ def read_session_cookie(
     )
     current = presented[0] if len(values) == 1 and presented else None
     return SessionCookie(current=current, presented=presented)
+
+
+def cookie_values(cookie_headers: list[str], name: str) -> list[str]:
+    """Every value of the cookie ``name`` across all ``Cookie`` headers, signed or not."""
+    return [
+        value.strip()
+        for header in cookie_headers
+        for key, separator, value in (pair.partition("=") for pair in header.split(";"))
+        if separator and key.strip() == name
+    ]
 
 
 def check_same_origin(origin: str | None, fetch_site: str | None, public_origin: str) -> None:

@@ -69,6 +69,21 @@ _CHANGING = _Guard(
     errors={"401": _NO_SESSION, "403": "`cross_origin`, `origin_required` or `csrf_failed`."},
 )
 
+# A native client's request (routes._check_native): no cookie, no query string; the refresh handle,
+# when the route takes one, is in the body. OpenAPI has no security scheme for a body field, so
+# the credential is described by the body's schema. No Origin or CSRF check: nothing ambient.
+_NATIVE = _Guard(
+    security=[],
+    errors={
+        "400": "`cookie_not_accepted` (a session cookie came), `query_not_accepted` (a query string came), "
+        "or the body is not a JSON object or its framing is wrong."
+    },
+)
+_NATIVE_HANDLE_REFUSED = (
+    "`invalid_grant`: the handle is malformed, unknown or its session ended; `refresh_reused`: it "
+    "was already rotated away, so it was copied, and its whole session is now revoked."
+)
+
 _ADMIN_ONLY = "`forbidden` for a caller who is not an admin, or a CSRF failure."
 _SET_COOKIE = {
     "Set-Cookie": {"description": f"Sets or clears `{SESSION_COOKIE}`.", "schema": {"type": "string"}}
@@ -244,6 +259,35 @@ OPERATIONS = (
     _Operation(
         "post", "/logout", "logout", "Log out: the session is deleted and the cookie cleared.",
         tag="sessions", guard=_CHANGING, done="Logged out.", answer=api.LogoutResponse, sets_cookie=True,
+    ),
+    _Operation(
+        "post", "/native/login", "native_login",
+        "Log in from an app or a command line: no cookie, a refresh handle to keep secret.",
+        tag="native", guard=_NATIVE, body=api.LoginRequest,
+        done="Logged in; the session's first refresh handle.", answer=api.NativeLoginResponse,
+        errors={"401": "`invalid_credentials`: the email or the password is wrong."}, throttled=True,
+    ),
+    _Operation(
+        "post", "/native/token", "native_token",
+        "Mint an access token with a refresh handle, which is rotated: present the new one next time.",
+        tag="native", guard=_NATIVE, body=api.NativeMintRequest,
+        done="A fresh access token and the next refresh handle. Presented again within "
+        "`NATIVE_REFRESH_GRACE_SECONDS` of its rotation, before the next handle is used, a handle "
+        "gets that same next handle back (a retry of a lost response).",
+        answer=api.NativeTokenResponse,
+        errors={
+            "400": "`invalid_audience`, `cookie_not_accepted`, `query_not_accepted`, or the body is "
+            "not a JSON object or its framing is wrong.",
+            "401": _NATIVE_HANDLE_REFUSED,
+        },
+        throttled=True,
+    ),
+    _Operation(
+        "post", "/native/logout", "native_logout",
+        "Log out an app: its session ends, and the tokens it minted are revoked.",
+        tag="native", guard=_NATIVE, body=api.NativeLogoutRequest,
+        done="Logged out.", answer=api.LogoutResponse,
+        errors={"401": _NATIVE_HANDLE_REFUSED}, throttled=True,
     ),
     _Operation(
         "get", "/me", "me", "The caller, their CSRF token and their session's times.",

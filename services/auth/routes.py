@@ -18,7 +18,7 @@ from services.auth.feed import Published, RevocationFeed
 from services.auth.openapi import build_openapi
 from services.auth.service import AdminAction, AuthService, NewSession
 from services.auth.settings import Settings
-from shared.core import client_ip, validate_as
+from shared.core import BadRequest, client_ip, validate_as
 from shared.web import draining_future, openapi_route, read_json_object
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -124,6 +124,65 @@ def _session_opened(context: AuthContext, content: msgspec.Struct, opened: NewSe
 
 def _no_content() -> Response:
     return Response(status_code=204, headers=NO_STORE)
+
+
+def _check_native(context: AuthContext, request: Request) -> None:
+    """Guard of the native routes: the handle in the body is the only credential they take.
+
+    A session cookie is refused rather than ignored: these routes must never act for a browser's
+    ambient credential, and a client sending one is confused about which flow it is in. A query
+    string is refused so that a handle put in a URL (and so in access logs and histories) fails
+    loudly instead of working.
+    """
+    if domain.cookie_values(request.headers.getlist("cookie"), context.settings.cookie_name):
+        raise BadRequest(
+            "native routes take no session cookie; send the refresh handle", code="cookie_not_accepted"
+        )
+    if request.url.query:
+        raise BadRequest(
+            "native routes take no query string; send the refresh handle in the JSON body",
+            code="query_not_accepted",
+        )
+
+
+async def native_login(request: Request) -> Response:
+    context = _context(request)
+    _check_native(context, request)
+    credentials = validate_as(await read_json_object(request), api.LoginRequest)
+    opened = await context.service.native_login(
+        credentials.email,
+        credentials.password,
+        ip=_client_ip(context, request),
+        user_agent=request.headers.get("user-agent", ""),
+    )
+    return _json(
+        api.NativeLoginResponse(user=api.PublicUser.of(opened.user), refresh_handle=opened.refresh_handle)
+    )
+
+
+async def native_token(request: Request) -> Response:
+    context = _context(request)
+    _check_native(context, request)
+    wanted = validate_as(await read_json_object(request), api.NativeMintRequest)
+    audience = domain.allowed_audience(wanted.audience, context.settings.audiences)
+    minted = await context.service.mint_native(
+        wanted.refresh_handle, audience=audience, ip=_client_ip(context, request)
+    )
+    body = api.NativeTokenResponse(
+        access_token=minted.access_token,
+        token_type="Bearer",  # noqa: S106
+        expires_in=context.settings.access_token_ttl,
+        refresh_handle=minted.refresh_handle,
+    )
+    return _json(body)
+
+
+async def native_logout(request: Request) -> Response:
+    context = _context(request)
+    _check_native(context, request)
+    presented = validate_as(await read_json_object(request), api.NativeLogoutRequest)
+    await context.service.native_logout(presented.refresh_handle, ip=_client_ip(context, request))
+    return _json(api.LogoutResponse(status="logged_out"))
 
 
 async def login(request: Request) -> Response:
@@ -288,6 +347,9 @@ routes = [
     Route("/login", login, methods=["POST"]),
     Route("/token", token, methods=["POST"]),
     Route("/logout", logout, methods=["POST"]),
+    Route("/native/login", native_login, methods=["POST"]),
+    Route("/native/token", native_token, methods=["POST"]),
+    Route("/native/logout", native_logout, methods=["POST"]),
     Route("/me", me, methods=["GET"]),
     Route("/sessions", sessions, methods=["GET"]),
     Route("/sessions/{handle}", revoke_session, methods=["DELETE"]),

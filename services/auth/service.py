@@ -12,6 +12,7 @@ log out. Rules come from ``domain``, I/O from ``store``; HTTP lives in ``routes`
 from __future__ import annotations
 
 import enum
+import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar, overload
 
 from services.auth import domain, revocations
-from services.auth.domain import RateLimit, Session, SessionRef, User
+from services.auth.domain import RateLimit, RefreshHandle, Session, SessionRef, User
 from services.auth.key_schedule import (
     KeyState,
     RotationPolicy,
@@ -32,8 +33,17 @@ from services.auth.key_store import KeyStore, read_schedule, retire_key, rotate_
 from services.auth.passwords import Passwords
 from services.auth.revocations import Entry, Kind
 from services.auth.settings import Settings
-from services.auth.store import Refusal, RevocationStore, SessionStore, ThrottleStore, UserStore
+from services.auth.store import (
+    Refreshed,
+    Refusal,
+    RevocationStore,
+    SessionStore,
+    ThrottleStore,
+    UserStore,
+)
 from shared.core import ApiError, Forbidden, NotFound, TooManyRequests, Unauthorized
+
+logger = logging.getLogger(__name__)
 
 
 class AdminAction(enum.Enum):
@@ -71,6 +81,22 @@ class NewSession:
 
     session_id: str
     session: Session
+
+
+@dataclass(frozen=True)
+class NativeSession:
+    """What a native client is given: the refresh handle to present next (a secret) and its account."""
+
+    refresh_handle: str
+    user: User
+
+
+@dataclass(frozen=True)
+class Minted:
+    """A token minted through a refresh handle, and the handle to present next time."""
+
+    access_token: str
+    refresh_handle: str
 
 
 @dataclass(frozen=True)
@@ -181,6 +207,8 @@ class AuthService:
     accounts: Accounts
     settings: Settings
     keys: KeyStore
+    # Called once per rotated-away refresh handle presented again (the metric counts thefts).
+    on_refresh_reuse: Callable[[], None] = lambda: None
 
     async def use_session(
         self, ref: SessionRef | None, *, csrf: str | None, token_budget: RateLimit | None = None
@@ -198,7 +226,7 @@ class AuthService:
         )
         if used is Refusal.CSRF:
             raise Forbidden("missing or wrong X-CSRF-Token", code="csrf_failed")
-        if used is Refusal.NO_SESSION:
+        if isinstance(used, Refusal):
             raise Unauthorized("no valid session", code="no_session")
         return used
 
@@ -210,6 +238,32 @@ class AuthService:
         Every session the caller presented ends (fixation: an id from before login is never
         reused). An unknown email, a wrong password and a disabled account fail alike.
         """
+        user = await self._authenticate(email, password, ip)
+        accounts = self.accounts
+        for previous in presented:
+            await accounts.sessions.delete(previous.user_id, previous.handle)
+        now = accounts.clock()
+        session_id = domain.new_session_id(user.id)
+        session = domain.new_session(session_id, user, now, user_agent=user_agent, ip=ip)
+        await accounts.sessions.create(session, now)
+        return NewSession(session_id, session), user
+
+    async def native_login(self, email: str, password: str, *, ip: str, user_agent: str) -> NativeSession:
+        """Check the credentials as :meth:`login` does and open a native session: its first handle.
+
+        The session is the same record a browser's is (timeouts, listing, revocation); its id is
+        handed out only inside the refresh handle, and no cookie can name it.
+        """
+        user = await self._authenticate(email, password, ip)
+        now = self.accounts.clock()
+        session_id = domain.new_session_id(user.id)
+        secret = domain.new_refresh_secret()
+        session = domain.new_native_session(session_id, user, now, user_agent=user_agent, ip=ip)
+        await self.accounts.sessions.create(session, now, refresh_digest=domain.refresh_digest(secret))
+        return NativeSession(domain.refresh_handle(session_id, secret), user)
+
+    async def _authenticate(self, email: str, password: str, ip: str) -> User:
+        """The account these credentials open, under the login budgets; 401 or 429 otherwise."""
         accounts = self.accounts
         # Counted by the email as typed (normalized), whether or not an account has it.
         throttle_keys = await self._reserve_login_attempt(email, ip)
@@ -225,13 +279,7 @@ class AuthService:
         if user is None or not valid or user.disabled:
             raise Unauthorized("email or password is wrong", code="invalid_credentials")
         await accounts.throttles.refund(throttle_keys)
-        for previous in presented:
-            await accounts.sessions.delete(previous.user_id, previous.handle)
-        now = accounts.clock()
-        session_id = domain.new_session_id(user.id)
-        session = domain.new_session(session_id, user, now, user_agent=user_agent, ip=ip)
-        await accounts.sessions.create(session, now)
-        return NewSession(session_id, session), user
+        return user
 
     async def mint(self, ref: SessionRef | None, *, csrf: str, audience: str) -> str:
         """An access token for ``audience`` from a live session, spending its token budget.
@@ -249,6 +297,93 @@ class AuthService:
             ttl=settings.access_token_ttl,
         )
         return self.keys.sign(domain.access_token_claims(request, self.accounts.clock()))
+
+    async def mint_native(self, presented: str, *, audience: str, ip: str) -> Minted:
+        """An access token for ``audience`` through a refresh handle, which is rotated.
+
+        The token is the one :meth:`mint` signs (claims, budget). The handle returned replaces
+        the one presented, which stops working at once, except as a retry within the grace (see
+        ``store._REFRESH``). A handle already rotated away revokes the whole session.
+        """
+        settings = self.settings
+        handle, throttle_key = await self._read_handle(presented, ip)
+        successor = domain.new_refresh_secret()
+        outcome = await self.accounts.sessions.refresh(
+            handle,
+            self.accounts.clock(),
+            rotate_to=(domain.refresh_digest(successor), domain.seal_successor(handle.secret, successor)),
+            grace=settings.native_refresh_grace,
+            token_budget=settings.token_rate,
+        )
+        refreshed = await self._accepted(handle, outcome, throttle_key)
+        if refreshed.sealed is not None:
+            successor = domain.unseal_successor(handle.secret, refreshed.sealed)
+        request = domain.TokenRequest(
+            issuer=settings.issuer,
+            audience=audience,
+            user=refreshed.user,
+            session=refreshed.session,
+            ttl=settings.access_token_ttl,
+        )
+        access_token = self.keys.sign(domain.access_token_claims(request, self.accounts.clock()))
+        return Minted(access_token, domain.refresh_handle(handle.session_id, successor))
+
+    async def native_logout(self, presented: str, *, ip: str) -> None:
+        """End the native session a refresh handle names, and the tokens it minted."""
+        handle, throttle_key = await self._read_handle(presented, ip)
+        outcome = await self.accounts.sessions.refresh(
+            handle,
+            self.accounts.clock(),
+            rotate_to=None,
+            grace=self.settings.native_refresh_grace,
+            token_budget=self.settings.token_rate,
+        )
+        refreshed = await self._accepted(handle, outcome, throttle_key)
+        await self._end_session(refreshed.session)
+
+    async def _read_handle(self, presented: str, ip: str) -> tuple[RefreshHandle, str]:
+        """The handle presented and the key of the client's failure budget; 429 when it is spent."""
+        key = domain.refresh_throttle_key(ip)
+        retry_after = await self.accounts.throttles.failure_wait(key, self.settings.refresh_failures)
+        if retry_after:
+            raise TooManyRequests("too many failed refreshes; try again later", retry_after=retry_after)
+        handle = domain.read_refresh_handle(presented)
+        if handle is None:
+            await self.accounts.throttles.count_failure(key, self.settings.refresh_failures)
+            raise _invalid_grant()
+        return handle, key
+
+    async def _accepted(
+        self, handle: RefreshHandle, outcome: Refreshed | Refusal, throttle_key: str
+    ) -> Refreshed:
+        """The session a refresh reached, or the refusal (counted against the client's budget).
+
+        A reused handle revokes its whole session first.
+        """
+        if isinstance(outcome, Refusal):
+            await self.accounts.throttles.count_failure(throttle_key, self.settings.refresh_failures)
+        if outcome is Refusal.REUSED:
+            ref = handle.session
+            sessions = self.accounts.sessions
+            await self.accounts.revoking(
+                Kind.SESSION,
+                {domain.public_handle(ref.handle)},
+                lambda: sessions.delete(ref.user_id, ref.handle),
+            )
+            self.on_refresh_reuse()
+            # The session is named by its public handle (the tokens' sid); never the refresh handle.
+            logger.warning(
+                "a rotated-away refresh handle was presented again: session %s of user %s revoked",
+                domain.public_handle(ref.handle),
+                ref.user_id,
+            )
+            raise Unauthorized(
+                "this refresh handle was already used; the session is revoked, log in again",
+                code="refresh_reused",
+            )
+        if not isinstance(outcome, Refreshed):
+            raise _invalid_grant()
+        return outcome
 
     async def logout(self, session: Session) -> None:
         """End this session and the tokens it minted."""
@@ -305,6 +440,11 @@ class AuthService:
         if retry_after:
             raise TooManyRequests("too many failed logins; try again later", retry_after=retry_after)
         return keys
+
+
+def _invalid_grant() -> Unauthorized:
+    # One answer for a malformed, unknown, expired or revoked handle: which one is no one's business.
+    return Unauthorized("the refresh handle is not valid; log in again", code="invalid_grant")
 
 
 def require_admin(user: User) -> None:

@@ -60,6 +60,11 @@ class Settings:
     revocations_poll_interval: float = 0.1
     # Long-polls of the revocation feed held at once per worker; past it one is answered at once.
     revocations_max_waiters: int = 32
+    # Seconds after a rotation during which the handle rotated away may be presented once more
+    # and get the same successor back: a retry of a response lost to the network (0: none).
+    native_refresh_grace: int = 10
+    # Failed refreshes and native logouts (unknown or reused handles) one client address may make.
+    refresh_failures: RateLimit = field(default_factory=lambda: RateLimit(20, 60))
 
     @property
     def dev(self) -> bool:
@@ -129,6 +134,11 @@ class Settings:
             edge=edge,
             revocations_poll_interval=env_float(environ, "REVOCATIONS_POLL_SECONDS", 0.1, minimum=0.01),
             revocations_max_waiters=max_waiters,
+            native_refresh_grace=env_int(environ, "NATIVE_REFRESH_GRACE_SECONDS", 10, minimum=0, maximum=60),
+            refresh_failures=RateLimit(
+                env_int(environ, "REFRESH_FAILURE_LIMIT", 20, minimum=1),
+                env_int(environ, "REFRESH_FAILURE_WINDOW_SECONDS", 60, minimum=1, maximum=86400),
+            ),
         )
 
 

@@ -26,7 +26,7 @@ from typing import ParamSpec, TypeVar
 
 from redis.typing import EncodableT, FieldT
 
-from services.auth.domain import RateLimit, Session, SessionPolicy, User
+from services.auth.domain import RateLimit, RefreshHandle, Session, SessionPolicy, User
 from services.auth.redis_client import REDIS_ERRORS, Client, Script
 from services.auth.revocations import Entry, new_epoch
 from shared.core import Conflict, NotFound, ServiceUnavailable, TooManyRequests
@@ -39,6 +39,21 @@ class Refusal(enum.Enum):
 
     NO_SESSION = "no_session"
     CSRF = "csrf_failed"
+    # A native session's refresh handle that was already rotated away (see ``_REFRESH``).
+    REUSED = "refresh_reused"
+
+
+@dataclasses.dataclass(frozen=True)
+class Refreshed:
+    """A native session's handle accepted: the session after the use and its account.
+
+    ``sealed`` is set when the presented handle was the one rotated away just before, retried
+    within the grace: the successor that rotation made, sealed under the presented secret.
+    """
+
+    session: Session
+    user: User
+    sealed: str | None
 
 
 P = ParamSpec("P")
@@ -151,13 +166,14 @@ class UserStore:
 
 # The session lifetime rule, written once: the scripts below are where it is enforced, and
 # SessionPolicy only supplies its two parameters (in ms). A session ends at the earlier of
-# ``seen + idle`` (sliding) and ``created + absolute`` (fixed); a record missing a field ends now.
+# ``seen + idle`` (sliding) and ``created + absolute`` (fixed); a record missing a field ends now
+# (a browser session has a CSRF token, a native one a refresh digest).
 # Python never judges liveness itself, so there is no second copy to drift, and the tests probe
 # these scripts (tests/integration/test_session_store.py) rather than a Python twin.
 _LIFETIME = """
 local function ends_at(session, idle, absolute)
     local created, seen = tonumber(session.created), tonumber(session.seen)
-    if not created or not seen or not session.csrf then return nil end
+    if not created or not seen or not (session.csrf or session.rt) then return nil end
     return math.min(seen + idle, created + absolute)
 end
 local function record(flat)
@@ -181,6 +197,8 @@ _USE = (
 local flat = redis.call('HGETALL', KEYS[1])
 if #flat == 0 then return {'gone'} end
 local session = record(flat)
+-- A native session is held by its refresh handle alone: no cookie path may reach it.
+if session.rt then return {'gone'} end
 local user = redis.call('HGETALL', KEYS[2])
 local disabled = record(user).disabled == '1'
 local now, idle, absolute = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -201,6 +219,53 @@ session.seen = ARGV[1]
 expires = ends_at(session, idle, absolute)
 redis.call('PEXPIRE', KEYS[1], expires - now)
 return {'ok', flat, user, expires}
+"""
+)
+
+# KEYS: session, its user, the user's index, the session's token budget. ARGV: now (ms), idle and
+# absolute timeouts (ms), the session's handle, the presented secret's digest, "1" to rotate (a
+# mint) or "0" only to check (a logout), the successor's digest, the successor sealed under the
+# presented secret, the grace (ms), then the budget's limit and window (s).
+# A native session's handle is judged and rotated in one step, so two refreshes with one handle
+# cannot both rotate. The presented secret must be the current one; else the one rotated away
+# last, within the grace and before its successor was used (a retry of a lost response, answered
+# with the same successor); anything else proves a handle was used twice: 'reused'. Digests are
+# compared, not secrets, so a comparison's time says nothing about a stored secret.
+_REFRESH = (
+    _LIFETIME
+    + """
+local flat = redis.call('HGETALL', KEYS[1])
+if #flat == 0 then return {'gone'} end
+local session = record(flat)
+if not session.rt then return {'gone'} end
+local user = redis.call('HGETALL', KEYS[2])
+local now, idle, absolute = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local expires = ends_at(session, idle, absolute)
+if not expires or #user == 0 or record(user).disabled == '1' or now >= expires then
+    redis.call('DEL', KEYS[1])
+    redis.call('SREM', KEYS[3], ARGV[4])
+    return {'gone'}
+end
+local retry = false
+if session.rt ~= ARGV[5] then
+    retry = session.prev == ARGV[5] and now - tonumber(session.rot) < tonumber(ARGV[9])
+    if not retry then return {'reused'} end
+end
+if ARGV[6] == '0' then return {'ok', flat, user, expires, ''} end
+local count = redis.call('INCR', KEYS[4])
+if count == 1 then redis.call('EXPIRE', KEYS[4], ARGV[11]) end
+if count > tonumber(ARGV[10]) then return {'busy', math.max(redis.call('PTTL', KEYS[4]), 1)} end
+local sealed = ''
+if retry then
+    sealed = session.next
+else
+    redis.call('HSET', KEYS[1], 'rt', ARGV[7], 'prev', ARGV[5], 'rot', ARGV[1], 'next', ARGV[8])
+end
+redis.call('HSET', KEYS[1], 'seen', ARGV[1])
+session.seen = ARGV[1]
+expires = ends_at(session, idle, absolute)
+redis.call('PEXPIRE', KEYS[1], expires - now)
+return {'ok', flat, user, expires, sealed}
 """
 )
 
@@ -282,17 +347,27 @@ class SessionStore:
         self._revoke_all = client.register_script(_REVOKE_ALL)
         # The one script of every session-authenticated request, run by the lean one-command path.
         self._use = Script(client, _USE)
+        self._refresh = Script(client, _REFRESH)
 
     @_unavailable_on_redis_error
-    async def create(self, session: Session, now: float, *, revoke_others: bool = False) -> list[str]:
+    async def create(
+        self,
+        session: Session,
+        now: float,
+        *,
+        revoke_others: bool = False,
+        refresh_digest: str | None = None,
+    ) -> list[str]:
         """Store a session and index it; with ``revoke_others``, every other session of the user dies.
+
+        A native session is stored with its first ``refresh_digest`` and no CSRF token.
 
         One script, so the index never names a session that is gone for good, and a password
         change cannot leave behind a session created while it ran. Entries for sessions that
         expired are pruned here too. Returns the handles ``revoke_others`` ended (each needs a
         revocation entry, including one created while the change ran).
         """
-        fields = [part for pair in _session_fields(session).items() for part in pair]
+        fields = [part for pair in _session_fields(session, refresh_digest).items() for part in pair]
         revoked = await self._create(
             keys=[_session_key(session.user_id, session.handle), _index_key(session.user_id)],
             args=[
@@ -368,6 +443,61 @@ class SessionStore:
             return Refusal.NO_SESSION
         return dataclasses.replace(session, last_seen=now, expires_at=int(reply[3]) / 1000), user
 
+    @_unavailable_on_redis_error
+    async def refresh(
+        self,
+        handle: RefreshHandle,
+        now: float,
+        *,
+        rotate_to: tuple[str, str] | None,
+        grace: float,
+        token_budget: RateLimit,
+    ) -> Refreshed | Refusal:
+        """Use a native session through its refresh handle (see ``_REFRESH``).
+
+        With ``rotate_to`` (the successor's digest and the successor sealed under the presented
+        secret) the handle is rotated and one token request spent (:class:`TooManyRequests`
+        when over budget, nothing rotated); without, it is only checked (a logout). Refused
+        with :attr:`Refusal.NO_SESSION` when the session is gone, past a timeout or not native,
+        or its account is gone or disabled; :attr:`Refusal.REUSED` when the secret was already
+        rotated away. Only an accepted use slides the idle timer.
+        """
+        ref = handle.session
+        digest, sealed = rotate_to or ("", "")
+        reply = await self._refresh(
+            [
+                _session_key(ref.user_id, ref.handle),
+                _user_key(ref.user_id),
+                _index_key(ref.user_id),
+                _token_budget_key(ref.user_id, ref.handle),
+            ],
+            [
+                _ms(now),
+                *self._timeouts(),
+                ref.handle,
+                handle.digest,
+                "0" if rotate_to is None else "1",
+                digest,
+                sealed,
+                _ms(grace),
+                token_budget.limit,
+                token_budget.window,
+            ],
+        )
+        outcome = _text(reply[0])
+        if outcome == "busy":
+            raise TooManyRequests(
+                "too many token requests for this session", retry_after=-(-int(reply[1]) // 1000)
+            )
+        if outcome == "reused":
+            return Refusal.REUSED
+        session = _session_from_fields(ref.user_id, ref.handle, _pairs(reply[1])) if outcome == "ok" else None
+        user = _user_from_fields(_pairs(reply[2])) if outcome == "ok" else None
+        if session is None or user is None:
+            return Refusal.NO_SESSION
+        used = dataclasses.replace(session, last_seen=now, expires_at=int(reply[3]) / 1000)
+        return Refreshed(used, user, _text(reply[4]) or None)
+
     def _timeouts(self) -> tuple[int, int]:
         # The lifetime rule's parameters, in the scripts' unit (ms); the rule is _LIFETIME.
         return self.policy.idle * 1000, self.policy.absolute * 1000
@@ -414,6 +544,20 @@ end
 return 0
 """
 
+# KEYS: one budget's counter. ARGV: its limit. The wait (ms) before it has room, 0 when it has.
+_FAILURE_WAIT = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
+    return math.max(redis.call('PTTL', KEYS[1]), 1)
+end
+return 0
+"""
+
+# KEYS: one budget's counter. ARGV: its window (s).
+_COUNT_FAILURE = """
+if redis.call('INCR', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return 0
+"""
+
 _REFUND = """
 for i = 1, #KEYS do
     if tonumber(redis.call('GET', KEYS[i]) or '0') > 0 then redis.call('DECR', KEYS[i]) end
@@ -427,6 +571,8 @@ class ThrottleStore:
 
     def __init__(self, client: Client):
         self._reserve_login = client.register_script(_RESERVE_LOGIN)
+        self._failure_wait = client.register_script(_FAILURE_WAIT)
+        self._count_failure = client.register_script(_COUNT_FAILURE)
         self._refund = client.register_script(_REFUND)
 
     @_unavailable_on_redis_error
@@ -441,6 +587,22 @@ class ThrottleStore:
         return -(-wait_ms // 1000)
 
     @_unavailable_on_redis_error
+    async def failure_wait(self, key: str, limit: RateLimit) -> int:
+        """The seconds until the failure budget ``key`` has room again; 0 when it has room now.
+
+        Unlike the login budgets nothing is spent in advance: parallel failures can overshoot
+        the budget by the number in flight, which against a 256-bit secret buys nothing, while
+        a success costs no write and a crowd of honest clients behind one address is never
+        refused for each other's refreshes.
+        """
+        wait_ms = int(await self._failure_wait(keys=[key], args=[limit.limit]))
+        return -(-wait_ms // 1000)
+
+    @_unavailable_on_redis_error
+    async def count_failure(self, key: str, limit: RateLimit) -> None:
+        await self._count_failure(keys=[key], args=[limit.window])
+
+    @_unavailable_on_redis_error
     async def refund(self, keys: tuple[str, ...]) -> None:
         await self._refund(keys=list(keys), args=[])
 
@@ -450,6 +612,8 @@ class ThrottleStore:
 # is what holds a session (record plus index entry) under 400 bytes at 100,000 sessions. The
 # owner is not a field: the key names it.
 _CREATED, _SEEN, _CSRF, _AGENT, _IP = "created", "seen", "csrf", "ua", "ip"
+# A native session's current refresh digest: present on native sessions only, it is their mark.
+_REFRESH_DIGEST = "rt"
 
 
 def _ms(seconds: float) -> str:
@@ -463,14 +627,18 @@ def _pairs(flat: list[bytes | str]) -> dict[str, str]:
     return dict(zip(texts[::2], texts[1::2], strict=True))
 
 
-def _session_fields(session: Session) -> dict[FieldT, EncodableT]:
-    return {
+def _session_fields(session: Session, refresh_digest: str | None) -> dict[FieldT, EncodableT]:
+    fields: dict[FieldT, EncodableT] = {
         _CREATED: _ms(session.created_at),
         _SEEN: _ms(session.last_seen),
-        _CSRF: session.csrf_token,
         _AGENT: session.user_agent,
         _IP: session.ip,
     }
+    if refresh_digest is None:
+        fields[_CSRF] = session.csrf_token
+    else:
+        fields[_REFRESH_DIGEST] = refresh_digest
+    return fields
 
 
 def _session_from_fields(user_id: str, handle: str, fields: dict[str, str]) -> Session | None:
@@ -480,9 +648,10 @@ def _session_from_fields(user_id: str, handle: str, fields: dict[str, str]) -> S
             user_id=user_id,
             created_at=int(fields[_CREATED]) / 1000,
             last_seen=int(fields[_SEEN]) / 1000,
-            csrf_token=fields[_CSRF],
+            csrf_token=fields.get(_CSRF, ""),
             user_agent=fields.get(_AGENT, ""),
             ip=fields.get(_IP, ""),
+            native=_REFRESH_DIGEST in fields,
         )
     except (KeyError, ValueError):
         logger.warning("discarding a malformed session record")

@@ -41,6 +41,10 @@ TOPOLOGY_RERUNS: dict[str, dict[str, tuple[str, ...]]] = {
         "test_token_uses_past_the_rate_wait_for_the_window_and_leave_the_session_untouched": _EVERYWHERE,
         "test_touch_reports_a_session_revoked_since_it_was_read": _ON_CLUSTER,
     },
+    "test_native_sessions.py": {
+        # The refresh script on a Cluster: all of its keys carry the user's hash tag.
+        "test_concurrent_refreshes_with_one_handle_rotate_once": _ON_CLUSTER,
+    },
     "test_session_script.py": {
         "test_a_server_that_lost_its_scripts_is_sent_the_source_once_and_the_use_succeeds": _EVERYWHERE,
         # The link's topologies: a Cluster's script goes through the client's own path.

@@ -169,6 +169,9 @@ class TestDocument:
             ("post", "/login"): schema_ref(api.LoginRequest),
             ("post", "/token"): schema_ref(api.MintRequest),
             ("post", "/password"): schema_ref(api.PasswordChange),
+            ("post", "/native/login"): schema_ref(api.LoginRequest),
+            ("post", "/native/token"): schema_ref(api.NativeMintRequest),
+            ("post", "/native/logout"): schema_ref(api.NativeLogoutRequest),
         }
         for type_ in (api.LoginRequest, api.MintRequest, api.PasswordChange):
             assert document["components"]["schemas"][type_.__name__]["additionalProperties"] is False

@@ -169,6 +169,7 @@ def test_the_public_handle_is_the_tokens_sid_and_not_the_cookie() -> None:
         "user_agent": "ua",
         "ip": "203.0.113.9",
         "current": True,
+        "kind": "browser",
     }
     assert api.SessionInfo.of(session, "another").current is False
 
