@@ -359,6 +359,23 @@ def test_native_login_is_throttled_like_the_cookie_login(
     client_at(auth, handles).login(email, PASSWORD)
 
 
+def test_alternating_cookie_and_native_logins_share_one_guessing_budget(
+    cluster: Cluster, auth: httpx.Client, handles: Handles
+) -> None:
+    email, address = new_user(cluster), fresh_address()
+    guesser = client_at(auth, handles, address)
+    wrong = {"email": email, "password": "not-the-password-at-all"}
+    cookie_login = {"Origin": cluster.public_origin, "X-Forwarded-For": address}
+    answers = []
+    for index in range(LOGIN_LIMIT + 1):
+        if index % 2:
+            answers.append(guesser.post_login(email, wrong["password"]))
+        else:
+            answers.append(auth.post("/login", json=wrong, headers=cookie_login))
+    assert [answer.status_code for answer in answers] == [401] * LOGIN_LIMIT + [429]
+    assert_json_error(auth.post("/login", json={**wrong, "password": PASSWORD}, headers=cookie_login), 429)
+
+
 def test_no_service_logged_a_refresh_handle(
     cluster: Cluster, gateway: NativeClient, handles: Handles
 ) -> None:
