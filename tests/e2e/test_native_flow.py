@@ -13,6 +13,7 @@ of the gateway is 127.0.0.1, so the module raises that budget; the security tier
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 
 import httpx
@@ -252,11 +253,14 @@ def test_a_refresh_handle_is_refused_by_the_cookie_routes(
 def test_a_browsers_cookie_value_is_not_a_refresh_handle_and_presenting_it_ends_nothing(
     cluster: Cluster, native: NativeClient, browser: Browser, api: SessionApi
 ) -> None:
-    # A signed cookie value has a refresh handle's shape (a session id, a dot, 43 characters), and
-    # its session id is a real one: it must still be no handle, and must not pass for a stolen one.
+    # A signed cookie value is a session id, a dot and a signature: a refresh handle's shape. Its
+    # session id is a real one, so with a secret of a handle's length it names a live session; a
+    # browser's session has no handle, so that is no handle at all, and no sign of a stolen one.
     session = login(browser, new_user(cluster))
-    assert_refused(native.refresh(session.cookie), 401, "invalid_grant", session.cookie)
-    assert_refused(native.logout(session.cookie), 401, "invalid_grant", session.cookie)
+    session_id = session.cookie.rsplit(".", 1)[0]
+    for presented in (session.cookie, f"{session_id}.{secrets.token_urlsafe(32)}"):
+        assert_refused(native.refresh(presented), 401, "invalid_grant", presented, session.cookie)
+        assert_refused(native.logout(presented), 401, "invalid_grant", presented, session.cookie)
     assert api.is_live(session)
     assert_accepted(cluster, browser.token(session))
 
