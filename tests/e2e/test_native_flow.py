@@ -115,6 +115,7 @@ def test_native_login_sets_no_cookie_and_its_handle_mints_a_token_orders_accepts
     (entry,) = native_sessions(api, viewer)
     assert entry["handle"] == claims["sid"]
     assert entry["current"] is False
+    assert {(s["current"], s["kind"]) for s in api.sessions(viewer)} >= {(True, "browser"), (False, "native")}
 
 
 def test_native_login_with_a_wrong_password_is_refused(cluster: Cluster, native: NativeClient) -> None:
