@@ -188,6 +188,12 @@ def test_a_query_string_is_refused_on_native_routes_and_never_echoed(
             response = gateway.client.post(f"{path}?{query}", json=body)
             assert_refused(response, 400, "query_not_accepted", handle)
             assert "set-cookie" not in response.headers
+    # Nor as a form or a GET, the other ways a handle ends up in a URL or a browser's history.
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert_refused(
+        gateway.client.post(path, content=f"refresh_handle={handle}", headers=form), 415, None, handle
+    )
+    assert_refused(gateway.client.get(f"{path}?refresh_handle={handle}"), 405, None, handle)
     # Refused before anything was done: the handle was neither rotated nor ended.
     gateway.mint(handle)
 
