@@ -23,7 +23,8 @@ def test_sessions_lists_each_login_newest_first_with_its_details(cluster: Cluste
     listed = response.json()["sessions"]
     assert [s["current"] for s in listed] == [True, False]
     newest, oldest = listed
-    assert set(newest) == {"handle", "created_at", "last_seen", "user_agent", "ip", "current"}
+    assert set(newest) == {"handle", "created_at", "last_seen", "user_agent", "ip", "current", "kind"}
+    assert newest["kind"] == oldest["kind"] == "browser"
     # Stored as a label of at most 64 characters (a browser's is "Chrome 131 on Linux").
     assert newest["user_agent"] == "x" * 64
     assert oldest["user_agent"] == "first-browser/1.0"
