@@ -123,7 +123,9 @@ def _wire(
 ) -> AuthContext:
     """The stores, the use cases and the cookie signer over one Redis client."""
     policy = domain.SessionPolicy(
-        idle=settings.session_idle_timeout, absolute=settings.session_absolute_timeout
+        idle=settings.session_idle_timeout,
+        absolute=settings.session_absolute_timeout,
+        per_user=settings.sessions_per_user,
     )
     accounts = Accounts(
         users=UserStore(client),

@@ -76,7 +76,9 @@ def public_handle(handle: str) -> str:
 
 @dataclass(frozen=True)
 class SessionPolicy:
-    """How long a session lives: ``idle`` seconds without use, ``absolute`` seconds at most.
+    """How long a session lives: ``idle`` seconds without use, ``absolute`` seconds at most; and
+    how many one user may hold at once (``per_user``): a new one past it ends the least recently
+    used, so no account can grow Redis or the scripts that walk its sessions without bound.
 
     Only the parameters: the rule itself (the earlier of last use + ``idle`` and creation +
     ``absolute``) is enforced in Redis by the store's scripts, in one step with each use, and
@@ -85,6 +87,7 @@ class SessionPolicy:
 
     idle: int
     absolute: int
+    per_user: int = 100
 
 
 def new_session_id(user_id: str) -> str:

@@ -193,6 +193,14 @@ class Accounts:
             await self._record(kind, ids, finished)
         return outcome
 
+    async def sessions_ended(self, handles: Collection[str]) -> None:
+        """Revoke the tokens of sessions a store script ended by itself (to make room for a new one).
+
+        Recorded after the end, which the script did in one step with the creation: nothing can
+        mint from them any more, and the cutoff is after every token they minted.
+        """
+        await self._record(Kind.SESSION, {domain.public_handle(handle) for handle in handles}, self.clock())
+
     async def _record(self, kind: Kind, ids: Collection[str], now: float) -> None:
         if ids:
             await self.revocations.record(
@@ -245,7 +253,7 @@ class AuthService:
         now = accounts.clock()
         session_id = domain.new_session_id(user.id)
         session = domain.new_session(session_id, user, now, user_agent=user_agent, ip=ip)
-        await accounts.sessions.create(session, now)
+        await accounts.sessions_ended(await accounts.sessions.create(session, now))
         return NewSession(session_id, session), user
 
     async def native_login(self, email: str, password: str, *, ip: str, user_agent: str) -> NativeSession:
@@ -259,7 +267,10 @@ class AuthService:
         session_id = domain.new_session_id(user.id)
         secret = domain.new_refresh_secret()
         session = domain.new_native_session(session_id, user, now, user_agent=user_agent, ip=ip)
-        await self.accounts.sessions.create(session, now, refresh_digest=domain.refresh_digest(secret))
+        ended = await self.accounts.sessions.create(
+            session, now, refresh_digest=domain.refresh_digest(secret)
+        )
+        await self.accounts.sessions_ended(ended)
         return NativeSession(domain.refresh_handle(session_id, secret), user)
 
     async def _authenticate(self, email: str, password: str, ip: str) -> User:

@@ -63,6 +63,8 @@ class Settings:
     # Seconds after a rotation during which the handle rotated away may be presented once more
     # and get the same successor back: a retry of a response lost to the network (0: none).
     native_refresh_grace: int = 10
+    # Sessions one user may hold at once; a new login past it ends the least recently used.
+    sessions_per_user: int = 100
     # Failed refreshes and native logouts (unknown or reused handles) one client address may make.
     refresh_failures: RateLimit = field(default_factory=lambda: RateLimit(20, 60))
 
@@ -134,6 +136,7 @@ class Settings:
             edge=edge,
             revocations_poll_interval=env_float(environ, "REVOCATIONS_POLL_SECONDS", 0.1, minimum=0.01),
             revocations_max_waiters=max_waiters,
+            sessions_per_user=env_int(environ, "SESSIONS_PER_USER", 100, minimum=1, maximum=10000),
             native_refresh_grace=env_int(environ, "NATIVE_REFRESH_GRACE_SECONDS", 10, minimum=0, maximum=60),
             refresh_failures=RateLimit(
                 env_int(environ, "REFRESH_FAILURE_LIMIT", 20, minimum=1),

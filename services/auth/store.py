@@ -284,22 +284,36 @@ return revoked
 """
 
 # KEYS: session, index. ARGV: now, idle and absolute timeouts (ms), handle, index TTL (s), the
-# user's session key prefix, "1" to revoke every other session of the user first, then the
-# session's field/value pairs. The reply lists the handles revoked, for their revocation entries.
+# user's session key prefix, "1" to revoke every other session of the user first, the most
+# sessions a user may hold, then the session's field/value pairs. Past the most, the least
+# recently used sessions end to make room. The reply lists the handles ended, for their
+# revocation entries.
 _CREATE = (
     _LIFETIME
     + """
-local revoked = {}
+local revoked, live = {}, {}
 for _, handle in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    local seen = redis.call('HGET', ARGV[6] .. handle, 'seen')
     if ARGV[7] == '1' then
         revoked[#revoked + 1] = handle
         redis.call('DEL', ARGV[6] .. handle)
         redis.call('SREM', KEYS[2], handle)
-    elseif redis.call('EXISTS', ARGV[6] .. handle) == 0 then
+    elseif not seen then
         redis.call('SREM', KEYS[2], handle)
+    else
+        live[#live + 1] = {tonumber(seen) or 0, handle}
     end
 end
-local fields = {unpack(ARGV, 8)}
+local room = tonumber(ARGV[8]) - 1
+if #live > room then
+    table.sort(live, function(a, b) return a[1] < b[1] end)
+    for i = 1, #live - room do
+        revoked[#revoked + 1] = live[i][2]
+        redis.call('DEL', ARGV[6] .. live[i][2])
+        redis.call('SREM', KEYS[2], live[i][2])
+    end
+end
+local fields = {unpack(ARGV, 9)}
 redis.call('HSET', KEYS[1], unpack(fields))
 local expires = ends_at(record(fields), tonumber(ARGV[2]), tonumber(ARGV[3]))
 redis.call('PEXPIRE', KEYS[1], expires - tonumber(ARGV[1]))
@@ -360,12 +374,13 @@ class SessionStore:
     ) -> list[str]:
         """Store a session and index it; with ``revoke_others``, every other session of the user dies.
 
-        A native session is stored with its first ``refresh_digest`` and no CSRF token.
+        A native session is stored with its first ``refresh_digest`` and no CSRF token. A user
+        already holding ``policy.per_user`` sessions loses the least recently used to make room.
 
         One script, so the index never names a session that is gone for good, and a password
         change cannot leave behind a session created while it ran. Entries for sessions that
-        expired are pruned here too. Returns the handles ``revoke_others`` ended (each needs a
-        revocation entry, including one created while the change ran).
+        expired are pruned here too. Returns the handles ended here, by ``revoke_others`` or to
+        make room (each needs a revocation entry, including one created while a change ran).
         """
         fields = [part for pair in _session_fields(session, refresh_digest).items() for part in pair]
         revoked = await self._create(
@@ -377,6 +392,7 @@ class SessionStore:
                 self.policy.absolute,
                 _session_prefix(session.user_id),
                 "1" if revoke_others else "0",
+                self.policy.per_user,
                 *fields,
             ],
         )

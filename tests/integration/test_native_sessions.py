@@ -412,3 +412,34 @@ def test_native_routes_over_a_real_socket_refuse_bad_bodies(redis_url: str, keys
             response = http.post("/native/token", content=body, headers={"Content-Type": "application/json"})
             assert 400 <= response.status_code < 500, response.text
             assert set(response.json()) >= {"error", "detail"}
+
+
+def test_a_user_past_the_session_limit_loses_the_least_recently_used(
+    make_client: Any, clock: FakeClock
+) -> None:
+    client = make_client(SESSIONS_PER_USER="3")
+    oldest = first_handle(client)
+    clock.now += 1
+    browser = Session(client)
+    sid = claims_of(browser.mint().json()["access_token"])[1]["sid"]
+    clock.now += 1
+    middle = first_handle(client)
+    clock.now += 1
+    # Used most recently now, though created first: it is not the one to go.
+    oldest = rotated(client, oldest)
+    clock.now += 1
+    newest = first_handle(client)
+    assert client.get("/me", headers={"Cookie": f"__Host-session={browser.cookie}"}).status_code == 401
+    for handle in (oldest, middle, newest):
+        assert refresh(client, handle).status_code == 200
+    # The evicted session's tokens are revoked like a logout's.
+    _, feed_claims = claims_of(client.get("/.well-known/revocations.json").text)
+    assert any(e["kind"] == "session" and e["id"] == sid for e in feed_claims["entries"])
+    # A client logging in over and over holds at most the limit, whatever it does.
+    for _ in range(12):
+        clock.now += 1
+        first_handle(client)
+    viewer = Session(client)
+    listed = client.get("/sessions", headers={"Cookie": f"__Host-session={viewer.cookie}"}).json()["sessions"]
+    assert len(listed) == 3
+    assert sum(s["current"] for s in listed) == 1
