@@ -22,7 +22,7 @@ MMDC           := $(MERMAID_PREFIX)/node_modules/.bin/mmdc
 MERMAID_CLI    ?= @mermaid-js/mermaid-cli@^11.12
 
 # The tiers `make test` runs, in this order: fastest first, so a break in the quick ones shows
-# within minutes instead of after the slow ones (the whole run is about 15 minutes on 2 cores).
+# within minutes instead of after the slow ones (the whole run is about 12 minutes on 2 cores).
 # Measured one by one on a quiet moment of a shared 2-core machine: docs 5 s, unit 50 s, browser
 # 67 s, integration 2.8 min, e2e 3.8 min; security is the longest (2.4 times e2e, both loaded), and
 # compose builds its images. The README's "Tests" table lists them in the same order, and a docs
