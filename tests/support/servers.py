@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import uvicorn
+from joserfc.jwk import RSAKey
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from tests.support.polling import poll
 
@@ -53,3 +60,15 @@ class ServerThread:
     def __exit__(self, *exc_info: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+
+
+@contextlib.contextmanager
+def jwks_server(key: RSAKey) -> Iterator[ServerThread]:
+    """A stand-in for auth's key set: ``/.well-known/jwks.json`` publishing ``key``'s public half."""
+    public = {**key.as_dict(private=False), "alg": "RS256", "use": "sig"}
+
+    async def jwks(request: Request) -> Response:
+        return JSONResponse({"keys": [public]})
+
+    with ServerThread(Starlette(routes=[Route("/.well-known/jwks.json", jwks)])) as server:
+        yield server

@@ -28,6 +28,7 @@ from services.gateway.settings import GatewaySettings
 from tests.support.claims import claims
 from tests.support.http import assert_json_error, bearer
 from tests.support.servers import ServerThread
+from tests.support.servers import jwks_server as serve_jwks
 
 KID = "cors-key-1"
 APP = "https://app.example.com"
@@ -80,12 +81,7 @@ def upstream_seen() -> list[str]:
 
 @pytest.fixture(scope="module")
 def jwks_server(signing_key: RSAKey) -> Iterator[ServerThread]:
-    public = {**signing_key.as_dict(private=False), "kid": KID, "alg": "RS256", "use": "sig"}
-
-    async def jwks(request: Request) -> Response:
-        return JSONResponse({"keys": [public]})
-
-    with ServerThread(Starlette(routes=[Route("/.well-known/jwks.json", jwks)])) as server:
+    with serve_jwks(signing_key) as server:
         yield server
 
 

@@ -24,6 +24,7 @@ from starlette.routing import Route
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
 from tests.support.servers import ServerThread
+from tests.support.servers import jwks_server as serve_jwks
 
 ISSUER = "http://localhost:8000"
 KID = "fa-key-1"
@@ -53,12 +54,7 @@ def upstream_seen() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def jwks_server(signing_key: RSAKey) -> Iterator[ServerThread]:
-    public = {**signing_key.as_dict(private=False), "kid": KID, "alg": "RS256", "use": "sig"}
-
-    async def jwks(request: Request) -> Response:
-        return JSONResponse({"keys": [public]})
-
-    with ServerThread(Starlette(routes=[Route("/.well-known/jwks.json", jwks)])) as server:
+    with serve_jwks(signing_key) as server:
         yield server
 
 
