@@ -22,7 +22,7 @@ import logging
 import math
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from redis.typing import EncodableT, FieldT
 
@@ -183,47 +183,73 @@ local function record(flat)
 end
 """
 
-# KEYS: session, its user, the user's index, and optionally the session's token budget.
-# ARGV: now (ms), idle and absolute timeouts (ms), the session's handle, "1" to require that
-# ARGV[6] is the session's CSRF token (else "0"), then the budget's limit and window (s).
+# What the two scripts that use a session share. KEYS: the session, its user, the user's index,
+# the session's token budget. ARGV: now (ms), idle and absolute timeouts (ms), the session's handle.
+_SESSION_USE = (
+    _LIFETIME
+    + """
+local now, idle, absolute = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+
+-- The session's record (as stored and read), its user and its end, when the session may be used
+-- now; else nil, and a dead session leaves Redis and the index. A native session is held by its
+-- refresh handle alone and a browser's by its cookie alone: ``native`` says which the caller holds.
+local function usable(native)
+    local flat = redis.call('HGETALL', KEYS[1])
+    if #flat == 0 then return nil end
+    local session = record(flat)
+    if (session.rt ~= nil) ~= native then return nil end
+    local user = redis.call('HGETALL', KEYS[2])
+    local expires = ends_at(session, idle, absolute)
+    if not expires or #user == 0 or record(user).disabled == '1' or now >= expires then
+        redis.call('DEL', KEYS[1])
+        redis.call('SREM', KEYS[3], ARGV[4])
+        return nil
+    end
+    return flat, session, user, expires
+end
+
+-- Spends one request of the session's token budget; the wait (ms) when it is spent out, else nil.
+local function over_budget(limit, window)
+    local count = redis.call('INCR', KEYS[4])
+    if count == 1 then redis.call('EXPIRE', KEYS[4], window) end
+    if count > tonumber(limit) then return math.max(redis.call('PTTL', KEYS[4]), 1) end
+    return nil
+end
+
+-- Slides the idle timer; the session's new end (ms).
+local function touched(session)
+    redis.call('HSET', KEYS[1], 'seen', ARGV[1])
+    session.seen = ARGV[1]
+    local expires = ends_at(session, idle, absolute)
+    redis.call('PEXPIRE', KEYS[1], expires - now)
+    return expires
+end
+"""
+)
+
+# KEYS and the first ARGV as ``_SESSION_USE``, the token budget only when one is spent; then "1"
+# to require that ARGV[6] is the session's CSRF token (else "0"), then the budget's limit and
+# window (s).
 # Every session-authenticated request is this one round trip: the session is judged, and
 # touched only if it may be used, in one step, so a logout racing a token request either
 # wins or comes after the token. The reply carries the new end of the session (ms). The CSRF
 # tokens are compared as SHA-1 digests, so the time a comparison takes says nothing about the
 # stored token.
 _USE = (
-    _LIFETIME
+    _SESSION_USE
     + """
-local flat = redis.call('HGETALL', KEYS[1])
-if #flat == 0 then return {'gone'} end
-local session = record(flat)
--- A native session is held by its refresh handle alone: no cookie path may reach it.
-if session.rt then return {'gone'} end
-local user = redis.call('HGETALL', KEYS[2])
-local disabled = record(user).disabled == '1'
-local now, idle, absolute = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local expires = ends_at(session, idle, absolute)
-if not expires or #user == 0 or disabled or now >= expires then
-    redis.call('DEL', KEYS[1])
-    redis.call('SREM', KEYS[3], ARGV[4])
-    return {'gone'}
-end
+local flat, session, user = usable(false)
+if not flat then return {'gone'} end
 if ARGV[5] == '1' and redis.sha1hex(session.csrf) ~= redis.sha1hex(ARGV[6]) then return {'csrf'} end
 if KEYS[4] then
-    local count = redis.call('INCR', KEYS[4])
-    if count == 1 then redis.call('EXPIRE', KEYS[4], ARGV[8]) end
-    if count > tonumber(ARGV[7]) then return {'busy', math.max(redis.call('PTTL', KEYS[4]), 1)} end
+    local wait = over_budget(ARGV[7], ARGV[8])
+    if wait then return {'busy', wait} end
 end
-redis.call('HSET', KEYS[1], 'seen', ARGV[1])
-session.seen = ARGV[1]
-expires = ends_at(session, idle, absolute)
-redis.call('PEXPIRE', KEYS[1], expires - now)
-return {'ok', flat, user, expires}
+return {'ok', flat, user, touched(session)}
 """
 )
 
-# KEYS: session, its user, the user's index, the session's token budget. ARGV: now (ms), idle and
-# absolute timeouts (ms), the session's handle, the presented secret's digest, "1" to rotate (a
+# KEYS and the first ARGV as ``_SESSION_USE``; then the presented secret's digest, "1" to rotate (a
 # mint) or "0" only to check (a logout), the successor's digest, the successor sealed under the
 # presented secret, the grace (ms), then the budget's limit and window (s).
 # A native session's handle is judged and rotated in one step, so two refreshes with one handle
@@ -232,40 +258,25 @@ return {'ok', flat, user, expires}
 # with the same successor); anything else proves a handle was used twice: 'reused'. Digests are
 # compared, not secrets, so a comparison's time says nothing about a stored secret.
 _REFRESH = (
-    _LIFETIME
+    _SESSION_USE
     + """
-local flat = redis.call('HGETALL', KEYS[1])
-if #flat == 0 then return {'gone'} end
-local session = record(flat)
-if not session.rt then return {'gone'} end
-local user = redis.call('HGETALL', KEYS[2])
-local now, idle, absolute = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local expires = ends_at(session, idle, absolute)
-if not expires or #user == 0 or record(user).disabled == '1' or now >= expires then
-    redis.call('DEL', KEYS[1])
-    redis.call('SREM', KEYS[3], ARGV[4])
-    return {'gone'}
-end
+local flat, session, user, expires = usable(true)
+if not flat then return {'gone'} end
 local retry = false
 if session.rt ~= ARGV[5] then
     retry = session.prev == ARGV[5] and now - tonumber(session.rot) < tonumber(ARGV[9])
     if not retry then return {'reused'} end
 end
 if ARGV[6] == '0' then return {'ok', flat, user, expires, ''} end
-local count = redis.call('INCR', KEYS[4])
-if count == 1 then redis.call('EXPIRE', KEYS[4], ARGV[11]) end
-if count > tonumber(ARGV[10]) then return {'busy', math.max(redis.call('PTTL', KEYS[4]), 1)} end
+local wait = over_budget(ARGV[10], ARGV[11])
+if wait then return {'busy', wait} end
 local sealed = ''
 if retry then
     sealed = session.next
 else
     redis.call('HSET', KEYS[1], 'rt', ARGV[7], 'prev', ARGV[5], 'rot', ARGV[1], 'next', ARGV[8])
 end
-redis.call('HSET', KEYS[1], 'seen', ARGV[1])
-session.seen = ARGV[1]
-expires = ends_at(session, idle, absolute)
-redis.call('PEXPIRE', KEYS[1], expires - now)
-return {'ok', flat, user, expires, sealed}
+return {'ok', flat, user, touched(session), sealed}
 """
 )
 
@@ -345,6 +356,26 @@ end
 return found
 """
 )
+
+
+# How ``_SESSION_USE``'s scripts name a refusal other than 'gone'.
+_REFUSALS = {"csrf": Refusal.CSRF, "reused": Refusal.REUSED}
+
+
+def _used(user_id: str, handle: str, reply: list[Any], now: float) -> tuple[Session, User] | Refusal:
+    """A session-use script's reply: the session after the use and its account, or the refusal."""
+    outcome = _text(reply[0])
+    if outcome == "busy":
+        raise TooManyRequests(
+            "too many token requests for this session", retry_after=-(-int(reply[1]) // 1000)
+        )
+    if outcome in _REFUSALS:
+        return _REFUSALS[outcome]
+    session = _session_from_fields(user_id, handle, _pairs(reply[1])) if outcome == "ok" else None
+    user = _user_from_fields(_pairs(reply[2])) if outcome == "ok" else None
+    if session is None or user is None:
+        return Refusal.NO_SESSION
+    return dataclasses.replace(session, last_seen=now, expires_at=int(reply[3]) / 1000), user
 
 
 class SessionStore:
@@ -445,19 +476,7 @@ class SessionStore:
         if token_budget is not None:
             keys.append(_token_budget_key(user_id, handle))
             args += [token_budget.limit, token_budget.window]
-        reply = await self._use(keys, args)
-        outcome = _text(reply[0])
-        if outcome == "busy":
-            raise TooManyRequests(
-                "too many token requests for this session", retry_after=-(-int(reply[1]) // 1000)
-            )
-        if outcome == "csrf":
-            return Refusal.CSRF
-        session = _session_from_fields(user_id, handle, _pairs(reply[1])) if outcome == "ok" else None
-        user = _user_from_fields(_pairs(reply[2])) if outcome == "ok" else None
-        if session is None or user is None:
-            return Refusal.NO_SESSION
-        return dataclasses.replace(session, last_seen=now, expires_at=int(reply[3]) / 1000), user
+        return _used(user_id, handle, await self._use(keys, args), now)
 
     @_unavailable_on_redis_error
     async def refresh(
@@ -500,19 +519,10 @@ class SessionStore:
                 token_budget.window,
             ],
         )
-        outcome = _text(reply[0])
-        if outcome == "busy":
-            raise TooManyRequests(
-                "too many token requests for this session", retry_after=-(-int(reply[1]) // 1000)
-            )
-        if outcome == "reused":
-            return Refusal.REUSED
-        session = _session_from_fields(ref.user_id, ref.handle, _pairs(reply[1])) if outcome == "ok" else None
-        user = _user_from_fields(_pairs(reply[2])) if outcome == "ok" else None
-        if session is None or user is None:
-            return Refusal.NO_SESSION
-        used = dataclasses.replace(session, last_seen=now, expires_at=int(reply[3]) / 1000)
-        return Refreshed(used, user, _text(reply[4]) or None)
+        used = _used(ref.user_id, ref.handle, reply, now)
+        if isinstance(used, Refusal):
+            return used
+        return Refreshed(*used, sealed=_text(reply[4]) or None)
 
     def _timeouts(self) -> tuple[int, int]:
         # The lifetime rule's parameters, in the scripts' unit (ms); the rule is _LIFETIME.
